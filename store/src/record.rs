@@ -1,0 +1,77 @@
+//! The records fanout keeps, in domain terms. They are plain data so the proxy can build and read
+//! them without knowing how they are laid out on disk.
+
+use serde::{Deserialize, Serialize};
+
+/// Unique, monotonic id of one delivery job (one event to one destination). Stable across
+/// retries, so targets can use it to recognise a redelivery.
+pub type JobId = u64;
+
+/// One Stripe event as it was received, kept so every retry sends the original bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub event_type: String,
+    /// Name of the configured source (endpoint) that received it.
+    pub source: String,
+    pub received_at_ms: u64,
+    pub disposition: Disposition,
+    /// The raw body, byte for byte as Stripe sent it: re-signing depends on it.
+    pub body: Vec<u8>,
+}
+
+/// What routing decided for an event; kept so an operator can ask why an event went where it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Disposition {
+    /// Sent to these destinations, by these rules (rule name per destination).
+    Routed { destinations: Vec<(String, String)> },
+    /// A rule said to drop it: acknowledged to Stripe, delivered nowhere.
+    Dropped { rule: String },
+    /// No rule matched and there is no default destination.
+    Unrouted,
+}
+
+/// How a job's destination counts as delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delivery {
+    /// A plain target: it must succeed on its own.
+    Target,
+    /// One member of an `any` group: every member is tried in parallel and the first success
+    /// cancels the others.
+    AnyOf { group: String },
+    /// A `failover` group: one job walks the members in order, `member` is the current one.
+    Failover { group: String, members: Vec<String>, member: usize },
+}
+
+/// One event on its way to one target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub event_id: String,
+    /// The target this job is queued for now (for failover groups it changes between attempts).
+    pub target: String,
+    pub delivery: Delivery,
+    /// Name of the routing rule that sent the event here.
+    pub rule: String,
+    /// Attempts made so far.
+    pub attempt: u32,
+    pub created_at_ms: u64,
+    pub due_at_ms: u64,
+    pub last_error: Option<String>,
+}
+
+/// A job to create at ingest; the store assigns its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJob {
+    pub target: String,
+    pub delivery: Delivery,
+    pub rule: String,
+}
+
+/// A job that gave up, with why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub job: Job,
+    pub error: String,
+    pub died_at_ms: u64,
+}

@@ -1,0 +1,15 @@
+//! fanout: one Stripe test-mode webhook endpoint in; verified, durably queued, routed and re-signed
+//! out to every environment that owns the event.
+//!
+//! The pipeline is the architecture, one module per stage, data flowing one way:
+//! [`ingress`] → [`verify`] → [`route`] → store (`fanout-store`) → [`deliver`].
+//! [`config`] builds everything before start; [`serve`] wires the stages together.
+
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod ingress;
+pub mod route;
+pub mod serve;
+pub mod signature;
+pub mod verify;

@@ -1,0 +1,703 @@
+//! `routing.yaml`: parsed once into typed structs (unknown keys refused), `${VAR}` expanded,
+//! durations parsed, names resolved to indices and checked, before anything starts. Every error
+//! names the file, the line where it can find one, and what to fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use wildmatch::WildMatch;
+
+use crate::route::{
+    Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Router, Rule,
+};
+
+/// A webhook signing secret. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Secret {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix: String = self.0.chars().take_while(|c| *c != '_').collect();
+        write!(f, "{prefix}_…(redacted)")
+    }
+}
+
+/// The resolved configuration the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub dedup_retention: Duration,
+    pub sources: Vec<Source>,
+    pub targets: Vec<Target>,
+    pub router: Router,
+}
+
+/// One Stripe webhook endpoint fanout answers on.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub path: String,
+    /// Every secret that currently signs for this endpoint (more than one during a rotation).
+    pub secrets: Vec<Secret>,
+    pub tolerance: Duration,
+    pub allow_livemode: bool,
+}
+
+/// One environment's webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub url: http::Uri,
+    /// The secret the target's own Stripe SDK verifies with; every attempt is signed with it.
+    pub secret: Secret,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts before a job is dead-lettered (for a failover group: rounds through its members).
+    pub max_attempts: Option<u32>,
+    /// Age after which a job is dead-lettered whatever its attempts (Stripe's own: 3 days).
+    pub max_age: Duration,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// A configuration problem, with where it is and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+// ---- the file as written --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: String,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_header_timeout")]
+    header_read_timeout: String,
+    #[serde(default = "default_body_timeout")]
+    body_read_timeout: String,
+    #[serde(default = "default_retention")]
+    dedup_retention: String,
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    default: Option<OneOrMany<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    path: String,
+    secrets: OneOrMany<String>,
+    #[serde(default = "default_tolerance")]
+    tolerance: String,
+    #[serde(default)]
+    allow_livemode: bool,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    max_age: Option<String>,
+    initial_delay: Option<String>,
+    max_delay: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: String,
+    url: String,
+    secret: String,
+    #[serde(default = "default_target_timeout")]
+    timeout: String,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    mode: GroupMode,
+    members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(default)]
+    when: RawWhen,
+    to: Option<OneOrMany<String>>,
+    #[serde(default)]
+    drop: bool,
+    #[serde(default, rename = "continue")]
+    continue_matching: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    #[serde(rename = "type")]
+    event_type: Option<OneOrMany<String>>,
+    account: Option<OneOrMany<String>>,
+    livemode: Option<bool>,
+    #[serde(default)]
+    fields: Vec<RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    path: OneOrMany<String>,
+    equals: Option<Value>,
+    any_of: Option<Vec<Value>>,
+    prefix: Option<String>,
+    exists: Option<bool>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> String {
+    "./data".into()
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_retention() -> String {
+    "30d".into()
+}
+fn default_tolerance() -> String {
+    "300s".into()
+}
+fn default_target_timeout() -> String {
+    "10s".into()
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+/// The reserved destination name that acknowledges and records an event but delivers it nowhere.
+pub const DROP: &str = "drop";
+
+// ---- loading --------------------------------------------------------------------------------
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            message: format!("cannot read the config: {e}"),
+        })?;
+        Config::parse(&path.display().to_string(), &text, |name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Parses `text` (named `file` in errors), looking `${VAR}`s up with `env`.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: e.location().map(|l| l.line()),
+            message: format!("{e}"),
+        })?;
+        Resolver {
+            file,
+            text,
+            env: &env,
+        }
+        .resolve(raw)
+    }
+}
+
+struct Resolver<'a> {
+    file: &'a str,
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    /// An error at the first non-comment line that mentions `needle` (the typed structs carry no
+    /// positions, so this finds the place a person would look).
+    fn err(&self, needle: &str, message: impl Into<String>) -> ConfigError {
+        let line = self
+            .text
+            .lines()
+            .position(|l| {
+                !l.trim_start().starts_with('#') && !needle.is_empty() && l.contains(needle)
+            })
+            .map(|i| i + 1);
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// Expands `${VAR}` and `${VAR:-default}`; a variable that is not set and has no default is
+    /// an error naming it.
+    fn expand(&self, value: &str) -> Result<String, ConfigError> {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| self.err(value, format!("unclosed `${{` in {value:?}")))?;
+            let (name, default) = match after[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&after[..end], None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(
+                    value,
+                    format!("`${{{name}}}` is not a valid environment variable name"),
+                ));
+            }
+            match ((self.env)(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(self.err(
+                        &format!("${{{name}"),
+                        format!("environment variable {name} is not set; export it, or write ${{{name}:-default}}"),
+                    ))
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn expand_json(&self, value: Value) -> Result<Value, ConfigError> {
+        Ok(match value {
+            Value::String(s) => Value::String(self.expand(&s)?),
+            Value::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| self.expand_json(v))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other,
+        })
+    }
+
+    fn duration(&self, key: &str, value: &str) -> Result<Duration, ConfigError> {
+        let value = self.expand(value)?;
+        humantime::parse_duration(&value).map_err(|e| {
+            self.err(
+                &format!("{key}: {value}"),
+                format!("{key}: {value:?} is not a duration ({e}); write e.g. 300s, 10m, 3d"),
+            )
+        })
+    }
+
+    fn name(&self, kind: &str, name: &str, seen: &mut Vec<String>) -> Result<(), ConfigError> {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(self.err(
+                name,
+                format!("{kind} name {name:?} must be letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if name == DROP {
+            return Err(self.err(
+                name,
+                format!(
+                    "{kind} name \"drop\" is reserved (it means: acknowledge and deliver nowhere)"
+                ),
+            ));
+        }
+        if seen.iter().any(|s| s == name) {
+            return Err(self.err(
+                name,
+                format!("duplicate name {name:?}: targets and groups share one namespace"),
+            ));
+        }
+        seen.push(name.to_owned());
+        Ok(())
+    }
+
+    fn retry(&self, base: &RetryPolicy, raw: &RawRetry) -> Result<RetryPolicy, ConfigError> {
+        let opt = |key: &str, v: &Option<String>, d: Duration| {
+            v.as_ref().map_or(Ok(d), |v| self.duration(key, v))
+        };
+        let policy = RetryPolicy {
+            max_attempts: raw.max_attempts.or(base.max_attempts),
+            max_age: opt("max_age", &raw.max_age, base.max_age)?,
+            initial_delay: opt("initial_delay", &raw.initial_delay, base.initial_delay)?,
+            max_delay: opt("max_delay", &raw.max_delay, base.max_delay)?,
+        };
+        if policy.max_attempts == Some(0) {
+            return Err(self.err("max_attempts", "max_attempts must be at least 1"));
+        }
+        Ok(policy)
+    }
+
+    fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen = self.expand(&raw.listen)?;
+        let listen = listen.parse().map_err(|_| {
+            self.err(
+                "listen",
+                format!("listen: {listen:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+        if raw.max_body_bytes == 0 {
+            return Err(self.err("max_body_bytes", "max_body_bytes must be more than 0"));
+        }
+
+        if raw.sources.is_empty() {
+            return Err(self.err(
+                "sources",
+                "no sources: add at least one Stripe endpoint under `sources:`",
+            ));
+        }
+        let mut sources: Vec<Source> = Vec::new();
+        for s in raw.sources {
+            let path = self.expand(&s.path)?;
+            if !path.starts_with('/') {
+                return Err(self.err(
+                    &s.path,
+                    format!("source {:?}: path {path:?} must start with '/'", s.name),
+                ));
+            }
+            if sources.iter().any(|o| o.path == path || o.name == s.name) {
+                return Err(self.err(
+                    &s.path,
+                    format!(
+                        "source {:?}: another source has the same name or path",
+                        s.name
+                    ),
+                ));
+            }
+            let secrets: Vec<Secret> = s
+                .secrets
+                .into_vec()
+                .iter()
+                .map(|v| self.expand(v).map(Secret))
+                .collect::<Result<_, _>>()?;
+            if secrets.iter().any(|s| s.0.is_empty()) || secrets.is_empty() {
+                return Err(self.err(
+                    &s.name,
+                    format!("source {:?}: every secret must be non-empty", s.name),
+                ));
+            }
+            sources.push(Source {
+                tolerance: self.duration("tolerance", &s.tolerance)?,
+                name: s.name,
+                path,
+                secrets,
+                allow_livemode: s.allow_livemode,
+            });
+        }
+
+        let defaults = RetryPolicy {
+            max_attempts: None,
+            max_age: Duration::from_secs(3 * 24 * 3600),
+            initial_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(3600),
+        };
+        let global_retry = self.retry(&defaults, &raw.retry)?;
+
+        let mut names = Vec::new();
+        let mut targets = Vec::new();
+        for t in raw.targets {
+            self.name("target", &t.name, &mut names)?;
+            let url_text = self.expand(&t.url)?;
+            let url: http::Uri = url_text.parse().map_err(|e| {
+                self.err(
+                    &t.url,
+                    format!("target {:?}: url {url_text:?} is not a URL ({e})", t.name),
+                )
+            })?;
+            if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+                return Err(self.err(
+                    &t.url,
+                    format!(
+                        "target {:?}: url must be http:// or https:// with a host",
+                        t.name
+                    ),
+                ));
+            }
+            let secret = self.expand(&t.secret)?;
+            if secret.is_empty() {
+                return Err(self.err(&t.name, format!("target {:?}: secret is empty", t.name)));
+            }
+            if t.concurrency == 0 {
+                return Err(self.err(
+                    &t.name,
+                    format!("target {:?}: concurrency must be at least 1", t.name),
+                ));
+            }
+            targets.push(Target {
+                timeout: self.duration("timeout", &t.timeout)?,
+                retry: self.retry(&global_retry, &t.retry)?,
+                name: t.name,
+                url,
+                secret: Secret(secret),
+                concurrency: t.concurrency,
+            });
+        }
+
+        let mut destinations: Vec<Destination> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Destination {
+                name: t.name.clone(),
+                kind: DestinationKind::Target(i),
+            })
+            .collect();
+        for g in raw.groups {
+            self.name("group", &g.name, &mut names)?;
+            if g.members.is_empty() {
+                return Err(self.err(&g.name, format!("group {:?} has no members", g.name)));
+            }
+            let mut members = Vec::new();
+            for m in &g.members {
+                let i = targets.iter().position(|t| &t.name == m).ok_or_else(|| {
+                    self.err(m, format!("group {:?}: member {m:?} is not a target (groups hold targets, not groups)", g.name))
+                })?;
+                if members.contains(&i) {
+                    return Err(self.err(m, format!("group {:?} lists {m:?} twice", g.name)));
+                }
+                members.push(i);
+            }
+            destinations.push(Destination {
+                name: g.name,
+                kind: DestinationKind::Group {
+                    mode: g.mode,
+                    members,
+                },
+            });
+        }
+
+        let action = |place: &str, to: Vec<String>| -> Result<Action, ConfigError> {
+            if to.iter().any(|d| d == DROP) {
+                return if to.len() == 1 {
+                    Ok(Action::Drop)
+                } else {
+                    Err(self.err(
+                        place,
+                        format!("{place}: \"drop\" cannot be combined with other destinations"),
+                    ))
+                };
+            }
+            if to.is_empty() {
+                return Err(self.err(place, format!("{place}: lists no destinations")));
+            }
+            let ids = to
+                .iter()
+                .map(|d| {
+                    destinations.iter().position(|x| &x.name == d).ok_or_else(|| {
+                        let known: Vec<&str> = destinations.iter().map(|x| x.name.as_str()).collect();
+                        self.err(d, format!("{place}: destination {d:?} is neither a target nor a group (known: {})", known.join(", ")))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Action::Deliver(ids))
+        };
+
+        let mut rules: Vec<Rule> = Vec::new();
+        for r in raw.routes {
+            let place = format!("route {:?}", r.name);
+            if rules.iter().any(|o| o.name == r.name) {
+                return Err(self.err(&r.name, format!("{place}: duplicate route name")));
+            }
+            let action = match (r.to, r.drop) {
+                (Some(_), true) => {
+                    return Err(self.err(
+                        &r.name,
+                        format!("{place}: has both `to` and `drop: true`; keep one"),
+                    ))
+                }
+                (None, false) => {
+                    return Err(self.err(
+                        &r.name,
+                        format!("{place}: needs `to: [destinations]` or `drop: true`"),
+                    ))
+                }
+                (None, true) => Action::Drop,
+                (Some(to), false) => action(&place, to.into_vec())?,
+            };
+            rules.push(Rule {
+                when: self.conditions(&place, r.when)?,
+                action,
+                continue_matching: r.continue_matching,
+                name: r.name,
+            });
+        }
+        let default = raw
+            .default
+            .map(|d| action("default", d.into_vec()))
+            .transpose()?;
+
+        let dedup_retention = self.duration("dedup_retention", &raw.dedup_retention)?;
+        if let Some(t) = targets.iter().find(|t| t.retry.max_age > dedup_retention) {
+            return Err(self.err(
+                "dedup_retention",
+                format!("dedup_retention must be at least every target's max_age (target {:?} keeps jobs longer)", t.name),
+            ));
+        }
+        Ok(Config {
+            listen,
+            data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
+            max_body_bytes: raw.max_body_bytes,
+            header_read_timeout: self.duration("header_read_timeout", &raw.header_read_timeout)?,
+            body_read_timeout: self.duration("body_read_timeout", &raw.body_read_timeout)?,
+            dedup_retention,
+            sources,
+            targets,
+            router: Router {
+                destinations,
+                rules,
+                default,
+            },
+        })
+    }
+
+    fn conditions(&self, place: &str, when: RawWhen) -> Result<Vec<Condition>, ConfigError> {
+        let mut out = Vec::new();
+        let strings = |v: OneOrMany<String>| {
+            v.into_vec()
+                .iter()
+                .map(|s| self.expand(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if let Some(types) = when.event_type {
+            out.push(Condition::Type(
+                strings(types)?.iter().map(|t| WildMatch::new(t)).collect(),
+            ));
+        }
+        if let Some(accounts) = when.account {
+            out.push(Condition::Account(strings(accounts)?));
+        }
+        if let Some(live) = when.livemode {
+            out.push(Condition::Livemode(live));
+        }
+        for f in when.fields {
+            let paths: Vec<Vec<String>> = strings(f.path)?
+                .iter()
+                .map(|p| p.split('.').map(str::to_owned).collect())
+                .collect();
+            if paths.iter().flatten().any(String::is_empty) {
+                return Err(self.err(
+                    "path",
+                    format!("{place}: a field path has an empty segment (write a.b.c)"),
+                ));
+            }
+            let test = FieldTest {
+                equals: f.equals.map(|v| self.expand_json(v)).transpose()?,
+                any_of: f
+                    .any_of
+                    .map(|v| self.expand_json(Value::Array(v)))
+                    .transpose()?
+                    .map(|v| match v {
+                        Value::Array(items) => items,
+                        other => vec![other],
+                    }),
+                prefix: f.prefix.map(|p| self.expand(&p)).transpose()?,
+                exists: f.exists,
+            };
+            if test.equals.is_none()
+                && test.any_of.is_none()
+                && test.prefix.is_none()
+                && test.exists.is_none()
+            {
+                return Err(self.err(
+                    "path",
+                    format!("{place}: a field test needs one of equals, any_of, prefix, exists"),
+                ));
+            }
+            out.push(Condition::Field { paths, test });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! Shared set-up for the end-to-end tests: real HTTP sinks on 127.0.0.1:0, the proxy started
+//! in-process on a temp-dir sled store, a signed-POST client, and a Stripe signature verifier
+//! written independently of the proxy's own.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fanout::config::Config;
+use fanout::serve::{self, Running};
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::Sha256;
+
+/// One request a sink received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// How a sink answers its n-th request (0-based): status and delay before answering.
+pub type Behaviour = Arc<dyn Fn(usize) -> (u16, Duration) + Send + Sync>;
+
+/// A real HTTP server standing in for one environment's webhook endpoint.
+pub struct Sink {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Sink {
+    pub async fn ok() -> Sink {
+        Sink::start(Arc::new(|_| (200, Duration::ZERO))).await
+    }
+
+    pub async fn with(f: impl Fn(usize) -> (u16, Duration) + Send + Sync + 'static) -> Sink {
+        Sink::start(Arc::new(f)).await
+    }
+
+    pub async fn start(behaviour: Behaviour) -> Sink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, behaviour, count) = (log.clone(), behaviour.clone(), count.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (log, behaviour, count) =
+                            (log.clone(), behaviour.clone(), count.clone());
+                        async move {
+                            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (status, delay) = behaviour(n);
+                            tokio::time::sleep(delay).await;
+                            log.lock().unwrap().push(Received {
+                                headers: parts.headers,
+                                body,
+                                at: Instant::now(),
+                            });
+                            let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+                            if (300..400).contains(&status) {
+                                res.headers_mut()
+                                    .insert("location", "http://127.0.0.1:1/".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(res)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Sink { addr, received }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Received requests carrying this Stripe event id.
+    pub fn for_event(&self, id: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.header("fanout-event-id") == id)
+            .collect()
+    }
+}
+
+/// A proxy running in this process on a temp-dir store.
+pub struct Proxy {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    pub async fn start(yaml: &str) -> Proxy {
+        Proxy::start_in(yaml, tempfile::tempdir().unwrap()).await
+    }
+
+    pub async fn start_in(yaml: &str, dir: tempfile::TempDir) -> Proxy {
+        let mut config = Config::parse("test.yaml", yaml, |_| None).unwrap();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = dir.path().join("data");
+        let running = serve::start(config).await.unwrap();
+        Proxy { running, dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.addr)
+    }
+
+    /// Stops the proxy and starts a new one on the same store.
+    pub async fn restart(self, yaml: &str) -> Proxy {
+        let Proxy { running, dir } = self;
+        running.stop().await;
+        Proxy::start_in(yaml, dir).await
+    }
+}
+
+pub const SOURCE_SECRET: &str = "whsec_source_test";
+
+/// A Stripe-shaped event body.
+pub fn event(id: &str, ty: &str, env: &str) -> String {
+    serde_json::json!({
+        "id": id, "object": "event", "type": ty, "livemode": false, "api_version": "2024-06-20",
+        "created": now(), "data": {"object": {"id": "cus_123", "object": "customer", "metadata": {"env": env}}}
+    })
+    .to_string()
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Stripe's signature, computed here without the proxy's code.
+pub fn stripe_signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What a target's stock Stripe SDK does: some v1 over `t.body` with its secret, t recent.
+pub fn stripe_sdk_accepts(header: &str, body: &[u8], secret: &str) -> bool {
+    let mut t = None;
+    let mut sigs = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => sigs.push(v.to_owned()),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    let expected = stripe_signature(secret, t, body);
+    let expected = expected.split_once("v1=").unwrap().1;
+    (now() - t).abs() <= 300 && sigs.iter().any(|s| s == expected)
+}
+
+/// POSTs `body` with `headers`; returns status and response text.
+pub async fn post(url: &str, headers: &[(&str, String)], body: impl Into<Bytes>) -> (u16, String) {
+    request(http::Method::POST, url, headers, body).await
+}
+
+pub async fn request(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: impl Into<Bytes>,
+) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body.into()))
+        .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let res = client.request(req).await.expect("proxy reachable");
+    let status = res.status().as_u16();
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+/// POSTs a correctly signed event, as Stripe would.
+pub async fn send_signed(url: &str, body: &str) -> (u16, String) {
+    post(
+        url,
+        &[(
+            "stripe-signature",
+            stripe_signature(SOURCE_SECRET, now(), body.as_bytes()),
+        )],
+        body.to_owned(),
+    )
+    .await
+}
+
+/// Polls `check` until it holds or `within` passes; returns whether it held.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// Runs `fut` with a hard limit, so a hung test fails instead of stalling CI.
+pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("test exceeded 60s")
+}

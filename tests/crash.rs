@@ -1,1 +1,152 @@
+//! `kill -9` of the real `fanout` binary under signed load, several times over: every event the
+//! sender saw acknowledged must still reach every destination it was routed to, and none other.
 
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use common::*;
+
+/// Starts `fanout serve` and returns it with the address it printed.
+fn spawn_fanout(config: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fanout");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, format!("http://{addr}/stripe/webhook"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_event() {
+    let (a, b) = (Sink::ok().await, Sink::ok().await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routing.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen: 127.0.0.1:0
+data_dir: {data}
+sources:
+  - name: stripe
+    path: /stripe/webhook
+    secrets: ["{SOURCE_SECRET}"]
+retry: {{initial_delay: 20ms, max_delay: 200ms}}
+targets:
+  - {{name: a, url: "{a}", secret: whsec_a}}
+  - {{name: b, url: "{b}", secret: whsec_b}}
+routes:
+  - name: to-a
+    when: {{fields: [{{path: data.object.metadata.env, equals: a}}]}}
+    to: [a]
+  - name: to-both
+    when: {{fields: [{{path: data.object.metadata.env, equals: both}}]}}
+    to: [a, b]
+default: b
+"#,
+            data = dir.path().join("data").display(),
+            a = a.url(),
+            b = b.url()
+        ),
+    )
+    .unwrap();
+
+    let url = Arc::new(RwLock::new(String::new()));
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let mut senders: Vec<_> = (0..8)
+        .map(|s| {
+            let (url, acked, stop, sent) = (url.clone(), acked.clone(), stop.clone(), sent.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) && i < 5_000 {
+                    let env = ["a", "b", "both"][i % 3];
+                    let id = format!("evt_{s}_{i}_{env}");
+                    i += 1;
+                    let target = url.read().unwrap().clone();
+                    if target.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let body = event(&id, "invoice.paid", env);
+                    let attempt = try_send_signed(&target, &body);
+                    if let Ok(Ok((200, _))) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                        acked.lock().unwrap().insert(id);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let kills = 4;
+    for round in 0..=kills {
+        let (mut child, address) = spawn_fanout(&config);
+        *url.write().unwrap() = address;
+        if round == kills {
+            // The last one runs until everything is delivered.
+            stop.store(true, Ordering::SeqCst);
+            for s in std::mem::take(&mut senders) {
+                s.await.unwrap();
+            }
+            let acked = acked.lock().unwrap().clone();
+            let delivered = |sink: &Sink| {
+                sink.received().iter().map(|r| r.header("fanout-event-id").to_owned()).collect::<HashSet<_>>()
+            };
+            let all_there = eventually(Duration::from_secs(30), || {
+                let (da, db) = (delivered(&a), delivered(&b));
+                acked.iter().all(|id| {
+                    (!id.ends_with("_a") || da.contains(id))
+                        && (!id.ends_with("_b") || db.contains(id))
+                        && (!id.ends_with("_both") || (da.contains(id) && db.contains(id)))
+                })
+            })
+            .await;
+            let (da, db) = (delivered(&a), delivered(&b));
+            let total = a.count() + b.count();
+            let unique = da.len() + db.len();
+            eprintln!(
+                "kill -9 x{kills}: sent {}, acknowledged {}, delivered {unique} (to a {}, to b {}), duplicates {}",
+                sent.load(Ordering::SeqCst),
+                acked.len(),
+                da.len(),
+                db.len(),
+                total - unique
+            );
+            child.kill().unwrap();
+            let _ = child.wait();
+            assert!(acked.len() > 50, "the load must have been acknowledged in bulk, got {}", acked.len());
+            let missing: Vec<_> = acked
+                .iter()
+                .filter(|id| {
+                    (id.ends_with("_a") && !da.contains(*id))
+                        || (id.ends_with("_b") && !db.contains(*id))
+                        || (id.ends_with("_both") && !(da.contains(*id) && db.contains(*id)))
+                })
+                .take(5)
+                .collect();
+            assert!(all_there, "acknowledged but never delivered (first 5): {missing:?}");
+            assert!(da.iter().all(|id| !id.ends_with("_b")), "an env=b event reached a");
+            assert!(db.iter().all(|id| !id.ends_with("_a")), "an env=a event reached b");
+        } else {
+            tokio::time::sleep(Duration::from_millis(300 + 150 * round as u64)).await;
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+}

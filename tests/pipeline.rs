@@ -24,10 +24,7 @@ retry:
 }
 
 fn target(name: &str, sink: &Sink, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    url: {}\n    secret: whsec_{name}_own\n{extra}",
-        sink.url()
-    )
+    format!("  - name: {name}\n    url: {}\n    secret: whsec_{name}_own\n{extra}", sink.url())
 }
 
 const SETTLE: Duration = Duration::from_millis(300);
@@ -74,10 +71,7 @@ async fn routes_each_event_to_its_owner_resigned_with_the_owners_secret() {
 async fn every_rejection_answers_its_status_and_reason_and_stores_nothing() {
     bounded(async {
         let sink = Sink::ok().await;
-        let yaml = config(&format!(
-            "max_body_bytes: 4096\ntargets:\n{}default: all\n",
-            target("all", &sink, "")
-        ));
+        let yaml = config(&format!("max_body_bytes: 4096\ntargets:\n{}default: all\n", target("all", &sink, "")));
         let proxy = Proxy::start(&yaml).await;
         let url = proxy.url("/stripe/webhook");
         let body = event("evt_bad", "customer.created", "x");
@@ -88,143 +82,51 @@ async fn every_rejection_answers_its_status_and_reason_and_stores_nothing() {
         let live = body.replace("\"livemode\":false", "\"livemode\":true");
         let no_id = r#"{"type":"customer.created","livemode":false}"#;
         let no_type = r#"{"id":"evt_x","livemode":false}"#;
-        let big = format!(
-            "{{\"id\":\"evt_big\",\"type\":\"x\",\"pad\":\"{}\"}}",
-            "a".repeat(5000)
-        );
+        let big = format!("{{\"id\":\"evt_big\",\"type\":\"x\",\"pad\":\"{}\"}}", "a".repeat(5000));
         let cases: Vec<(&str, Vec<(&str, String)>, String, u16, &str)> = vec![
-            (
-                "missing header",
-                vec![],
-                body.clone(),
-                400,
-                "missing Stripe-Signature",
-            ),
-            (
-                "two headers",
-                vec![sig.clone(), sig.clone()],
-                body.clone(),
-                400,
-                "more than one Stripe-Signature",
-            ),
-            (
-                "no t",
-                vec![("stripe-signature", v1(good(&body)))],
-                body.clone(),
-                400,
-                "no timestamp",
-            ),
-            (
-                "no v1",
-                vec![("stripe-signature", format!("t={t},v0=abc"))],
-                body.clone(),
-                400,
-                "no v1",
-            ),
-            (
-                "garbled",
-                vec![("stripe-signature", "nonsense".into())],
-                body.clone(),
-                400,
-                "malformed",
-            ),
-            (
-                "bad hex",
-                vec![("stripe-signature", format!("t={t},v1=xyz"))],
-                body.clone(),
-                400,
-                "malformed",
-            ),
+            ("missing header", vec![], body.clone(), 400, "missing Stripe-Signature"),
+            ("two headers", vec![sig.clone(), sig.clone()], body.clone(), 400, "more than one Stripe-Signature"),
+            ("no t", vec![("stripe-signature", v1(good(&body)))], body.clone(), 400, "no timestamp"),
+            ("no v1", vec![("stripe-signature", format!("t={t},v0=abc"))], body.clone(), 400, "no v1"),
+            ("garbled", vec![("stripe-signature", "nonsense".into())], body.clone(), 400, "malformed"),
+            ("bad hex", vec![("stripe-signature", format!("t={t},v1=xyz"))], body.clone(), 400, "malformed"),
             (
                 "wrong secret",
-                vec![(
-                    "stripe-signature",
-                    stripe_signature("whsec_wrong", t, body.as_bytes()),
-                )],
+                vec![("stripe-signature", stripe_signature("whsec_wrong", t, body.as_bytes()))],
                 body.clone(),
                 400,
                 "no signature matches",
             ),
-            (
-                "other body",
-                vec![("stripe-signature", good("{}"))],
-                body.clone(),
-                400,
-                "no signature matches",
-            ),
+            ("other body", vec![("stripe-signature", good("{}"))], body.clone(), 400, "no signature matches"),
             (
                 "replayed capture",
-                vec![(
-                    "stripe-signature",
-                    stripe_signature(SOURCE_SECRET, t - 301, body.as_bytes()),
-                )],
+                vec![("stripe-signature", stripe_signature(SOURCE_SECRET, t - 301, body.as_bytes()))],
                 body.clone(),
                 400,
                 "outside the tolerance",
             ),
             (
                 "from the future",
-                vec![(
-                    "stripe-signature",
-                    stripe_signature(SOURCE_SECRET, t + 301, body.as_bytes()),
-                )],
+                vec![("stripe-signature", stripe_signature(SOURCE_SECRET, t + 301, body.as_bytes()))],
                 body.clone(),
                 400,
                 "outside the tolerance",
             ),
-            (
-                "not json",
-                vec![("stripe-signature", good("hello"))],
-                "hello".into(),
-                400,
-                "body is not JSON",
-            ),
-            (
-                "no id",
-                vec![("stripe-signature", good(no_id))],
-                no_id.into(),
-                400,
-                "no string \\\"id\\\"",
-            ),
-            (
-                "no type",
-                vec![("stripe-signature", good(no_type))],
-                no_type.into(),
-                400,
-                "no string \\\"type\\\"",
-            ),
-            (
-                "livemode",
-                vec![("stripe-signature", good(&live))],
-                live.clone(),
-                400,
-                "livemode event refused",
-            ),
-            (
-                "too large",
-                vec![("stripe-signature", good(&big))],
-                big.clone(),
-                413,
-                "4096-byte limit",
-            ),
+            ("not json", vec![("stripe-signature", good("hello"))], "hello".into(), 400, "body is not JSON"),
+            ("no id", vec![("stripe-signature", good(no_id))], no_id.into(), 400, "no string \\\"id\\\""),
+            ("no type", vec![("stripe-signature", good(no_type))], no_type.into(), 400, "no string \\\"type\\\""),
+            ("livemode", vec![("stripe-signature", good(&live))], live.clone(), 400, "livemode event refused"),
+            ("too large", vec![("stripe-signature", good(&big))], big.clone(), 413, "4096-byte limit"),
         ];
         for (name, headers, body, status, reason) in &cases {
             let (got, text) = post(&url, headers, body.clone()).await;
             assert_eq!(got, *status, "{name}: {text}");
-            assert!(
-                text.contains(reason),
-                "{name}: expected {reason:?} in {text}"
-            );
+            assert!(text.contains(reason), "{name}: expected {reason:?} in {text}");
             assert!(!text.contains(SOURCE_SECRET), "{name}: secret leaked");
         }
         let (got, _) = post(&proxy.url("/stripe/other"), &[sig.clone()], body.clone()).await;
         assert_eq!(got, 404);
-        let (got, _) = post(
-            &proxy.url("/stripe/webhook/../webhook"),
-            &[sig.clone()],
-            body.clone(),
-        )
-        .await;
+        let (got, _) = post(&proxy.url("/stripe/webhook/../webhook"), &[sig.clone()], body.clone()).await;
         assert_eq!(got, 404, "paths are matched exactly");
         let (got, text) = request(Method::GET, &url, &[], "").await;
         assert_eq!((got, text.contains("POST only")), (405, true));
@@ -244,10 +146,7 @@ async fn every_rejection_answers_its_status_and_reason_and_stores_nothing() {
 async fn a_replayed_event_is_acknowledged_but_not_fanned_out_again_even_after_restart() {
     bounded(async {
         let sink = Sink::ok().await;
-        let yaml = config(&format!(
-            "targets:\n{}default: all\n",
-            target("all", &sink, "")
-        ));
+        let yaml = config(&format!("targets:\n{}default: all\n", target("all", &sink, "")));
         let proxy = Proxy::start(&yaml).await;
         let body = event("evt_once", "customer.created", "x");
         let (status, text) = send_signed(&proxy.url("/stripe/webhook"), &body).await;
@@ -325,42 +224,22 @@ async fn failover_group_tries_the_next_member_only_when_the_current_one_fails() 
 async fn a_failing_target_is_retried_with_backoff_until_it_succeeds() {
     bounded(async {
         let flaky = Sink::with(|n| (if n < 3 { 500 } else { 200 }, Duration::ZERO)).await;
-        let yaml = config(&format!(
-            "targets:\n{}default: t\n",
-            target("t", &flaky, "")
-        ));
+        let yaml = config(&format!("targets:\n{}default: t\n", target("t", &flaky, "")));
         let proxy = Proxy::start(&yaml).await;
-        assert_eq!(
-            send_signed(
-                &proxy.url("/stripe/webhook"),
-                &event("evt_r", "invoice.paid", "x")
-            )
-            .await
-            .0,
-            200
-        );
+        assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_r", "invoice.paid", "x")).await.0, 200);
         assert!(eventually(WITHIN, || flaky.count() == 4).await);
         tokio::time::sleep(SETTLE).await;
         let got = flaky.received();
         assert_eq!(got.len(), 4, "no delivery after the success");
         let attempts: Vec<&str> = got.iter().map(|r| r.header("fanout-attempt")).collect();
         assert_eq!(attempts, ["1", "2", "3", "4"]);
-        assert!(got
-            .iter()
-            .all(|r| r.header("fanout-delivery-id") == got[0].header("fanout-delivery-id")));
+        assert!(got.iter().all(|r| r.header("fanout-delivery-id") == got[0].header("fanout-delivery-id")));
         for pair in got.windows(2) {
             let gap = pair[1].at - pair[0].at;
-            assert!(
-                gap >= Duration::from_millis(20),
-                "retried after {gap:?}, before initial_delay"
-            );
+            assert!(gap >= Duration::from_millis(20), "retried after {gap:?}, before initial_delay");
         }
         // Each attempt carries a fresh signature the target accepts.
-        assert!(got.iter().all(|r| stripe_sdk_accepts(
-            r.header("stripe-signature"),
-            &r.body,
-            "whsec_t_own"
-        )));
+        assert!(got.iter().all(|r| stripe_sdk_accepts(r.header("stripe-signature"), &r.body, "whsec_t_own")));
         assert_eq!(proxy.running.store.dead_letter_count(), 0);
         proxy.running.stop().await;
     })
@@ -378,39 +257,22 @@ async fn max_attempts_moves_the_job_to_dead_letters_with_the_last_error() {
             target("moved", &redirecting, "    retry:\n      max_attempts: 1\n")
         ));
         let proxy = Proxy::start(&yaml).await;
-        assert_eq!(
-            send_signed(
-                &proxy.url("/stripe/webhook"),
-                &event("evt_d", "invoice.paid", "x")
-            )
-            .await
-            .0,
-            200
-        );
+        assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_d", "invoice.paid", "x")).await.0, 200);
         let store = &proxy.running.store;
         assert!(eventually(WITHIN, || store.dead_letter_count() == 2).await);
         tokio::time::sleep(SETTLE).await;
         assert_eq!(down.count(), 3);
-        assert_eq!(
-            redirecting.count(),
-            1,
-            "a redirect is a failure and is not followed"
-        );
+        assert_eq!(redirecting.count(), 1, "a redirect is a failure and is not followed");
         let dead = store.dead_letters(10).unwrap();
         let down_letter = dead.iter().find(|d| d.job.target == "down").unwrap();
         assert!(
-            down_letter.error.contains("after 3 attempts")
-                && down_letter.error.contains("HTTP 500"),
+            down_letter.error.contains("after 3 attempts") && down_letter.error.contains("HTTP 500"),
             "{}",
             down_letter.error
         );
         assert_eq!(down_letter.job.event_id, "evt_d");
         let moved = dead.iter().find(|d| d.job.target == "moved").unwrap();
-        assert!(
-            moved.error.contains("redirects are not followed"),
-            "{}",
-            moved.error
-        );
+        assert!(moved.error.contains("redirects are not followed"), "{}", moved.error);
         assert_eq!(store.queued("down") + store.in_flight(), 0);
         proxy.running.stop().await;
     })
@@ -426,30 +288,13 @@ async fn a_restart_resumes_pending_retries() {
             target("t", &sink, "    retry:\n      initial_delay: 700ms\n")
         ));
         let proxy = Proxy::start(&yaml).await;
-        assert_eq!(
-            send_signed(
-                &proxy.url("/stripe/webhook"),
-                &event("evt_p", "invoice.paid", "x")
-            )
-            .await
-            .0,
-            200
-        );
-        assert!(
-            eventually(WITHIN, || sink.count() == 1
-                && proxy.running.store.queued("t") == 1)
-            .await
-        );
+        assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_p", "invoice.paid", "x")).await.0, 200);
+        assert!(eventually(WITHIN, || sink.count() == 1 && proxy.running.store.queued("t") == 1).await);
         let proxy = proxy.restart(&yaml).await;
         assert_eq!(sink.count(), 1, "the retry was not due before the stop");
         assert!(eventually(WITHIN, || sink.count() == 2).await);
         assert_eq!(sink.received()[1].header("fanout-attempt"), "2");
-        assert!(
-            eventually(WITHIN, || proxy.running.store.queued("t")
-                + proxy.running.store.in_flight()
-                == 0)
-            .await
-        );
+        assert!(eventually(WITHIN, || proxy.running.store.queued("t") + proxy.running.store.in_flight() == 0).await);
         proxy.running.stop().await;
     })
     .await
@@ -467,23 +312,12 @@ async fn a_slow_target_does_not_delay_a_fast_one() {
         ));
         let proxy = Proxy::start(&yaml).await;
         for i in 0..10 {
-            let (status, _) = send_signed(
-                &proxy.url("/stripe/webhook"),
-                &event(&format!("evt_s{i}"), "invoice.paid", "x"),
-            )
-            .await;
+            let (status, _) =
+                send_signed(&proxy.url("/stripe/webhook"), &event(&format!("evt_s{i}"), "invoice.paid", "x")).await;
             assert_eq!(status, 200, "acknowledging does not wait for delivery");
         }
-        assert!(
-            eventually(Duration::from_secs(2), || fast.count() == 10).await,
-            "fast got {}",
-            fast.count()
-        );
-        assert_eq!(
-            slow.count(),
-            0,
-            "the slow target is still on its first delivery"
-        );
+        assert!(eventually(Duration::from_secs(2), || fast.count() == 10).await, "fast got {}", fast.count());
+        assert_eq!(slow.count(), 0, "the slow target is still on its first delivery");
         proxy.running.stop().await;
     })
     .await

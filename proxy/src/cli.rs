@@ -20,13 +20,7 @@ use crate::{deliver, ingress, serve, signature};
 )]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "FANOUT_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "FANOUT_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -79,11 +73,7 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            data_dir,
-        } => serve_until_signal(&config, listen, data_dir).await,
+        Command::Serve { config, listen, data_dir } => serve_until_signal(&config, listen, data_dir).await,
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
             print!("{}", describe(&config, &cfg));
@@ -91,16 +81,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Route { config, event } => {
             let cfg = Config::load(&config)?;
-            let json: serde_json::Value = serde_json::from_slice(&read(&event)?)
-                .with_context(|| format!("{} is not JSON", event.display()))?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&read(&event)?).with_context(|| format!("{} is not JSON", event.display()))?;
             print!("{}", explain(&cfg.router, &cfg.router.route(&json)));
             Ok(())
         }
-        Command::Sign {
-            secret,
-            timestamp,
-            event,
-        } => {
+        Command::Sign { secret, timestamp, event } => {
             let t = timestamp.unwrap_or_else(ingress::unix_now_secs);
             println!("{}", signature::sign(secret.as_bytes(), t, &read(&event)?));
             Ok(())
@@ -149,23 +135,12 @@ async fn wait_for_signal() {
 async fn send(url: http::Uri, secret: &str, body: Vec<u8>) -> anyhow::Result<()> {
     let header = signature::sign(secret.as_bytes(), ingress::unix_now_secs(), &body);
     let req = http::Request::post(url.clone())
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )
+        .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header("stripe-signature", header)
         .body(Full::new(Bytes::from(body)))?;
-    let res = deliver::http_client()
-        .request(req)
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let res = deliver::http_client().request(req).await.with_context(|| format!("cannot reach {url}"))?;
     let status = res.status();
-    let text = res
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let text = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     println!("{status} {}", String::from_utf8_lossy(&text));
     if !status.is_success() {
         bail!("{url} answered {status}");
@@ -189,11 +164,7 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
     let _ = writeln!(out, "\nsources:");
     for s in &cfg.sources {
         let secrets: Vec<String> = s.secrets.iter().map(ToString::to_string).collect();
-        let live = if s.allow_livemode {
-            "accepted"
-        } else {
-            "refused"
-        };
+        let live = if s.allow_livemode { "accepted" } else { "refused" };
         let _ = writeln!(
             out,
             "  {:<12} POST {}  secrets [{}]  tolerance {}  livemode {live}",
@@ -216,89 +187,51 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
             retry(&t.retry)
         );
     }
-    let groups: Vec<_> = cfg
-        .router
-        .destinations
-        .iter()
-        .filter(|x| matches!(x.kind, DestinationKind::Group { .. }))
-        .collect();
+    let groups: Vec<_> =
+        cfg.router.destinations.iter().filter(|x| matches!(x.kind, DestinationKind::Group { .. })).collect();
     if !groups.is_empty() {
         let _ = writeln!(out, "\ngroups:");
         for g in groups {
             if let DestinationKind::Group { mode, members } = &g.kind {
-                let names: Vec<&str> = members
-                    .iter()
-                    .map(|&m| cfg.targets[m].name.as_str())
-                    .collect();
+                let names: Vec<&str> = members.iter().map(|&m| cfg.targets[m].name.as_str()).collect();
                 let _ = writeln!(out, "  {:<12} {:?}  [{}]", g.name, mode, names.join(", "));
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nroutes (in order; the first match decides unless it says continue):"
-    );
+    let _ = writeln!(out, "\nroutes (in order; the first match decides unless it says continue):");
     for (i, r) in cfg.router.rules.iter().enumerate() {
         let when: Vec<String> = r.when.iter().map(condition).collect();
-        let when = if when.is_empty() {
-            "always".to_owned()
-        } else {
-            when.join(" and ")
-        };
-        let cont = if r.continue_matching {
-            "  (continue)"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "  {}. {:<12} when {when} -> {}{cont}",
-            i + 1,
-            r.name,
-            action(&cfg.router, &r.action)
-        );
+        let when = if when.is_empty() { "always".to_owned() } else { when.join(" and ") };
+        let cont = if r.continue_matching { "  (continue)" } else { "" };
+        let _ = writeln!(out, "  {}. {:<12} when {when} -> {}{cont}", i + 1, r.name, action(&cfg.router, &r.action));
     }
-    let default = cfg.router.default.as_ref().map_or(
-        "none (unmatched events are recorded as unrouted)".to_owned(),
-        |a| action(&cfg.router, a),
-    );
+    let default = cfg
+        .router
+        .default
+        .as_ref()
+        .map_or("none (unmatched events are recorded as unrouted)".to_owned(), |a| action(&cfg.router, a));
     let _ = writeln!(out, "  default -> {default}");
     out
 }
 
 fn retry(p: &RetryPolicy) -> String {
-    let attempts = p
-        .max_attempts
-        .map_or("unlimited".to_owned(), |n| n.to_string());
+    let attempts = p.max_attempts.map_or("unlimited".to_owned(), |n| n.to_string());
     let d = |x| humantime::format_duration(x).to_string();
-    format!(
-        "max_attempts {attempts}, max_age {}, delay {}..{}",
-        d(p.max_age),
-        d(p.initial_delay),
-        d(p.max_delay)
-    )
+    format!("max_attempts {attempts}, max_age {}, delay {}..{}", d(p.max_age), d(p.initial_delay), d(p.max_delay))
 }
 
 fn action(router: &Router, a: &Action) -> String {
     match a {
         Action::Drop => "drop".to_owned(),
-        Action::Deliver(ids) => ids
-            .iter()
-            .map(|&i| router.destinations[i].name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        Action::Deliver(ids) => {
+            ids.iter().map(|&i| router.destinations[i].name.as_str()).collect::<Vec<_>>().join(", ")
+        }
     }
 }
 
 fn condition(c: &Condition) -> String {
     match c {
-        Condition::Type(p) => format!(
-            "type in [{}]",
-            p.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Condition::Type(p) => format!("type in [{}]", p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
         Condition::Account(a) => format!("account in [{}]", a.join(", ")),
         Condition::Livemode(l) => format!("livemode = {l}"),
         Condition::Field { paths, test } => {
@@ -314,11 +247,7 @@ fn condition(c: &Condition) -> String {
                 tests.push(format!("starts with {p:?}"));
             }
             if let Some(e) = test.exists {
-                tests.push(if e {
-                    "exists".to_owned()
-                } else {
-                    "is absent".to_owned()
-                });
+                tests.push(if e { "exists".to_owned() } else { "is absent".to_owned() });
             }
             format!("{} {}", paths.join(" | "), tests.join(" and "))
         }
@@ -328,7 +257,10 @@ fn condition(c: &Condition) -> String {
 /// The answer of `fanout route`.
 pub fn explain(router: &Router, decision: &Decision<'_>) -> String {
     match decision {
-        Decision::Unrouted => "unrouted: no rule matched and there is no default (acknowledged and recorded, delivered nowhere)\n".to_owned(),
+        Decision::Unrouted => {
+            "unrouted: no rule matched and there is no default (acknowledged and recorded, delivered nowhere)\n"
+                .to_owned()
+        }
         Decision::Drop { rule } => format!("drop: by rule {rule:?} (acknowledged and recorded, delivered nowhere)\n"),
         Decision::Deliver(chosen) => chosen
             .iter()
@@ -336,7 +268,9 @@ pub fn explain(router: &Router, decision: &Decision<'_>) -> String {
                 let dest = &router.destinations[d];
                 let kind = match &dest.kind {
                     DestinationKind::Target(_) => "target".to_owned(),
-                    DestinationKind::Group { mode, members } => format!("{mode:?} group of {}", members.len()).to_lowercase(),
+                    DestinationKind::Group { mode, members } => {
+                        format!("{mode:?} group of {}", members.len()).to_lowercase()
+                    }
                 };
                 format!("{} ({kind}) by rule {rule:?}\n", dest.name)
             })

@@ -11,9 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use wildmatch::WildMatch;
 
-use crate::route::{
-    Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Router, Rule,
-};
+use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Router, Rule};
 
 /// A webhook signing secret. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -265,28 +263,17 @@ impl Config {
             line: None,
             message: format!("cannot read the config: {e}"),
         })?;
-        Config::parse(&path.display().to_string(), &text, |name| {
-            std::env::var(name).ok()
-        })
+        Config::parse(&path.display().to_string(), &text, |name| std::env::var(name).ok())
     }
 
     /// Parses `text` (named `file` in errors), looking `${VAR}`s up with `env`.
-    pub fn parse(
-        file: &str,
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
             file: file.to_owned(),
             line: e.location().map(|l| l.line()),
             message: format!("{e}"),
         })?;
-        Resolver {
-            file,
-            text,
-            env: &env,
-        }
-        .resolve(raw)
+        Resolver { file, text, env: &env }.resolve(raw)
     }
 }
 
@@ -303,15 +290,9 @@ impl Resolver<'_> {
         let line = self
             .text
             .lines()
-            .position(|l| {
-                !l.trim_start().starts_with('#') && !needle.is_empty() && l.contains(needle)
-            })
+            .position(|l| !l.trim_start().starts_with('#') && !needle.is_empty() && l.contains(needle))
             .map(|i| i + 1);
-        ConfigError {
-            file: self.file.to_owned(),
-            line,
-            message: message.into(),
-        }
+        ConfigError { file: self.file.to_owned(), line, message: message.into() }
     }
 
     /// Expands `${VAR}` and `${VAR:-default}`; a variable that is not set and has no default is
@@ -322,18 +303,13 @@ impl Resolver<'_> {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| self.err(value, format!("unclosed `${{` in {value:?}")))?;
+            let end = after.find('}').ok_or_else(|| self.err(value, format!("unclosed `${{` in {value:?}")))?;
             let (name, default) = match after[..end].split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (&after[..end], None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(self.err(
-                    value,
-                    format!("`${{{name}}}` is not a valid environment variable name"),
-                ));
+                return Err(self.err(value, format!("`${{{name}}}` is not a valid environment variable name")));
             }
             match ((self.env)(name), default) {
                 (Some(v), _) => out.push_str(&v),
@@ -354,12 +330,9 @@ impl Resolver<'_> {
     fn expand_json(&self, value: Value) -> Result<Value, ConfigError> {
         Ok(match value {
             Value::String(s) => Value::String(self.expand(&s)?),
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|v| self.expand_json(v))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| self.expand_json(v)).collect::<Result<_, _>>()?)
+            }
             other => other,
         })
     }
@@ -375,38 +348,24 @@ impl Resolver<'_> {
     }
 
     fn name(&self, kind: &str, name: &str, seen: &mut Vec<String>) -> Result<(), ConfigError> {
-        let ok = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok {
-            return Err(self.err(
-                name,
-                format!("{kind} name {name:?} must be letters, digits, '-', '_' or '.'"),
-            ));
+            return Err(self.err(name, format!("{kind} name {name:?} must be letters, digits, '-', '_' or '.'")));
         }
         if name == DROP {
-            return Err(self.err(
-                name,
-                format!(
-                    "{kind} name \"drop\" is reserved (it means: acknowledge and deliver nowhere)"
-                ),
-            ));
+            return Err(
+                self.err(name, format!("{kind} name \"drop\" is reserved (it means: acknowledge and deliver nowhere)"))
+            );
         }
         if seen.iter().any(|s| s == name) {
-            return Err(self.err(
-                name,
-                format!("duplicate name {name:?}: targets and groups share one namespace"),
-            ));
+            return Err(self.err(name, format!("duplicate name {name:?}: targets and groups share one namespace")));
         }
         seen.push(name.to_owned());
         Ok(())
     }
 
     fn retry(&self, base: &RetryPolicy, raw: &RawRetry) -> Result<RetryPolicy, ConfigError> {
-        let opt = |key: &str, v: &Option<String>, d: Duration| {
-            v.as_ref().map_or(Ok(d), |v| self.duration(key, v))
-        };
+        let opt = |key: &str, v: &Option<String>, d: Duration| v.as_ref().map_or(Ok(d), |v| self.duration(key, v));
         let policy = RetryPolicy {
             max_attempts: raw.max_attempts.or(base.max_attempts),
             max_age: opt("max_age", &raw.max_age, base.max_age)?,
@@ -421,51 +380,29 @@ impl Resolver<'_> {
 
     fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listen = self.expand(&raw.listen)?;
-        let listen = listen.parse().map_err(|_| {
-            self.err(
-                "listen",
-                format!("listen: {listen:?} is not an address like 127.0.0.1:8080"),
-            )
-        })?;
+        let listen = listen
+            .parse()
+            .map_err(|_| self.err("listen", format!("listen: {listen:?} is not an address like 127.0.0.1:8080")))?;
         if raw.max_body_bytes == 0 {
             return Err(self.err("max_body_bytes", "max_body_bytes must be more than 0"));
         }
 
         if raw.sources.is_empty() {
-            return Err(self.err(
-                "sources",
-                "no sources: add at least one Stripe endpoint under `sources:`",
-            ));
+            return Err(self.err("sources", "no sources: add at least one Stripe endpoint under `sources:`"));
         }
         let mut sources: Vec<Source> = Vec::new();
         for s in raw.sources {
             let path = self.expand(&s.path)?;
             if !path.starts_with('/') {
-                return Err(self.err(
-                    &s.path,
-                    format!("source {:?}: path {path:?} must start with '/'", s.name),
-                ));
+                return Err(self.err(&s.path, format!("source {:?}: path {path:?} must start with '/'", s.name)));
             }
             if sources.iter().any(|o| o.path == path || o.name == s.name) {
-                return Err(self.err(
-                    &s.path,
-                    format!(
-                        "source {:?}: another source has the same name or path",
-                        s.name
-                    ),
-                ));
+                return Err(self.err(&s.path, format!("source {:?}: another source has the same name or path", s.name)));
             }
-            let secrets: Vec<Secret> = s
-                .secrets
-                .into_vec()
-                .iter()
-                .map(|v| self.expand(v).map(Secret))
-                .collect::<Result<_, _>>()?;
+            let secrets: Vec<Secret> =
+                s.secrets.into_vec().iter().map(|v| self.expand(v).map(Secret)).collect::<Result<_, _>>()?;
             if secrets.iter().any(|s| s.0.is_empty()) || secrets.is_empty() {
-                return Err(self.err(
-                    &s.name,
-                    format!("source {:?}: every secret must be non-empty", s.name),
-                ));
+                return Err(self.err(&s.name, format!("source {:?}: every secret must be non-empty", s.name)));
             }
             sources.push(Source {
                 tolerance: self.duration("tolerance", &s.tolerance)?,
@@ -489,30 +426,20 @@ impl Resolver<'_> {
         for t in raw.targets {
             self.name("target", &t.name, &mut names)?;
             let url_text = self.expand(&t.url)?;
-            let url: http::Uri = url_text.parse().map_err(|e| {
-                self.err(
-                    &t.url,
-                    format!("target {:?}: url {url_text:?} is not a URL ({e})", t.name),
-                )
-            })?;
+            let url: http::Uri = url_text
+                .parse()
+                .map_err(|e| self.err(&t.url, format!("target {:?}: url {url_text:?} is not a URL ({e})", t.name)))?;
             if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-                return Err(self.err(
-                    &t.url,
-                    format!(
-                        "target {:?}: url must be http:// or https:// with a host",
-                        t.name
-                    ),
-                ));
+                return Err(
+                    self.err(&t.url, format!("target {:?}: url must be http:// or https:// with a host", t.name))
+                );
             }
             let secret = self.expand(&t.secret)?;
             if secret.is_empty() {
                 return Err(self.err(&t.name, format!("target {:?}: secret is empty", t.name)));
             }
             if t.concurrency == 0 {
-                return Err(self.err(
-                    &t.name,
-                    format!("target {:?}: concurrency must be at least 1", t.name),
-                ));
+                return Err(self.err(&t.name, format!("target {:?}: concurrency must be at least 1", t.name)));
             }
             targets.push(Target {
                 timeout: self.duration("timeout", &t.timeout)?,
@@ -527,10 +454,7 @@ impl Resolver<'_> {
         let mut destinations: Vec<Destination> = targets
             .iter()
             .enumerate()
-            .map(|(i, t)| Destination {
-                name: t.name.clone(),
-                kind: DestinationKind::Target(i),
-            })
+            .map(|(i, t)| Destination { name: t.name.clone(), kind: DestinationKind::Target(i) })
             .collect();
         for g in raw.groups {
             self.name("group", &g.name, &mut names)?;
@@ -540,20 +464,17 @@ impl Resolver<'_> {
             let mut members = Vec::new();
             for m in &g.members {
                 let i = targets.iter().position(|t| &t.name == m).ok_or_else(|| {
-                    self.err(m, format!("group {:?}: member {m:?} is not a target (groups hold targets, not groups)", g.name))
+                    self.err(
+                        m,
+                        format!("group {:?}: member {m:?} is not a target (groups hold targets, not groups)", g.name),
+                    )
                 })?;
                 if members.contains(&i) {
                     return Err(self.err(m, format!("group {:?} lists {m:?} twice", g.name)));
                 }
                 members.push(i);
             }
-            destinations.push(Destination {
-                name: g.name,
-                kind: DestinationKind::Group {
-                    mode: g.mode,
-                    members,
-                },
-            });
+            destinations.push(Destination { name: g.name, kind: DestinationKind::Group { mode: g.mode, members } });
         }
 
         let action = |place: &str, to: Vec<String>| -> Result<Action, ConfigError> {
@@ -561,10 +482,7 @@ impl Resolver<'_> {
                 return if to.len() == 1 {
                     Ok(Action::Drop)
                 } else {
-                    Err(self.err(
-                        place,
-                        format!("{place}: \"drop\" cannot be combined with other destinations"),
-                    ))
+                    Err(self.err(place, format!("{place}: \"drop\" cannot be combined with other destinations")))
                 };
             }
             if to.is_empty() {
@@ -575,7 +493,13 @@ impl Resolver<'_> {
                 .map(|d| {
                     destinations.iter().position(|x| &x.name == d).ok_or_else(|| {
                         let known: Vec<&str> = destinations.iter().map(|x| x.name.as_str()).collect();
-                        self.err(d, format!("{place}: destination {d:?} is neither a target nor a group (known: {})", known.join(", ")))
+                        self.err(
+                            d,
+                            format!(
+                                "{place}: destination {d:?} is neither a target nor a group (known: {})",
+                                known.join(", ")
+                            ),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -590,16 +514,10 @@ impl Resolver<'_> {
             }
             let action = match (r.to, r.drop) {
                 (Some(_), true) => {
-                    return Err(self.err(
-                        &r.name,
-                        format!("{place}: has both `to` and `drop: true`; keep one"),
-                    ))
+                    return Err(self.err(&r.name, format!("{place}: has both `to` and `drop: true`; keep one")))
                 }
                 (None, false) => {
-                    return Err(self.err(
-                        &r.name,
-                        format!("{place}: needs `to: [destinations]` or `drop: true`"),
-                    ))
+                    return Err(self.err(&r.name, format!("{place}: needs `to: [destinations]` or `drop: true`")))
                 }
                 (None, true) => Action::Drop,
                 (Some(to), false) => action(&place, to.into_vec())?,
@@ -611,16 +529,16 @@ impl Resolver<'_> {
                 name: r.name,
             });
         }
-        let default = raw
-            .default
-            .map(|d| action("default", d.into_vec()))
-            .transpose()?;
+        let default = raw.default.map(|d| action("default", d.into_vec())).transpose()?;
 
         let dedup_retention = self.duration("dedup_retention", &raw.dedup_retention)?;
         if let Some(t) = targets.iter().find(|t| t.retry.max_age > dedup_retention) {
             return Err(self.err(
                 "dedup_retention",
-                format!("dedup_retention must be at least every target's max_age (target {:?} keeps jobs longer)", t.name),
+                format!(
+                    "dedup_retention must be at least every target's max_age (target {:?} keeps jobs longer)",
+                    t.name
+                ),
             ));
         }
         Ok(Config {
@@ -632,26 +550,15 @@ impl Resolver<'_> {
             dedup_retention,
             sources,
             targets,
-            router: Router {
-                destinations,
-                rules,
-                default,
-            },
+            router: Router { destinations, rules, default },
         })
     }
 
     fn conditions(&self, place: &str, when: RawWhen) -> Result<Vec<Condition>, ConfigError> {
         let mut out = Vec::new();
-        let strings = |v: OneOrMany<String>| {
-            v.into_vec()
-                .iter()
-                .map(|s| self.expand(s))
-                .collect::<Result<Vec<_>, _>>()
-        };
+        let strings = |v: OneOrMany<String>| v.into_vec().iter().map(|s| self.expand(s)).collect::<Result<Vec<_>, _>>();
         if let Some(types) = when.event_type {
-            out.push(Condition::Type(
-                strings(types)?.iter().map(|t| WildMatch::new(t)).collect(),
-            ));
+            out.push(Condition::Type(strings(types)?.iter().map(|t| WildMatch::new(t)).collect()));
         }
         if let Some(accounts) = when.account {
             out.push(Condition::Account(strings(accounts)?));
@@ -660,38 +567,24 @@ impl Resolver<'_> {
             out.push(Condition::Livemode(live));
         }
         for f in when.fields {
-            let paths: Vec<Vec<String>> = strings(f.path)?
-                .iter()
-                .map(|p| p.split('.').map(str::to_owned).collect())
-                .collect();
+            let paths: Vec<Vec<String>> =
+                strings(f.path)?.iter().map(|p| p.split('.').map(str::to_owned).collect()).collect();
             if paths.iter().flatten().any(String::is_empty) {
-                return Err(self.err(
-                    "path",
-                    format!("{place}: a field path has an empty segment (write a.b.c)"),
-                ));
+                return Err(self.err("path", format!("{place}: a field path has an empty segment (write a.b.c)")));
             }
             let test = FieldTest {
                 equals: f.equals.map(|v| self.expand_json(v)).transpose()?,
-                any_of: f
-                    .any_of
-                    .map(|v| self.expand_json(Value::Array(v)))
-                    .transpose()?
-                    .map(|v| match v {
-                        Value::Array(items) => items,
-                        other => vec![other],
-                    }),
+                any_of: f.any_of.map(|v| self.expand_json(Value::Array(v))).transpose()?.map(|v| match v {
+                    Value::Array(items) => items,
+                    other => vec![other],
+                }),
                 prefix: f.prefix.map(|p| self.expand(&p)).transpose()?,
                 exists: f.exists,
             };
-            if test.equals.is_none()
-                && test.any_of.is_none()
-                && test.prefix.is_none()
-                && test.exists.is_none()
-            {
-                return Err(self.err(
-                    "path",
-                    format!("{place}: a field test needs one of equals, any_of, prefix, exists"),
-                ));
+            if test.equals.is_none() && test.any_of.is_none() && test.prefix.is_none() && test.exists.is_none() {
+                return Err(
+                    self.err("path", format!("{place}: a field test needs one of equals, any_of, prefix, exists"))
+                );
             }
             out.push(Condition::Field { paths, test });
         }

@@ -48,14 +48,9 @@ pub fn spawn(
     client: HttpClient,
     shutdown: CancellationToken,
 ) -> (Dispatcher, Vec<tokio::task::JoinHandle<()>>) {
-    let wakers: HashMap<String, Arc<Notify>> = config
-        .targets
-        .iter()
-        .map(|t| (t.name.clone(), Arc::new(Notify::new())))
-        .collect();
-    let dispatcher = Dispatcher {
-        wakers: Arc::new(wakers),
-    };
+    let wakers: HashMap<String, Arc<Notify>> =
+        config.targets.iter().map(|t| (t.name.clone(), Arc::new(Notify::new()))).collect();
+    let dispatcher = Dispatcher { wakers: Arc::new(wakers) };
     let handles = (0..config.targets.len())
         .map(|i| {
             let worker = Worker {
@@ -81,17 +76,12 @@ pub fn http_client() -> HttpClient {
         Err(e) => {
             tracing::warn!("no platform CA roots ({e}); https targets will fail to verify");
             let roots = rustls::RootCertStore::empty();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth(),
-            )
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
         }
     };
     let connector = builder.https_or_http().enable_all_versions().build();
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
 }
 
 struct Worker {
@@ -133,10 +123,7 @@ impl Worker {
                 }
                 if permits.available_permits() > 0 {
                     match this.store.next_due_ms(&target.name) {
-                        Ok(Some(due)) => {
-                            wait = Duration::from_millis(due.saturating_sub(unix_now_ms()))
-                                .min(MAX_IDLE)
-                        }
+                        Ok(Some(due)) => wait = Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
                         Ok(None) => {}
                         Err(e) => {
                             tracing::error!(target = %target.name, "cannot read the queue: {e}")
@@ -163,9 +150,7 @@ impl Worker {
         let started = Instant::now();
         let result = match self.store.event(&job.event_id) {
             Ok(Some(event)) => send(&self.client, target, &job, Bytes::from(event.body)).await,
-            Ok(None) => Err(
-                "the event is no longer in the store (retention shorter than max_age?)".to_owned(),
-            ),
+            Ok(None) => Err("the event is no longer in the store (retention shorter than max_age?)".to_owned()),
             Err(e) => Err(format!("cannot read the event from the store: {e}")),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -220,20 +205,11 @@ async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> R
     let signature = signature::sign(target.secret.as_ref(), unix_now_secs(), &body);
     let (route, group) = match &job.delivery {
         Delivery::Target => (job.rule.as_str(), None),
-        Delivery::AnyOf { group } | Delivery::Failover { group, .. } => {
-            (job.rule.as_str(), Some(group.as_str()))
-        }
+        Delivery::AnyOf { group } | Delivery::Failover { group, .. } => (job.rule.as_str(), Some(group.as_str())),
     };
     let mut req = Request::post(target.url.clone())
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .header(
-            header::USER_AGENT,
-            concat!(
-                "fanout/",
-                env!("CARGO_PKG_VERSION"),
-                " (Stripe webhook proxy)"
-            ),
-        )
+        .header(header::USER_AGENT, concat!("fanout/", env!("CARGO_PKG_VERSION"), " (Stripe webhook proxy)"))
         .header("stripe-signature", signature)
         .header("fanout-event-id", job.event_id.as_str())
         .header("fanout-delivery-id", job.id.to_string())
@@ -252,10 +228,7 @@ async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> R
         let status = res.status();
         // Read (a bounded part of) the answer so the connection can be reused, and for the error.
         let text = match Limited::new(res.into_body(), 4096).collect().await {
-            Ok(b) => String::from_utf8_lossy(&b.to_bytes())
-                .chars()
-                .take(200)
-                .collect::<String>(),
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).chars().take(200).collect::<String>(),
             Err(_) => String::new(),
         };
         Ok::<_, String>((status, text))
@@ -264,9 +237,9 @@ async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> R
         Err(_) => Err(format!("timed out after {:?}", target.timeout)),
         Ok(Err(e)) => Err(e),
         Ok(Ok((status, _))) if status.is_success() => Ok(status.as_u16()),
-        Ok(Ok((status, _))) if status.is_redirection() => Err(format!(
-            "HTTP {status}: redirects are not followed; point the target at the final URL"
-        )),
+        Ok(Ok((status, _))) if status.is_redirection() => {
+            Err(format!("HTTP {status}: redirects are not followed; point the target at the final URL"))
+        }
         Ok(Ok((status, text))) => Err(format!("HTTP {status}: {text}")),
     }
 }
@@ -295,26 +268,19 @@ pub enum Step {
 /// `max_attempts` counts rounds.
 pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> Step {
     let Some(target) = config.targets.iter().find(|t| t.name == job.target) else {
-        let reason = format!(
-            "target {:?} is no longer configured; last error: {error}",
-            job.target
-        );
+        let reason = format!("target {:?} is no longer configured; last error: {error}", job.target);
         return Step::Dead(job, reason);
     };
     let policy = &target.retry;
     job.last_error = Some(error.clone());
     let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
     let retries = match &mut job.delivery {
-        Delivery::Failover {
-            members, member, ..
-        } if *member + 1 < members.len() => {
+        Delivery::Failover { members, member, .. } if *member + 1 < members.len() => {
             *member += 1;
             job.target = members[*member].clone();
             None
         }
-        Delivery::Failover {
-            members, member, ..
-        } => {
+        Delivery::Failover { members, member, .. } => {
             *member = 0;
             job.target = members[0].clone();
             Some(job.attempt / members.len() as u32)
@@ -332,10 +298,7 @@ pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> S
     match retries {
         None => job.due_at_ms = now_ms,
         Some(n) if policy.max_attempts.is_some_and(|max| n >= max) => {
-            let reason = format!(
-                "gave up after {} attempts (max_attempts); last error: {error}",
-                job.attempt
-            );
+            let reason = format!("gave up after {} attempts (max_attempts); last error: {error}", job.attempt);
             return Step::Dead(job, reason);
         }
         Some(n) => job.due_at_ms = now_ms + retry_delay(policy, n).as_millis() as u64,

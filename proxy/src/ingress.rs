@@ -29,10 +29,7 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let response = self.handle_inner(req).await;
         tracing::debug!(
@@ -44,59 +41,25 @@ impl Ingress {
     }
 
     async fn handle_inner(&self, req: Request<Incoming>) -> Response<Body> {
-        let Some(source) = self
-            .config
-            .sources
-            .iter()
-            .find(|s| s.path == req.uri().path())
-        else {
-            return reply(
-                StatusCode::NOT_FOUND,
-                "no webhook source is configured at this path",
-            );
+        let Some(source) = self.config.sources.iter().find(|s| s.path == req.uri().path()) else {
+            return reply(StatusCode::NOT_FOUND, "no webhook source is configured at this path");
         };
         if req.method() != Method::POST {
-            let mut res = reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "webhook sources accept POST only",
-            );
-            res.headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            let mut res = reply(StatusCode::METHOD_NOT_ALLOWED, "webhook sources accept POST only");
+            res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
             return res;
         }
         let limit = self.config.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return too_large(limit);
         }
         let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(
-            self.config.body_read_timeout,
-            Limited::new(body, limit).collect(),
-        )
-        .await
+        let body = match tokio::time::timeout(self.config.body_read_timeout, Limited::new(body, limit).collect()).await
         {
-            Err(_) => {
-                return reply(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time",
-                )
-            }
-            Ok(Err(e))
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return too_large(limit)
-            }
-            Ok(Err(e)) => {
-                return reply(
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not read the request body: {e}"),
-                )
-            }
+            Err(_) => return reply(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(limit),
+            Ok(Err(e)) => return reply(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}")),
             Ok(Ok(collected)) => collected.to_bytes(),
         };
 
@@ -159,12 +122,7 @@ impl Ingress {
 /// Turns a routing decision into the jobs to queue and the disposition to record.
 pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Disposition) {
     match decision {
-        Decision::Drop { rule } => (
-            Vec::new(),
-            Disposition::Dropped {
-                rule: (*rule).to_owned(),
-            },
-        ),
+        Decision::Drop { rule } => (Vec::new(), Disposition::Dropped { rule: (*rule).to_owned() }),
         Decision::Unrouted => (Vec::new(), Disposition::Unrouted),
         Decision::Deliver(chosen) => {
             let mut jobs = Vec::new();
@@ -173,36 +131,18 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
                 let dest = &config.router.destinations[dest];
                 destinations.push((dest.name.clone(), rule.to_owned()));
                 let target = |i: usize| config.targets[i].name.clone();
-                let job = |target, delivery| NewJob {
-                    target,
-                    delivery,
-                    rule: rule.to_owned(),
-                };
+                let job = |target, delivery| NewJob { target, delivery, rule: rule.to_owned() };
                 match &dest.kind {
                     DestinationKind::Target(i) => jobs.push(job(target(*i), Delivery::Target)),
-                    DestinationKind::Group {
-                        mode: GroupMode::Any,
-                        members,
-                    } => {
+                    DestinationKind::Group { mode: GroupMode::Any, members } => {
                         for &m in members {
-                            jobs.push(job(
-                                target(m),
-                                Delivery::AnyOf {
-                                    group: dest.name.clone(),
-                                },
-                            ));
+                            jobs.push(job(target(m), Delivery::AnyOf { group: dest.name.clone() }));
                         }
                     }
-                    DestinationKind::Group {
-                        mode: GroupMode::Failover,
-                        members,
-                    } => {
+                    DestinationKind::Group { mode: GroupMode::Failover, members } => {
                         let names: Vec<String> = members.iter().map(|&m| target(m)).collect();
-                        let delivery = Delivery::Failover {
-                            group: dest.name.clone(),
-                            members: names.clone(),
-                            member: 0,
-                        };
+                        let delivery =
+                            Delivery::Failover { group: dest.name.clone(), members: names.clone(), member: 0 };
                         jobs.push(job(names[0].clone(), delivery));
                     }
                 }
@@ -213,52 +153,32 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
 }
 
 fn store_failed(event_id: &str, e: &fanout_store::StoreError) -> Response<Body> {
-    tracing::error!(
-        event_id,
-        "store failed; answering 503 so Stripe retries: {e}"
-    );
-    reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the event could not be stored; retry later",
-    )
+    tracing::error!(event_id, "store failed; answering 503 so Stripe retries: {e}");
+    reply(StatusCode::SERVICE_UNAVAILABLE, "the event could not be stored; retry later")
 }
 
 fn too_large(limit: usize) -> Response<Body> {
-    reply(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("body exceeds the {limit}-byte limit (max_body_bytes)"),
-    )
+    reply(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds the {limit}-byte limit (max_body_bytes)"))
 }
 
 fn reply(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     res
 }
 
 fn json_reply(body: &'static str) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     res
 }
 
 pub fn unix_now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 pub fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
 }

@@ -22,10 +22,7 @@ pub struct Destination {
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
     Target(usize),
-    Group {
-        mode: GroupMode,
-        members: Vec<usize>,
-    },
+    Group { mode: GroupMode, members: Vec<usize> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -146,16 +143,11 @@ impl Condition {
                 let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
                 patterns.iter().any(|p| p.matches(ty))
             }
-            Condition::Account(accounts) => event
-                .get("account")
-                .and_then(Value::as_str)
-                .is_some_and(|a| accounts.iter().any(|x| x == a)),
-            Condition::Livemode(want) => {
-                event.get("livemode").and_then(Value::as_bool) == Some(*want)
+            Condition::Account(accounts) => {
+                event.get("account").and_then(Value::as_str).is_some_and(|a| accounts.iter().any(|x| x == a))
             }
-            Condition::Field { paths, test } => {
-                test.holds(paths.iter().find_map(|p| lookup(event, p)))
-            }
+            Condition::Livemode(want) => event.get("livemode").and_then(Value::as_bool) == Some(*want),
+            Condition::Field { paths, test } => test.holds(paths.iter().find_map(|p| lookup(event, p))),
         }
     }
 }
@@ -171,17 +163,9 @@ impl FieldTest {
         let Some(value) = value else {
             return !needs_value;
         };
-        self.equals
-            .as_ref()
-            .is_none_or(|want| scalar_eq(want, value))
-            && self
-                .any_of
-                .as_ref()
-                .is_none_or(|set| set.iter().any(|w| scalar_eq(w, value)))
-            && self
-                .prefix
-                .as_ref()
-                .is_none_or(|p| value.as_str().is_some_and(|s| s.starts_with(p.as_str())))
+        self.equals.as_ref().is_none_or(|want| scalar_eq(want, value))
+            && self.any_of.as_ref().is_none_or(|set| set.iter().any(|w| scalar_eq(w, value)))
+            && self.prefix.as_ref().is_none_or(|p| value.as_str().is_some_and(|s| s.starts_with(p.as_str())))
     }
 }
 
@@ -190,13 +174,11 @@ impl FieldTest {
 fn scalar_eq(want: &Value, got: &Value) -> bool {
     want == got
         || match (want, got) {
-            (Value::String(w), other) | (other, Value::String(w)) if !other.is_string() => {
-                match other {
-                    Value::Number(n) => n.to_string() == *w,
-                    Value::Bool(b) => b.to_string() == *w,
-                    _ => false,
-                }
-            }
+            (Value::String(w), other) | (other, Value::String(w)) if !other.is_string() => match other {
+                Value::Number(n) => n.to_string() == *w,
+                Value::Bool(b) => b.to_string() == *w,
+                _ => false,
+            },
             _ => false,
         }
 }
@@ -225,31 +207,16 @@ mod tests {
     }
 
     fn field(paths: &[&str], test: FieldTest) -> Condition {
-        Condition::Field {
-            paths: paths.iter().map(|p| path(p)).collect(),
-            test,
-        }
+        Condition::Field { paths: paths.iter().map(|p| path(p)).collect(), test }
     }
 
     fn rule(name: &str, when: Vec<Condition>, to: &[DestId], cont: bool) -> Rule {
-        Rule {
-            name: name.into(),
-            when,
-            action: Action::Deliver(to.to_vec()),
-            continue_matching: cont,
-        }
+        Rule { name: name.into(), when, action: Action::Deliver(to.to_vec()), continue_matching: cont }
     }
 
     fn router(rules: Vec<Rule>, default: Option<Action>) -> Router {
-        let dest = |name: &str, i| Destination {
-            name: name.into(),
-            kind: DestinationKind::Target(i),
-        };
-        Router {
-            destinations: vec![dest("a", 0), dest("b", 1), dest("c", 2)],
-            rules,
-            default,
-        }
+        let dest = |name: &str, i| Destination { name: name.into(), kind: DestinationKind::Target(i) };
+        Router { destinations: vec![dest("a", 0), dest("b", 1), dest("c", 2)], rules, default }
     }
 
     fn invoice(env: &str) -> Value {
@@ -262,53 +229,22 @@ mod tests {
     fn first_matching_rule_decides_unless_it_continues() {
         let r = router(
             vec![
-                rule(
-                    "types",
-                    vec![Condition::Type(vec![WildMatch::new("invoice.*")])],
-                    &[0],
-                    true,
-                ),
-                rule(
-                    "acct",
-                    vec![Condition::Account(vec!["acct_9".into()])],
-                    &[1, 0],
-                    false,
-                ),
+                rule("types", vec![Condition::Type(vec![WildMatch::new("invoice.*")])], &[0], true),
+                rule("acct", vec![Condition::Account(vec!["acct_9".into()])], &[1, 0], false),
                 rule("never", vec![], &[2], false),
             ],
             None,
         );
-        assert_eq!(
-            r.route(&invoice("x")),
-            Decision::Deliver(vec![(0, "types"), (1, "acct")])
-        );
+        assert_eq!(r.route(&invoice("x")), Decision::Deliver(vec![(0, "types"), (1, "acct")]));
     }
 
     #[test]
     fn alternative_paths_use_the_first_present() {
-        let test = FieldTest {
-            equals: Some(json!("alice")),
-            ..Default::default()
-        };
-        let when = vec![field(
-            &[
-                "data.object.metadata.env",
-                "data.object.subscription_details.metadata.env",
-            ],
-            test,
-        )];
-        let r = router(
-            vec![rule("alice", when, &[2], false)],
-            Some(Action::Deliver(vec![0])),
-        );
-        assert_eq!(
-            r.route(&invoice("alice")),
-            Decision::Deliver(vec![(2, "alice")])
-        );
-        assert_eq!(
-            r.route(&invoice("bob")),
-            Decision::Deliver(vec![(0, DEFAULT_RULE)])
-        );
+        let test = FieldTest { equals: Some(json!("alice")), ..Default::default() };
+        let when = vec![field(&["data.object.metadata.env", "data.object.subscription_details.metadata.env"], test)];
+        let r = router(vec![rule("alice", when, &[2], false)], Some(Action::Deliver(vec![0])));
+        assert_eq!(r.route(&invoice("alice")), Decision::Deliver(vec![(2, "alice")]));
+        assert_eq!(r.route(&invoice("bob")), Decision::Deliver(vec![(0, DEFAULT_RULE)]));
     }
 
     #[test]
@@ -316,74 +252,21 @@ mod tests {
         let ev = invoice("alice");
         let holds = |p: &str, t: FieldTest| field(&[p], t).holds(&ev);
         let t = FieldTest::default;
-        assert!(holds(
-            "data.object.amount_due",
-            FieldTest {
-                equals: Some(json!("500")),
-                ..t()
-            }
-        ));
-        assert!(!holds(
-            "data.object.amount_due",
-            FieldTest {
-                equals: Some(json!(501)),
-                ..t()
-            }
-        ));
-        assert!(holds(
-            "type",
-            FieldTest {
-                any_of: Some(vec![json!("x"), json!("invoice.paid")]),
-                ..t()
-            }
-        ));
-        assert!(holds(
-            "data.object.lines.data.0.price.id",
-            FieldTest {
-                prefix: Some("price_".into()),
-                ..t()
-            }
-        ));
-        assert!(!holds(
-            "data.object.lines.data.1.price.id",
-            FieldTest {
-                exists: Some(true),
-                ..t()
-            }
-        ));
-        assert!(holds(
-            "data.object.customer",
-            FieldTest {
-                exists: Some(false),
-                ..t()
-            }
-        ));
-        assert!(!holds(
-            "data.object.customer",
-            FieldTest {
-                prefix: Some("cus_".into()),
-                ..t()
-            }
-        ));
-        assert!(!holds(
-            "livemode",
-            FieldTest {
-                prefix: Some("f".into()),
-                ..t()
-            }
-        ));
+        assert!(holds("data.object.amount_due", FieldTest { equals: Some(json!("500")), ..t() }));
+        assert!(!holds("data.object.amount_due", FieldTest { equals: Some(json!(501)), ..t() }));
+        assert!(holds("type", FieldTest { any_of: Some(vec![json!("x"), json!("invoice.paid")]), ..t() }));
+        assert!(holds("data.object.lines.data.0.price.id", FieldTest { prefix: Some("price_".into()), ..t() }));
+        assert!(!holds("data.object.lines.data.1.price.id", FieldTest { exists: Some(true), ..t() }));
+        assert!(holds("data.object.customer", FieldTest { exists: Some(false), ..t() }));
+        assert!(!holds("data.object.customer", FieldTest { prefix: Some("cus_".into()), ..t() }));
+        assert!(!holds("livemode", FieldTest { prefix: Some("f".into()), ..t() }));
     }
 
     #[test]
     fn drop_and_unrouted() {
         let livemode = vec![Condition::Livemode(false)];
         let r = router(
-            vec![Rule {
-                name: "quiet".into(),
-                when: livemode,
-                action: Action::Drop,
-                continue_matching: false,
-            }],
+            vec![Rule { name: "quiet".into(), when: livemode, action: Action::Drop, continue_matching: false }],
             None,
         );
         assert_eq!(r.route(&invoice("x")), Decision::Drop { rule: "quiet" });

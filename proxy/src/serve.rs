@@ -29,10 +29,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] fanout_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Largest request head (request line and headers) read before the connection is refused.
@@ -41,45 +38,16 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let store = Store::open(&config.data_dir)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let shutdown = CancellationToken::new();
-    let (dispatcher, mut tasks) = deliver::spawn(
-        config.clone(),
-        store.clone(),
-        deliver::http_client(),
-        shutdown.clone(),
-    );
-    tasks.push(tokio::spawn(retention(
-        store.clone(),
-        config.dedup_retention,
-        shutdown.clone(),
-    )));
-    let ingress = Arc::new(Ingress {
-        config: config.clone(),
-        store: store.clone(),
-        dispatcher,
-    });
-    tasks.push(tokio::spawn(accept(
-        listener,
-        ingress,
-        config.header_read_timeout,
-        shutdown.clone(),
-    )));
-    Ok(Running {
-        addr,
-        store,
-        shutdown,
-        tasks,
-    })
+    let (dispatcher, mut tasks) =
+        deliver::spawn(config.clone(), store.clone(), deliver::http_client(), shutdown.clone());
+    tasks.push(tokio::spawn(retention(store.clone(), config.dedup_retention, shutdown.clone())));
+    let ingress = Arc::new(Ingress { config: config.clone(), store: store.clone(), dispatcher });
+    tasks.push(tokio::spawn(accept(listener, ingress, config.header_read_timeout, shutdown.clone())));
+    Ok(Running { addr, store, shutdown, tasks })
 }
 
 impl Running {
@@ -99,18 +67,9 @@ impl Running {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    ingress: Arc<Ingress>,
-    header_timeout: Duration,
-    shutdown: CancellationToken,
-) {
+async fn accept(listener: TcpListener, ingress: Arc<Ingress>, header_timeout: Duration, shutdown: CancellationToken) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {

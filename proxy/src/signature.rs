@@ -38,18 +38,13 @@ pub fn parse(header: &str) -> Result<ParsedHeader, SignatureError> {
     let mut timestamp = None;
     let mut v1 = Vec::new();
     for item in header.split(',') {
-        let (key, value) = item
-            .trim()
-            .split_once('=')
-            .ok_or(SignatureError::Malformed("an item is not key=value"))?;
+        let (key, value) = item.trim().split_once('=').ok_or(SignatureError::Malformed("an item is not key=value"))?;
         match key {
             "t" => {
                 if timestamp.is_some() {
                     return Err(SignatureError::Malformed("more than one t="));
                 }
-                let t = value
-                    .parse::<i64>()
-                    .map_err(|_| SignatureError::Malformed("t is not a unix timestamp"))?;
+                let t = value.parse::<i64>().map_err(|_| SignatureError::Malformed("t is not a unix timestamp"))?;
                 timestamp = Some(t);
             }
             "v1" => {
@@ -82,29 +77,21 @@ pub fn verify(
     let matches = secrets.iter().any(|secret| {
         let mac = signed_payload_mac(secret.as_ref(), parsed.timestamp, body);
         // verify_slice compares in constant time.
-        parsed
-            .v1
-            .iter()
-            .any(|sig| mac.clone().verify_slice(sig).is_ok())
+        parsed.v1.iter().any(|sig| mac.clone().verify_slice(sig).is_ok())
     });
     if !matches {
         return Err(SignatureError::NoMatch);
     }
     let skew = now.saturating_sub(parsed.timestamp);
     if skew.unsigned_abs() > tolerance_secs {
-        return Err(SignatureError::OutsideTolerance {
-            tolerance_secs,
-            skew_secs: skew,
-        });
+        return Err(SignatureError::OutsideTolerance { tolerance_secs, skew_secs: skew });
     }
     Ok(())
 }
 
 /// A complete `Stripe-Signature` header value for `body` at `timestamp`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mac = signed_payload_mac(secret, timestamp, body)
-        .finalize()
-        .into_bytes();
+    let mac = signed_payload_mac(secret, timestamp, body).finalize().into_bytes();
     format!("t={timestamp},v1={}", hex::encode(mac))
 }
 
@@ -137,35 +124,19 @@ mod tests {
     fn accepts_any_matching_signature_for_any_secret() {
         let old = sign(b"whsec_old", 100, BODY);
         let new = sign(b"whsec_new", 100, BODY);
-        let both = format!(
-            "{},v1={},v0=ignored",
-            new,
-            &old[old.find("v1=").unwrap() + 3..]
-        );
+        let both = format!("{},v1={},v0=ignored", new, &old[old.find("v1=").unwrap() + 3..]);
         assert_eq!(verify(&both, BODY, &["whsec_old"], 300, 100), Ok(()));
-        assert_eq!(
-            verify(&both, BODY, &["whsec_other", "whsec_new"], 300, 100),
-            Ok(())
-        );
-        assert_eq!(
-            verify(&both, BODY, &["whsec_other"], 300, 100),
-            Err(SignatureError::NoMatch)
-        );
+        assert_eq!(verify(&both, BODY, &["whsec_other", "whsec_new"], 300, 100), Ok(()));
+        assert_eq!(verify(&both, BODY, &["whsec_other"], 300, 100), Err(SignatureError::NoMatch));
     }
 
     #[test]
     fn refuses_other_body_and_stale_or_future_timestamps() {
         let header = sign(b"whsec_a", 1000, BODY);
-        assert_eq!(
-            verify(&header, b"{}", &["whsec_a"], 300, 1000),
-            Err(SignatureError::NoMatch)
-        );
+        assert_eq!(verify(&header, b"{}", &["whsec_a"], 300, 1000), Err(SignatureError::NoMatch));
         assert_eq!(
             verify(&header, BODY, &["whsec_a"], 300, 1301),
-            Err(SignatureError::OutsideTolerance {
-                tolerance_secs: 300,
-                skew_secs: 301
-            })
+            Err(SignatureError::OutsideTolerance { tolerance_secs: 300, skew_secs: 301 })
         );
         assert!(verify(&header, BODY, &["whsec_a"], 300, 699).is_err());
         assert_eq!(verify(&header, BODY, &["whsec_a"], 300, 1300), Ok(()));
@@ -176,25 +147,10 @@ mod tests {
         let v1 = format!("v1={}", "ab".repeat(32));
         assert_eq!(parse(&v1), Err(SignatureError::NoTimestamp));
         assert_eq!(parse("t=1,v0=abc"), Err(SignatureError::NoV1));
-        assert_eq!(
-            parse(&format!("t=1,t=2,{v1}")),
-            Err(SignatureError::Malformed("more than one t="))
-        );
-        assert_eq!(
-            parse(&format!("t=soon,{v1}")),
-            Err(SignatureError::Malformed("t is not a unix timestamp"))
-        );
-        assert_eq!(
-            parse("t=1,v1=zz"),
-            Err(SignatureError::Malformed("v1 is not 64 hex digits"))
-        );
-        assert_eq!(
-            parse("garbage"),
-            Err(SignatureError::Malformed("an item is not key=value"))
-        );
-        assert_eq!(
-            parse(""),
-            Err(SignatureError::Malformed("an item is not key=value"))
-        );
+        assert_eq!(parse(&format!("t=1,t=2,{v1}")), Err(SignatureError::Malformed("more than one t=")));
+        assert_eq!(parse(&format!("t=soon,{v1}")), Err(SignatureError::Malformed("t is not a unix timestamp")));
+        assert_eq!(parse("t=1,v1=zz"), Err(SignatureError::Malformed("v1 is not 64 hex digits")));
+        assert_eq!(parse("garbage"), Err(SignatureError::Malformed("an item is not key=value")));
+        assert_eq!(parse(""), Err(SignatureError::Malformed("an item is not key=value")));
     }
 }

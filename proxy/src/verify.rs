@@ -53,9 +53,7 @@ impl Rejection {
             Rejection::Signature(SignatureError::NoV1) => "no_v1",
             Rejection::Signature(SignatureError::Malformed(_)) => "malformed_header",
             Rejection::Signature(SignatureError::NoMatch) => "no_matching_signature",
-            Rejection::Signature(SignatureError::OutsideTolerance { .. }) => {
-                "timestamp_outside_tolerance"
-            }
+            Rejection::Signature(SignatureError::OutsideTolerance { .. }) => "timestamp_outside_tolerance",
             Rejection::BodyNotJson(_) => "body_not_json",
             Rejection::NoEventId => "no_event_id",
             Rejection::NoEventType => "no_event_type",
@@ -64,44 +62,20 @@ impl Rejection {
     }
 }
 
-pub fn verify(
-    source: &Source,
-    headers: &HeaderMap,
-    body: Bytes,
-    now: i64,
-) -> Result<VerifiedEvent, Rejection> {
+pub fn verify(source: &Source, headers: &HeaderMap, body: Bytes, now: i64) -> Result<VerifiedEvent, Rejection> {
     let mut values = headers.get_all("stripe-signature").iter();
     let header = values.next().ok_or(Rejection::MissingHeader)?;
     if values.next().is_some() {
         return Err(Rejection::DuplicateHeader);
     }
     let header = header.to_str().map_err(|_| Rejection::HeaderNotText)?;
-    signature::verify(
-        header,
-        &body,
-        &source.secrets,
-        source.tolerance.as_secs(),
-        now,
-    )?;
+    signature::verify(header, &body, &source.secrets, source.tolerance.as_secs(), now)?;
 
-    let json: Value =
-        serde_json::from_slice(&body).map_err(|e| Rejection::BodyNotJson(e.to_string()))?;
-    let id = json
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or(Rejection::NoEventId)?;
-    let event_type = json
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or(Rejection::NoEventType)?;
+    let json: Value = serde_json::from_slice(&body).map_err(|e| Rejection::BodyNotJson(e.to_string()))?;
+    let id = json.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(Rejection::NoEventId)?;
+    let event_type = json.get("type").and_then(Value::as_str).ok_or(Rejection::NoEventType)?;
     if !source.allow_livemode && json.get("livemode").and_then(Value::as_bool) == Some(true) {
         return Err(Rejection::Livemode);
     }
-    Ok(VerifiedEvent {
-        id: id.to_owned(),
-        event_type: event_type.to_owned(),
-        body,
-        json,
-    })
+    Ok(VerifiedEvent { id: id.to_owned(), event_type: event_type.to_owned(), body, json })
 }

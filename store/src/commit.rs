@@ -24,10 +24,7 @@ impl GroupCommit {
         let db = db.clone();
         tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map_err(|e| crate::StoreError::Corrupt {
-                what: "flush task",
-                detail: e.to_string(),
-            })??;
+            .map_err(|e| crate::StoreError::Corrupt { what: "flush task", detail: e.to_string() })??;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.durable.fetch_max(upto, Ordering::SeqCst);
         Ok(())

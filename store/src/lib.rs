@@ -78,10 +78,7 @@ impl Store {
     /// previous process stopped back to its queue, due now: a crash mid-delivery re-delivers.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        };
+        let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let db = sled::Config::new().path(path).open().map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
         let store = Store {
@@ -104,17 +101,13 @@ impl Store {
         for entry in self.leases.iter() {
             let (key, _) = entry?;
             if let Some(job) = self.job(id_from(&key))? {
-                self.queue
-                    .insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
+                self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
                 released += 1;
             }
             self.leases.remove(key)?;
         }
         if released > 0 {
-            tracing::info!(
-                released,
-                "re-queued deliveries that were in flight at the last stop"
-            );
+            tracing::info!(released, "re-queued deliveries that were in flight at the last stop");
         }
         Ok(released)
     }
@@ -142,30 +135,15 @@ impl Store {
                 let key = group_key(&event.id, group);
                 match groups.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, state)) => state.members.push(job.id),
-                    None => groups.push((
-                        key,
-                        GroupState {
-                            delivered_by: None,
-                            members: vec![job.id],
-                        },
-                    )),
+                    None => groups.push((key, GroupState { delivered_by: None, members: vec![job.id] })),
                 }
             }
         }
         let event_bytes = encode(event)?;
         let job_bytes: Vec<Vec<u8>> = jobs.iter().map(encode).collect::<Result<_>>()?;
-        let group_bytes: Vec<Vec<u8>> = groups
-            .iter()
-            .map(|(_, s)| encode(s))
-            .collect::<Result<_>>()?;
+        let group_bytes: Vec<Vec<u8>> = groups.iter().map(|(_, s)| encode(s)).collect::<Result<_>>()?;
 
-        let trees = (
-            &self.events,
-            &self.events_by_time,
-            &self.jobs,
-            &self.queue,
-            &self.groups,
-        );
+        let trees = (&self.events, &self.events_by_time, &self.jobs, &self.queue, &self.groups);
         let outcome = trees.transaction(|(events, by_time, jobs_t, queue, groups_t)| {
             if events.get(event.id.as_bytes())?.is_some() {
                 return Ok(false);
@@ -194,10 +172,7 @@ impl Store {
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>> {
-        self.events
-            .get(id.as_bytes())?
-            .map(|v| decode(&v, "event"))
-            .transpose()
+        self.events.get(id.as_bytes())?.map(|v| decode(&v, "event")).transpose()
     }
 
     pub fn event_count(&self) -> usize {
@@ -205,10 +180,7 @@ impl Store {
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>> {
-        self.jobs
-            .get(id.to_be_bytes())?
-            .map(|v| decode(&v, "job"))
-            .transpose()
+        self.jobs.get(id.to_be_bytes())?.map(|v| decode(&v, "job")).transpose()
     }
 
     /// When the earliest job queued for `target` is due, if any.
@@ -296,8 +268,7 @@ impl Store {
             return Ok(Settled::CancelledByGroup);
         }
         self.jobs.insert(job.id.to_be_bytes(), encode(job)?)?;
-        self.queue
-            .insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
+        self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
         self.leases.remove(job.id.to_be_bytes())?;
         Ok(Settled::Done)
     }
@@ -309,11 +280,7 @@ impl Store {
             self.finish(job.id)?;
             return Ok(Settled::CancelledByGroup);
         }
-        let letter = DeadLetter {
-            job: job.clone(),
-            error: error.to_owned(),
-            died_at_ms: now_ms,
-        };
+        let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
         self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?;
         self.finish(job.id)?;
         Ok(Settled::Done)
@@ -321,11 +288,7 @@ impl Store {
 
     /// Dead letters, oldest job first, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.dead
-            .iter()
-            .take(limit)
-            .map(|e| decode(&e?.1, "dead letter"))
-            .collect()
+        self.dead.iter().take(limit).map(|e| decode(&e?.1, "dead letter")).collect()
     }
 
     pub fn dead_letter_count(&self) -> usize {
@@ -337,11 +300,7 @@ impl Store {
     /// any job's max age, so no pending job outlives its event.
     pub fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
         let mut purged = 0;
-        for entry in self
-            .events_by_time
-            .range(..cutoff_ms.to_be_bytes().to_vec())
-            .take(batch)
-        {
+        for entry in self.events_by_time.range(..cutoff_ms.to_be_bytes().to_vec()).take(batch) {
             let (key, _) = entry?;
             self.events.remove(&key[8..])?;
             self.events_by_time.remove(&key)?;
@@ -354,16 +313,11 @@ impl Store {
         let Delivery::AnyOf { group } = &job.delivery else {
             return Ok(false);
         };
-        Ok(self
-            .group(&group_key(&job.event_id, group))?
-            .is_some_and(|s| s.delivered_by.is_some()))
+        Ok(self.group(&group_key(&job.event_id, group))?.is_some_and(|s| s.delivered_by.is_some()))
     }
 
     fn group(&self, key: &[u8]) -> Result<Option<GroupState>> {
-        self.groups
-            .get(key)?
-            .map(|v| decode(&v, "group"))
-            .transpose()
+        self.groups.get(key)?.map(|v| decode(&v, "group")).transpose()
     }
 
     fn finish(&self, id: JobId) -> Result<()> {
@@ -374,17 +328,11 @@ impl Store {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt {
-        what: "to write",
-        detail: e.to_string(),
-    })
+    postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt { what: "to write", detail: e.to_string() })
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
 }
 
 fn tx_err(e: TransactionError<()>) -> StoreError {
@@ -396,10 +344,7 @@ fn tx_err(e: TransactionError<()>) -> StoreError {
 
 #[cold]
 fn unreachable_abort() -> StoreError {
-    StoreError::Corrupt {
-        what: "transaction",
-        detail: "aborted without a reason".into(),
-    }
+    StoreError::Corrupt { what: "transaction", detail: "aborted without a reason".into() }
 }
 
 fn queue_prefix(target: &str) -> Vec<u8> {

@@ -40,11 +40,7 @@ pub enum Delivery {
     /// cancels the others.
     AnyOf { group: String },
     /// A `failover` group: one job walks the members in order, `member` is the current one.
-    Failover {
-        group: String,
-        members: Vec<String>,
-        member: usize,
-    },
+    Failover { group: String, members: Vec<String>, member: usize },
 }
 
 /// One event on its way to one target.

@@ -12,19 +12,11 @@ fn event(id: &str, at: u64) -> EventRecord {
 }
 
 fn to(target: &str) -> NewJob {
-    NewJob {
-        target: target.into(),
-        delivery: Delivery::Target,
-        rule: "r".into(),
-    }
+    NewJob { target: target.into(), delivery: Delivery::Target, rule: "r".into() }
 }
 
 fn any(target: &str) -> NewJob {
-    NewJob {
-        target: target.into(),
-        delivery: Delivery::AnyOf { group: "g".into() },
-        rule: "r".into(),
-    }
+    NewJob { target: target.into(), delivery: Delivery::AnyOf { group: "g".into() }, rule: "r".into() }
 }
 
 fn jobs(ingested: Ingested) -> Vec<Job> {
@@ -38,16 +30,8 @@ fn jobs(ingested: Ingested) -> Vec<Job> {
 fn duplicate_event_id_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        jobs(store.ingest(&event("evt_1", 10), &[to("a")]).unwrap()).len(),
-        1
-    );
-    assert_eq!(
-        store
-            .ingest(&event("evt_1", 11), &[to("a"), to("b")])
-            .unwrap(),
-        Ingested::Duplicate
-    );
+    assert_eq!(jobs(store.ingest(&event("evt_1", 10), &[to("a")]).unwrap()).len(), 1);
+    assert_eq!(store.ingest(&event("evt_1", 11), &[to("a"), to("b")]).unwrap(), Ingested::Duplicate);
     assert_eq!(store.queued("a"), 1);
     assert_eq!(store.queued("b"), 0);
 }
@@ -57,18 +41,10 @@ fn lease_takes_only_due_jobs_of_that_target_in_due_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_late", 50), &[to("a")]).unwrap();
-    store
-        .ingest(&event("evt_early", 20), &[to("a"), to("b")])
-        .unwrap();
+    store.ingest(&event("evt_early", 20), &[to("a"), to("b")]).unwrap();
     assert_eq!(store.next_due_ms("a").unwrap(), Some(20));
     let leased = store.lease_due("a", 30, 10).unwrap();
-    assert_eq!(
-        leased
-            .iter()
-            .map(|j| j.event_id.as_str())
-            .collect::<Vec<_>>(),
-        ["evt_early"]
-    );
+    assert_eq!(leased.iter().map(|j| j.event_id.as_str()).collect::<Vec<_>>(), ["evt_early"]);
     assert_eq!(store.queued("a"), 1);
     assert_eq!(store.queued("b"), 1);
     assert_eq!(store.in_flight(), 1);
@@ -87,9 +63,7 @@ fn retry_requeues_at_new_due_time_and_dead_letter_keeps_the_error() {
     assert!(store.lease_due("a", 499, 1).unwrap().is_empty());
     let again = store.lease_due("a", 500, 1).unwrap().remove(0);
     assert_eq!(again.attempt, 1);
-    store
-        .dead_letter(&again, "gave up after 1 attempt", 600)
-        .unwrap();
+    store.dead_letter(&again, "gave up after 1 attempt", 600).unwrap();
     let dead = store.dead_letters(10).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].error, "gave up after 1 attempt");
@@ -116,18 +90,13 @@ fn reopening_releases_in_flight_jobs() {
 fn any_group_success_cancels_queued_siblings_and_later_failures() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store
-        .ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")])
-        .unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")]).unwrap();
     let a = store.lease_due("a", 0, 1).unwrap().remove(0);
     let b = store.lease_due("b", 0, 1).unwrap().remove(0);
     // c is still queued: cancelled outright. b is in flight: cancelled when it settles.
     assert_eq!(store.complete(&a).unwrap(), 1);
     assert_eq!(store.queued("c"), 0);
-    assert_eq!(
-        store.dead_letter(&b, "HTTP 500", 1).unwrap(),
-        Settled::CancelledByGroup
-    );
+    assert_eq!(store.dead_letter(&b, "HTTP 500", 1).unwrap(), Settled::CancelledByGroup);
     assert_eq!(store.dead_letter_count(), 0);
     assert_eq!(store.in_flight(), 0);
 }
@@ -140,9 +109,7 @@ async fn concurrent_durable_calls_all_return() {
     for i in 0..32 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .ingest(&event(&format!("evt_{i}"), i), &[to("a")])
-                .unwrap();
+            store.ingest(&event(&format!("evt_{i}"), i), &[to("a")]).unwrap();
             store.durable().await.unwrap();
         }));
     }
@@ -150,11 +117,7 @@ async fn concurrent_durable_calls_all_return() {
         t.await.unwrap();
     }
     // One flush for the first ticket, one shared by the 31 that queued behind it.
-    assert!(
-        store.commit.flushes() <= 3,
-        "{} flushes for 32 writers",
-        store.commit.flushes()
-    );
+    assert!(store.commit.flushes() <= 3, "{} flushes for 32 writers", store.commit.flushes());
     assert_eq!(store.queued("a"), 32);
 }
 

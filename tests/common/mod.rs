@@ -29,10 +29,7 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 }
 
@@ -68,28 +65,18 @@ impl Sink {
                 let (log, behaviour, count) = (log.clone(), behaviour.clone(), count.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (log, behaviour, count) =
-                            (log.clone(), behaviour.clone(), count.clone());
+                        let (log, behaviour, count) = (log.clone(), behaviour.clone(), count.clone());
                         async move {
                             let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let (status, delay) = behaviour(n);
                             tokio::time::sleep(delay).await;
-                            log.lock().unwrap().push(Received {
-                                headers: parts.headers,
-                                body,
-                                at: Instant::now(),
-                            });
+                            log.lock().unwrap().push(Received { headers: parts.headers, body, at: Instant::now() });
                             let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *res.status_mut() = StatusCode::from_u16(status).unwrap();
                             if (300..400).contains(&status) {
-                                res.headers_mut()
-                                    .insert("location", "http://127.0.0.1:1/".parse().unwrap());
+                                res.headers_mut().insert("location", "http://127.0.0.1:1/".parse().unwrap());
                             }
                             Ok::<_, std::convert::Infallible>(res)
                         }
@@ -117,10 +104,7 @@ impl Sink {
 
     /// Received requests carrying this Stripe event id.
     pub fn for_event(&self, id: &str) -> Vec<Received> {
-        self.received()
-            .into_iter()
-            .filter(|r| r.header("fanout-event-id") == id)
-            .collect()
+        self.received().into_iter().filter(|r| r.header("fanout-event-id") == id).collect()
     }
 }
 
@@ -167,10 +151,7 @@ pub fn event(id: &str, ty: &str, env: &str) -> String {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 /// Stripe's signature, computed here without the proxy's code.
@@ -209,36 +190,35 @@ pub async fn request(
     headers: &[(&str, String)],
     body: impl Into<Bytes>,
 ) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut req = Request::builder()
-        .method(method)
-        .uri(url)
-        .body(Full::new(body.into()))
-        .unwrap();
+    try_request(method, url, headers, body).await.expect("proxy reachable")
+}
+
+/// Like [`request`], but a connection failure is an `Err` (for tests that kill the proxy).
+pub async fn try_request(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: impl Into<Bytes>,
+) -> Result<(u16, String), String> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder().method(method).uri(url).body(Full::new(body.into())).unwrap();
     for (k, v) in headers {
-        req.headers_mut().append(
-            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
+        req.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
     }
-    let res = client.request(req).await.expect("proxy reachable");
+    let res = client.request(req).await.map_err(|e| e.to_string())?;
     let status = res.status().as_u16();
-    let text = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&text).into_owned())
+    let text = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&text).into_owned()))
 }
 
 /// POSTs a correctly signed event, as Stripe would.
 pub async fn send_signed(url: &str, body: &str) -> (u16, String) {
-    post(
-        url,
-        &[(
-            "stripe-signature",
-            stripe_signature(SOURCE_SECRET, now(), body.as_bytes()),
-        )],
-        body.to_owned(),
-    )
-    .await
+    try_send_signed(url, body).await.expect("proxy reachable")
+}
+
+pub async fn try_send_signed(url: &str, body: &str) -> Result<(u16, String), String> {
+    let signature = stripe_signature(SOURCE_SECRET, now(), body.as_bytes());
+    try_request(http::Method::POST, url, &[("stripe-signature", signature)], body.to_owned()).await
 }
 
 /// Polls `check` until it holds or `within` passes; returns whether it held.
@@ -255,7 +235,5 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 
 /// Runs `fut` with a hard limit, so a hung test fails instead of stalling CI.
 pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), fut)
-        .await
-        .expect("test exceeded 60s")
+    tokio::time::timeout(Duration::from_secs(60), fut).await.expect("test exceeded 60s")
 }

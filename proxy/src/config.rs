@@ -287,11 +287,19 @@ impl Resolver<'_> {
     /// An error at the first non-comment line that mentions `needle` (the typed structs carry no
     /// positions, so this finds the place a person would look).
     fn err(&self, needle: &str, message: impl Into<String>) -> ConfigError {
-        let line = self
-            .text
-            .lines()
-            .position(|l| !l.trim_start().starts_with('#') && !needle.is_empty() && l.contains(needle))
-            .map(|i| i + 1);
+        self.err_near("", needle, message)
+    }
+
+    /// Like [`Resolver::err`], searching from the first line that mentions `anchor` (a route's
+    /// name, say) so the line is the one inside that route.
+    fn err_near(&self, anchor: &str, needle: &str, message: impl Into<String>) -> ConfigError {
+        let lines: Vec<&str> = self.text.lines().collect();
+        let find = |from: usize, what: &str| {
+            (from..lines.len())
+                .find(|&i| !lines[i].trim_start().starts_with('#') && !what.is_empty() && lines[i].contains(what))
+        };
+        let start = find(0, anchor).unwrap_or(0);
+        let line = find(start, needle).or(find(0, needle)).map(|i| i + 1);
         ConfigError { file: self.file.to_owned(), line, message: message.into() }
     }
 
@@ -477,16 +485,21 @@ impl Resolver<'_> {
             destinations.push(Destination { name: g.name, kind: DestinationKind::Group { mode: g.mode, members } });
         }
 
-        let action = |place: &str, to: Vec<String>| -> Result<Action, ConfigError> {
+        // `anchor` is the text that starts the route in the file, to find the right line.
+        let action = |place: &str, anchor: &str, to: Vec<String>| -> Result<Action, ConfigError> {
             if to.iter().any(|d| d == DROP) {
                 return if to.len() == 1 {
                     Ok(Action::Drop)
                 } else {
-                    Err(self.err(place, format!("{place}: \"drop\" cannot be combined with other destinations")))
+                    Err(self.err_near(
+                        anchor,
+                        DROP,
+                        format!("{place}: \"drop\" cannot be combined with other destinations"),
+                    ))
                 };
             }
             if to.is_empty() {
-                return Err(self.err(place, format!("{place}: lists no destinations")));
+                return Err(self.err(anchor, format!("{place}: lists no destinations")));
             }
             let ids = to
                 .iter()
@@ -520,7 +533,7 @@ impl Resolver<'_> {
                     return Err(self.err(&r.name, format!("{place}: needs `to: [destinations]` or `drop: true`")))
                 }
                 (None, true) => Action::Drop,
-                (Some(to), false) => action(&place, to.into_vec())?,
+                (Some(to), false) => action(&place, &r.name, to.into_vec())?,
             };
             rules.push(Rule {
                 when: self.conditions(&place, r.when)?,
@@ -529,7 +542,7 @@ impl Resolver<'_> {
                 name: r.name,
             });
         }
-        let default = raw.default.map(|d| action("default", d.into_vec())).transpose()?;
+        let default = raw.default.map(|d| action("default", "default:", d.into_vec())).transpose()?;
 
         let dedup_retention = self.duration("dedup_retention", &raw.dedup_retention)?;
         if let Some(t) = targets.iter().find(|t| t.retry.max_age > dedup_retention) {

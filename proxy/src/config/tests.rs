@@ -1,1 +1,85 @@
 use super::*;
+
+const BASE: &str = "sources:\n  - {name: s, path: /in, secrets: [whsec_a]}\n";
+
+fn parse(extra: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::parse("r.yaml", &format!("{BASE}{extra}"), move |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+}
+
+#[test]
+fn expansion_uses_the_environment_then_the_default() {
+    let cfg = parse(
+        "targets:\n  - {name: t, url: \"http://${HOST:-localhost}:${PORT}/x\", secret: \"${S:-whsec_d}\"}\n",
+        &[("PORT", "4000")],
+    )
+    .unwrap();
+    assert_eq!(cfg.targets[0].url.to_string(), "http://localhost:4000/x");
+    assert_eq!(cfg.targets[0].secret.expose(), "whsec_d");
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_display() {
+    let cfg = parse("targets:\n  - {name: t, url: \"http://h/x\", secret: whsec_topsecret}\n", &[]).unwrap();
+    assert!(!format!("{cfg:?}").contains("topsecret"));
+    assert_eq!(cfg.targets[0].secret.to_string(), "whsec_…(redacted)");
+}
+
+#[test]
+fn retry_settings_inherit_from_the_global_block() {
+    let cfg = parse(
+        "retry: {max_attempts: 4, initial_delay: 1s}\ntargets:\n  - {name: a, url: \"http://h/a\", secret: x}\n  - {name: b, url: \"http://h/b\", secret: x, retry: {max_attempts: 9, max_age: 1h}}\n",
+        &[],
+    )
+    .unwrap();
+    let (a, b) = (&cfg.targets[0].retry, &cfg.targets[1].retry);
+    assert_eq!(
+        (a.max_attempts, a.initial_delay, a.max_age),
+        (Some(4), Duration::from_secs(1), Duration::from_secs(3 * 86400))
+    );
+    assert_eq!(
+        (b.max_attempts, b.initial_delay, b.max_age),
+        (Some(9), Duration::from_secs(1), Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn invalid_configs_are_refused_with_the_reason() {
+    let t = "targets:\n  - {name: a, url: \"http://h/a\", secret: x}\n";
+    let cases = [
+        (format!("{t}groups:\n  - {{name: g, mode: any, members: [a, nope]}}\n"), "member \"nope\" is not a target"),
+        (format!("{t}groups:\n  - {{name: a, mode: any, members: [a]}}\n"), "duplicate name \"a\""),
+        (format!("{t}groups:\n  - {{name: g, mode: sometimes, members: [a]}}\n"), "unknown variant `sometimes`"),
+        (format!("{t}routes:\n  - {{name: r, to: [a], drop: true}}\n"), "both `to` and `drop: true`"),
+        (format!("{t}routes:\n  - {{name: r}}\n"), "needs `to: [destinations]` or `drop: true`"),
+        (format!("{t}routes:\n  - {{name: r, when: {{fields: [{{path: a.b}}]}}, to: [a]}}\n"), "needs one of equals"),
+        (
+            format!("{t}routes:\n  - {{name: r, when: {{fields: [{{path: a..b, exists: true}}]}}, to: [a]}}\n"),
+            "empty segment",
+        ),
+        (format!("{t}dedup_retention: 1d\n"), "dedup_retention must be at least"),
+        ("targets:\n  - {name: drop, url: \"http://h/a\", secret: x}\n".to_owned(), "reserved"),
+        ("targets:\n  - {name: a, url: \"http://h/a\", secret: \"${X\"}\n".to_owned(), "unclosed"),
+        ("listen: nowhere\n".to_owned(), "not an address"),
+    ];
+    for (yaml, want) in cases {
+        let err = parse(&yaml, &[]).err().unwrap_or_else(|| panic!("accepted:\n{yaml}")).to_string();
+        assert!(err.contains(want), "expected {want:?} in {err}");
+        assert!(err.starts_with("r.yaml"), "{err}");
+    }
+    let err = Config::parse("r.yaml", "listen: 1.2.3.4:5\n", |_| None).err().unwrap().to_string();
+    assert!(err.contains("missing field `sources`"), "{err}");
+}
+
+#[test]
+fn a_variable_inside_a_match_value_is_expanded() {
+    let cfg = parse(
+        "targets:\n  - {name: a, url: \"http://h/a\", secret: x}\nroutes:\n  - {name: me, when: {fields: [{path: data.object.metadata.dev, equals: \"${ME}\"}]}, to: [a]}\n",
+        &[("ME", "alice")],
+    )
+    .unwrap();
+    let ev = serde_json::json!({"data": {"object": {"metadata": {"dev": "alice"}}}});
+    assert_eq!(cfg.router.route(&ev), crate::route::Decision::Deliver(vec![(0, "me")]));
+}

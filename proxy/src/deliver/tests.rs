@@ -1,1 +1,89 @@
 use super::*;
+use crate::config::Config;
+
+fn config() -> Config {
+    Config::parse(
+        "t.yaml",
+        "sources:\n  - {name: s, path: /in, secrets: [x]}\nretry: {initial_delay: 1s, max_delay: 8s, max_age: 1h}\ntargets:\n  - {name: a, url: \"http://h/a\", secret: x, retry: {max_attempts: 3}}\n  - {name: b, url: \"http://h/b\", secret: x}\n",
+        |_| None,
+    )
+    .unwrap()
+}
+
+fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
+    Job {
+        id: 1,
+        event_id: "evt_1".into(),
+        target: target.into(),
+        delivery,
+        rule: "r".into(),
+        attempt,
+        created_at_ms: 1_000_000,
+        due_at_ms: 0,
+        last_error: None,
+    }
+}
+
+#[test]
+fn delays_grow_exponentially_with_jitter_and_are_capped() {
+    let policy = &config().targets[0].retry;
+    for n in 1..=6 {
+        let base = Duration::from_secs(1 << (n - 1).min(3));
+        for _ in 0..20 {
+            let d = retry_delay(policy, n);
+            assert!(d >= base && d <= base * 2, "retry {n}: {d:?} outside {base:?}..{:?}", base * 2);
+        }
+    }
+}
+
+#[test]
+fn plain_target_retries_then_dies_at_max_attempts() {
+    let cfg = config();
+    let now = 1_000_500;
+    match next_step(job("a", Delivery::Target, 2), "HTTP 500".into(), &cfg, now) {
+        Step::Retry(j) => {
+            assert!(j.due_at_ms >= now + 2000 && j.due_at_ms <= now + 4000, "{}", j.due_at_ms);
+            assert_eq!(j.last_error.as_deref(), Some("HTTP 500"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match next_step(job("a", Delivery::Target, 3), "HTTP 500".into(), &cfg, now) {
+        Step::Dead(_, reason) => {
+            assert!(reason.contains("after 3 attempts") && reason.contains("HTTP 500"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn max_age_kills_even_with_attempts_left() {
+    let cfg = config();
+    let an_hour_later = 1_000_000 + 3_600_000;
+    assert!(matches!(next_step(job("b", Delivery::Target, 1), "e".into(), &cfg, an_hour_later), Step::Dead(..)));
+}
+
+#[test]
+fn failover_moves_to_the_next_member_at_once_then_backs_off_from_the_first() {
+    let cfg = config();
+    let members = vec!["b".to_owned(), "a".to_owned()];
+    let failover = |member| Delivery::Failover { group: "g".into(), members: members.clone(), member };
+    match next_step(job("b", failover(0), 1), "down".into(), &cfg, 1_000_100) {
+        Step::Retry(j) => assert_eq!((j.target.as_str(), j.due_at_ms, j.delivery), ("a", 1_000_100, failover(1))),
+        other => panic!("{other:?}"),
+    }
+    match next_step(job("a", failover(1), 2), "down".into(), &cfg, 1_000_100) {
+        Step::Retry(j) => {
+            assert_eq!((j.target.as_str(), j.delivery), ("b", failover(0)));
+            assert!(j.due_at_ms >= 1_001_100, "a whole round failed: back off");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_job_for_a_target_no_longer_configured_is_dead_lettered() {
+    match next_step(job("gone", Delivery::Target, 1), "x".into(), &config(), 1_000_001) {
+        Step::Dead(_, reason) => assert!(reason.contains("no longer configured"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

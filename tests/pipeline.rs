@@ -103,14 +103,14 @@ async fn every_rejection_answers_its_status_and_reason_and_stores_nothing() {
             ("other body", vec![("stripe-signature", good("{}"))], body.clone(), 400, "no signature matches"),
             (
                 "replayed capture",
-                vec![("stripe-signature", stripe_signature(SOURCE_SECRET, t - 301, body.as_bytes()))],
+                vec![("stripe-signature", stripe_signature(SOURCE_SECRET, t - 400, body.as_bytes()))],
                 body.clone(),
                 400,
                 "outside the tolerance",
             ),
             (
                 "from the future",
-                vec![("stripe-signature", stripe_signature(SOURCE_SECRET, t + 301, body.as_bytes()))],
+                vec![("stripe-signature", stripe_signature(SOURCE_SECRET, t + 400, body.as_bytes()))],
                 body.clone(),
                 400,
                 "outside the tolerance",
@@ -321,6 +321,55 @@ async fn a_slow_target_does_not_delay_a_fast_one() {
         }
         assert!(eventually(Duration::from_secs(2), || fast.count() == 10).await, "fast got {}", fast.count());
         assert_eq!(slow.count(), 0, "the slow target is still on its first delivery");
+        proxy.running.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_verifies_with_its_own_secrets() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml = config(&format!(
+            "  - name: connect\n    path: /stripe/connect\n    secrets: whsec_connect_only\ntargets:\n{}default: t\n",
+            target("t", &sink, "")
+        ))
+        // The second source is appended to the `sources:` list of `config()`.
+        .replacen("retry:\n", "", 1)
+        .replacen("  initial_delay: 20ms\n  max_delay: 100ms\n", "", 1);
+        let proxy = Proxy::start(&yaml).await;
+        let body = event("evt_connect", "account.updated", "x");
+        let signed = |secret: &str| vec![("stripe-signature", stripe_signature(secret, now(), body.as_bytes()))];
+        let connect = proxy.url("/stripe/connect");
+        assert_eq!(post(&connect, &signed(SOURCE_SECRET), body.clone()).await.0, 400, "account secret on connect");
+        assert_eq!(post(&connect, &signed("whsec_connect_only"), body.clone()).await.0, 200);
+        let rotated = proxy.url("/stripe/webhook");
+        let other = event("evt_rotated", "account.updated", "x");
+        let old = vec![("stripe-signature", stripe_signature("whsec_old_rotated_out", now(), other.as_bytes()))];
+        assert_eq!(post(&rotated, &old, other.clone()).await.0, 200, "either secret of a rotation is valid");
+        assert!(eventually(WITHIN, || sink.count() == 2).await);
+        proxy.running.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml = config(&format!("header_read_timeout: 300ms\ntargets:\n{}default: t\n", target("t", &sink, "")));
+        let proxy = Proxy::start(&yaml).await;
+        let mut conn = tokio::net::TcpStream::connect(proxy.running.addr).await.unwrap();
+        conn.write_all(b"POST /stripe/webhook HTTP/1.1\r\nHost: x\r\nStripe-Sig").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        // The proxy closes the connection (possibly after a 408) instead of waiting forever.
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection still open after 5s");
+        assert!(started.elapsed() >= Duration::from_millis(250), "closed before the timeout: {:?}", started.elapsed());
+        // And it still serves others.
+        assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_after", "x.y", "x")).await.0, 200);
         proxy.running.stop().await;
     })
     .await

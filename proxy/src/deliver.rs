@@ -108,8 +108,13 @@ impl Worker {
                 match this.store.lease_due(&target.name, unix_now_ms(), free) {
                     Ok(jobs) => {
                         for job in jobs {
+                            // Only this loop takes permits, so `free` of them are there; should that
+                            // ever not hold, the job goes back to the queue rather than stay leased.
                             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                                break;
+                                if let Err(e) = this.store.retry(&job) {
+                                    tracing::error!(target = %target.name, "cannot re-queue a job: {e}");
+                                }
+                                continue;
                             };
                             let this = this.clone();
                             tokio::spawn(async move {

@@ -89,6 +89,7 @@ impl Ingress {
             Ok(i) => i,
             Err(e) => return store_failed(id, &e),
         };
+        // Also for a duplicate: the first copy may still be on its way to disk.
         if let Err(e) = self.store.durable().await {
             return store_failed(id, &e);
         }

@@ -302,7 +302,13 @@ impl Store {
         let mut purged = 0;
         for entry in self.events_by_time.range(..cutoff_ms.to_be_bytes().to_vec()).take(batch) {
             let (key, _) = entry?;
-            self.events.remove(&key[8..])?;
+            let event_id = &key[8..];
+            self.events.remove(event_id)?;
+            let mut group_prefix = event_id.to_vec();
+            group_prefix.push(0);
+            for group in self.groups.scan_prefix(&group_prefix).keys() {
+                self.groups.remove(group?)?;
+            }
             self.events_by_time.remove(&key)?;
             purged += 1;
         }

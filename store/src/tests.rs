@@ -125,9 +125,10 @@ async fn concurrent_durable_calls_all_return() {
 fn purge_forgets_old_events_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.ingest(&event("evt_old", 10), &[]).unwrap();
-    store.ingest(&event("evt_new", 100), &[]).unwrap();
+    store.ingest(&event("evt_old", 10), &[any("a")]).unwrap();
+    store.ingest(&event("evt_new", 100), &[any("a")]).unwrap();
     assert_eq!(store.purge_events_before(50, 100).unwrap(), 1);
+    assert_eq!(store.groups.len(), 1, "the old event's group state goes with it");
     assert!(store.event("evt_old").unwrap().is_none());
     assert!(store.event("evt_new").unwrap().is_some());
 }

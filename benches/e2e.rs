@@ -1,0 +1,142 @@
+//! End-to-end benchmarks over loopback against the real `fanout` binary (see BENCHMARKS.md).
+//!
+//!     cargo bench -p fanout --bench e2e                      # ingest, delivery, backlog
+//!     cargo bench -p fanout --bench e2e -- ingest delivery   # some of them
+//!
+//! Sizes can be changed with FANOUT_BENCH_SECS (per ingest level), FANOUT_BENCH_LEVELS (ingest
+//! concurrency levels, e.g. `1,64`), FANOUT_BENCH_EVENTS (delivery) and FANOUT_BENCH_BACKLOG
+//! (backlog jobs).
+
+#[path = "loadgen/mod.rs"]
+mod loadgen;
+
+use std::path::Path;
+use std::time::Duration;
+
+use loadgen::{mb, percentile_ms};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    if std::env::var_os(loadgen::BARE_SERVER_ENV).is_some() {
+        loadgen::serve_bare();
+        return;
+    }
+    // cargo passes `--bench`; anything else not starting with `--` names a scenario.
+    let mut chosen: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if chosen.is_empty() {
+        chosen = vec!["ingest".into(), "delivery".into(), "backlog".into()];
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_fanout"));
+    let me = std::env::current_exe().expect("the bench's own path");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    println!(
+        "machine: {} cores; fanout binary: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        bin.display()
+    );
+    for name in chosen {
+        let outcome = rt.block_on(async {
+            match name.as_str() {
+                "ingest" => {
+                    let secs = env_or("FANOUT_BENCH_SECS", 5);
+                    let mut bare = std::process::Command::new(&me);
+                    bare.env(loadgen::BARE_SERVER_ENV, "1");
+                    let levels: Vec<usize> = std::env::var("FANOUT_BENCH_LEVELS")
+                        .ok()
+                        .and_then(|v| v.split(',').map(|l| l.trim().parse().ok()).collect())
+                        .unwrap_or_else(|| vec![1, 4, 16, 64, 256]);
+                    let r = loadgen::ingest(bin, Some(bare), &levels, Duration::from_secs(secs), 3000).await?;
+                    print_ingest(&r);
+                    Ok(())
+                }
+                "delivery" => {
+                    let events = env_or("FANOUT_BENCH_EVENTS", 100_000) as usize;
+                    let r = loadgen::delivery(bin, events, 64, 3000).await?;
+                    print_delivery(&r);
+                    Ok(())
+                }
+                "backlog" => {
+                    let jobs = env_or("FANOUT_BENCH_BACKLOG", 1_000_000) as usize;
+                    let r = loadgen::backlog(bin, jobs, 64, 1000).await?;
+                    print_backlog(&r);
+                    Ok(())
+                }
+                other => Err(format!("unknown scenario {other:?}: use ingest, delivery or backlog")),
+            }
+        });
+        if let Err(e) = outcome {
+            eprintln!("{name}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn print_ingest(r: &loadgen::IngestReport) {
+    println!("\n## ingest: signed 3 KB events, durability on (fsync before 200)\n");
+    println!("| senders | fanout ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev | bare ev/s | bare p99 ms | bare CPU µs/req | fanout/bare | errors |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (f, b) in r.fanout.iter().zip(&r.bare) {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} | {:.1} | {:.0}% | {} |",
+            f.senders,
+            f.sent.per_sec(),
+            f.sent.percentile_ms(0.50),
+            f.sent.percentile_ms(0.99),
+            f.sent.percentile_ms(0.999),
+            f.cpu_us_per_event,
+            b.sent.per_sec(),
+            b.sent.percentile_ms(0.99),
+            b.cpu_us_per_event,
+            100.0 * f.sent.per_sec() / b.sent.per_sec(),
+            f.sent.failed + b.sent.failed,
+        );
+        if let Some(e) = f.sent.first_error.as_ref().or(b.sent.first_error.as_ref()) {
+            println!("  first error: {e}");
+        }
+    }
+    println!("\nfanout peak RSS: {:.1} MB", mb(r.fanout_peak_rss));
+}
+
+fn print_delivery(r: &loadgen::DeliveryReport) {
+    println!("\n## delivery: {} events x 3 destinations (a, b, any-group g1|g2), sinks answer 200\n", r.events);
+    println!("| acked | deliveries | seconds | deliveries/s | sent→delivered p50 ms | p99 ms | ack p99 ms | CPU µs/event | peak RSS MB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
+        r.acked,
+        r.deliveries,
+        r.elapsed.as_secs_f64(),
+        r.deliveries_per_sec(),
+        percentile_ms(&r.latencies_us, 0.50),
+        percentile_ms(&r.latencies_us, 0.99),
+        r.ingest.percentile_ms(0.99),
+        r.cpu_us_per_event,
+        mb(r.peak_rss),
+    );
+}
+
+fn print_backlog(r: &loadgen::BacklogReport) {
+    println!("\n## backlog: {} jobs queued for a target that never answers, then drained\n", r.jobs);
+    println!(
+        "queueing: {:.0} ev/s, ack p99 {:.2} ms, {:.1} CPU µs/event, peak RSS {:.1} MB, store on disk {:.0} MB",
+        r.queueing.per_sec(),
+        r.queueing.percentile_ms(0.99),
+        r.cpu_us_per_event_queueing,
+        mb(r.peak_rss_queueing),
+        mb(r.store_bytes)
+    );
+    let samples: Vec<String> = r.rss_samples.iter().map(|(n, rss)| format!("{n}: {:.0} MB", mb(*rss))).collect();
+    println!("RSS as the backlog grew: {}", samples.join(", "));
+    println!(
+        "restart: listening in {:.2} s, first delivery {:.2} s after; drained in {:.1} s = {:.0} deliveries/s, {:.1} CPU µs/delivery, peak RSS {:.1} MB",
+        r.restart_ready_in.as_secs_f64(),
+        r.first_delivery_in.as_secs_f64(),
+        r.drain_elapsed.as_secs_f64(),
+        r.drain_per_sec(),
+        r.cpu_us_per_delivery_draining,
+        mb(r.peak_rss_draining)
+    );
+}

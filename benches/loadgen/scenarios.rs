@@ -1,0 +1,252 @@
+//! The end-to-end scenarios of BENCHMARKS.md: ingest against the bare ceiling, delivery to local
+//! sinks, and a million-job backlog. Each takes its sizes as arguments so the smoke test can run
+//! it in seconds, and returns figures rather than printing them, so the smoke test can check them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// One concurrency level of the ingest scenario, against one server.
+#[derive(Debug)]
+pub struct IngestLevel {
+    pub senders: usize,
+    pub sent: SendReport,
+    /// Server CPU (user + system) per acknowledged event, in microseconds.
+    pub cpu_us_per_event: f64,
+}
+
+#[derive(Debug)]
+pub struct IngestReport {
+    pub fanout: Vec<IngestLevel>,
+    pub bare: Vec<IngestLevel>,
+    pub fanout_peak_rss: u64,
+}
+
+/// Signed 3 KB events at each concurrency in `levels` for `per_level`, first to `fanout serve`
+/// (durability on), then to `bare_server`, a hyper server that answers 200 to everything. fanout's one
+/// target never answers, so its workers sit on full concurrency and the run measures the
+/// acknowledgement path alone: verify, route, one transaction, group-commit fsync, 200.
+pub async fn ingest(
+    bin: &Path,
+    bare_server: Option<Command>,
+    levels: &[usize],
+    per_level: Duration,
+    body_bytes: usize,
+) -> Result<IngestReport, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let down = BlackHole::start().await;
+    let config = write_config(dir.path(), &[("down", "DOWN_URL")], &[], &["down"]);
+    let fanout = Server::fanout(bin, &config, &[("DOWN_URL", down.url())], &dir.path().join("fanout.log"))?;
+    let mut report = IngestReport { fanout: Vec::new(), bare: Vec::new(), fanout_peak_rss: 0 };
+    let mut seq = 0;
+    for &senders in levels {
+        report.fanout.push(level(&fanout, "ingest", &mut seq, senders, per_level, body_bytes).await);
+    }
+    report.fanout_peak_rss = fanout.stats().peak_rss_bytes;
+    fanout.stop();
+
+    if let Some(cmd) = bare_server {
+        let bare = Server::start(cmd, &dir.path().join("bare.log"))?;
+        for &senders in levels {
+            report.bare.push(level(&bare, "bare", &mut seq, senders, per_level, body_bytes).await);
+        }
+        bare.stop();
+    }
+    Ok(report)
+}
+
+async fn level(
+    server: &Server,
+    run: &str,
+    seq: &mut u64,
+    senders: usize,
+    duration: Duration,
+    body_bytes: usize,
+) -> IngestLevel {
+    let before = server.stats();
+    let load = Load {
+        addr: server.addr,
+        run: run.to_owned(),
+        senders,
+        events: u64::MAX / 2,
+        duration,
+        first_seq: *seq,
+        body_bytes,
+        times: None,
+    };
+    let sent = send(load).await;
+    *seq += (sent.acked + sent.failed) as u64;
+    let cpu = server.stats().cpu_secs - before.cpu_secs;
+    let cpu_us_per_event = cpu * 1e6 / sent.acked.max(1) as f64;
+    IngestLevel { senders, sent, cpu_us_per_event }
+}
+
+#[derive(Debug)]
+pub struct DeliveryReport {
+    pub events: usize,
+    pub acked: usize,
+    pub deliveries: usize,
+    /// From the first event sent to every destination having it.
+    pub elapsed: Duration,
+    /// Event-sent-to-delivered latency of every delivery, sorted, microseconds.
+    pub latencies_us: Vec<u32>,
+    pub cpu_us_per_event: f64,
+    pub peak_rss: u64,
+    pub ingest: SendReport,
+}
+
+impl DeliveryReport {
+    pub fn deliveries_per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `events` events, each to three destinations — targets `a` and `b`, and an `any` group of
+/// `g1` and `g2` — all local sinks answering 200, sent by `senders` concurrent senders.
+pub async fn delivery(bin: &Path, events: usize, senders: usize, body_bytes: usize) -> Result<DeliveryReport, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let times = SendTimes::new(events);
+    let mut sinks = Vec::new();
+    for _ in 0..4 {
+        sinks.push(Sink::start(Some(times.clone())).await);
+    }
+    let names = [("a", "A_URL"), ("b", "B_URL"), ("g1", "G1_URL"), ("g2", "G2_URL")];
+    let config = write_config(dir.path(), &names, &[("g", &["g1", "g2"])], &["a", "b", "g"]);
+    let env: Vec<(&str, String)> = names.iter().zip(&sinks).map(|((_, var), s)| (*var, s.url())).collect();
+    let fanout = Server::fanout(bin, &config, &env, &dir.path().join("fanout.log"))?;
+    let before = fanout.stats();
+    let started = Instant::now();
+    let load = Load {
+        addr: fanout.addr,
+        run: "delivery".into(),
+        senders,
+        events: events as u64,
+        duration: Duration::from_secs(600),
+        first_seq: 0,
+        body_bytes,
+        times: Some(times.clone()),
+    };
+    let ingest = send(load).await;
+    let all_there = || {
+        sinks[0].count() >= ingest.acked
+            && sinks[1].count() >= ingest.acked
+            && sinks[2].count() + sinks[3].count() >= ingest.acked
+    };
+    if !wait_until(Duration::from_secs(600), all_there) {
+        return Err(format!(
+            "not everything was delivered: sinks saw {:?}",
+            sinks.iter().map(Sink::count).collect::<Vec<_>>()
+        ));
+    }
+    let elapsed = started.elapsed();
+    let stats = fanout.stats();
+    fanout.stop();
+    let mut latencies_us: Vec<u32> = sinks.iter().flat_map(Sink::latencies_us).collect();
+    latencies_us.sort_unstable();
+    Ok(DeliveryReport {
+        events,
+        acked: ingest.acked,
+        deliveries: sinks.iter().map(Sink::count).sum(),
+        elapsed,
+        latencies_us,
+        cpu_us_per_event: (stats.cpu_secs - before.cpu_secs) * 1e6 / ingest.acked.max(1) as f64,
+        peak_rss: stats.peak_rss_bytes,
+        ingest,
+    })
+}
+
+#[derive(Debug)]
+pub struct BacklogReport {
+    pub jobs: usize,
+    pub queueing: SendReport,
+    /// RSS sampled as the backlog grew: (jobs acknowledged so far, RSS bytes).
+    pub rss_samples: Vec<(usize, u64)>,
+    pub peak_rss_queueing: u64,
+    pub store_bytes: u64,
+    pub restart_ready_in: Duration,
+    pub first_delivery_in: Duration,
+    pub drain_elapsed: Duration,
+    pub peak_rss_draining: u64,
+    pub cpu_us_per_event_queueing: f64,
+    pub cpu_us_per_delivery_draining: f64,
+}
+
+impl BacklogReport {
+    pub fn drain_per_sec(&self) -> f64 {
+        self.jobs as f64 / self.drain_elapsed.as_secs_f64()
+    }
+}
+
+/// `jobs` events queue for a target that never answers; then fanout restarts with the target
+/// back, and drains the backlog into a sink.
+pub async fn backlog(bin: &Path, jobs: usize, senders: usize, body_bytes: usize) -> Result<BacklogReport, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let down = BlackHole::start().await;
+    let config = write_config(dir.path(), &[("t", "T_URL")], &[], &["t"]);
+    let log = dir.path().join("fanout.log");
+    let fanout = Server::fanout(bin, &config, &[("T_URL", down.url())], &log)?;
+
+    // Send in slices so RSS can be sampled as the backlog grows.
+    let slices = 10;
+    let mut queueing = SendReport::default();
+    let mut rss_samples = Vec::new();
+    let before = fanout.stats();
+    for i in 0..slices {
+        let first = (jobs * i / slices) as u64;
+        let end = (jobs * (i + 1) / slices) as u64;
+        let load = Load {
+            addr: fanout.addr,
+            run: "backlog".into(),
+            senders,
+            events: end - first,
+            duration: Duration::from_secs(3600),
+            first_seq: first,
+            body_bytes,
+            times: None,
+        };
+        let part = send(load).await;
+        queueing.acked += part.acked;
+        queueing.failed += part.failed;
+        queueing.elapsed += part.elapsed;
+        queueing.latencies_us.extend(part.latencies_us);
+        queueing.first_error = queueing.first_error.or(part.first_error);
+        rss_samples.push((queueing.acked, fanout.stats().rss_bytes));
+    }
+    queueing.latencies_us.sort_unstable();
+    let stats = fanout.stats();
+    let cpu_us_per_event_queueing = (stats.cpu_secs - before.cpu_secs) * 1e6 / queueing.acked.max(1) as f64;
+    fanout.stop();
+    let store_bytes = dir_bytes(&dir.path().join("data"));
+
+    let sink = Sink::start(None).await;
+    let fanout = Server::fanout(bin, &config, &[("T_URL", sink.url())], &log)?;
+    let restart_ready_in = fanout.ready_in;
+    let back = Instant::now();
+    if !wait_until(Duration::from_secs(60), || sink.count() > 0) {
+        return Err("no delivery within 60 s of the restart".into());
+    }
+    let first_delivery_in = back.elapsed();
+    // Every job queued before the stop, less the few that were in flight and may be delivered twice.
+    let drained = wait_until(Duration::from_secs(3600), || sink.count() >= queueing.acked);
+    let drain_elapsed = back.elapsed();
+    let drain_stats = fanout.stats();
+    fanout.stop();
+    if !drained {
+        return Err(format!("drained only {} of {} jobs", sink.count(), queueing.acked));
+    }
+    Ok(BacklogReport {
+        jobs: queueing.acked,
+        peak_rss_queueing: stats.peak_rss_bytes,
+        queueing,
+        rss_samples,
+        store_bytes,
+        restart_ready_in,
+        first_delivery_in,
+        drain_elapsed,
+        peak_rss_draining: drain_stats.peak_rss_bytes,
+        cpu_us_per_event_queueing,
+        cpu_us_per_delivery_draining: drain_stats.cpu_secs * 1e6 / sink.count().max(1) as f64,
+    })
+}

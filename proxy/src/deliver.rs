@@ -93,6 +93,10 @@ struct Worker {
     dispatcher: Dispatcher,
 }
 
+/// A job whose event record is still missing after this long is an orphan of a crashed ingest;
+/// before it, the ingest that queued it may still be committing.
+const ORPHAN_AFTER: Duration = Duration::from_secs(60);
+
 /// Longest a worker sleeps without re-reading its queue; bounds the effect of a wall-clock jump.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
@@ -155,7 +159,15 @@ impl Worker {
         let started = Instant::now();
         let result = match self.store.event(&job.event_id) {
             Ok(Some(event)) => send(&self.client, target, &job, Bytes::from(event.body)).await,
-            Ok(None) => Err("the event is no longer in the store (retention shorter than max_age?)".to_owned()),
+            Ok(None) if unix_now_ms().saturating_sub(job.created_at_ms) > ORPHAN_AFTER.as_millis() as u64 => {
+                tracing::warn!(event_id = %job.event_id, target = %target.name, "dropped a job whose event was never stored (a crash during ingest; Stripe resends such events)");
+                if let Err(e) = self.store.discard(&job) {
+                    tracing::error!(event_id = %job.event_id, "cannot drop an orphaned job: {e}");
+                }
+                return;
+            }
+            // Its ingest may still be writing the event record (the commit point): try again soon.
+            Ok(None) => Err("the event is not in the store yet".to_owned()),
             Err(e) => Err(format!("cannot read the event from the store: {e}")),
         };
         let latency_ms = started.elapsed().as_millis() as u64;

@@ -58,6 +58,8 @@ pub struct Job {
     pub created_at_ms: u64,
     pub due_at_ms: u64,
     pub last_error: Option<String>,
+    /// For an `any` group member: the other members' jobs, cancelled by the first success.
+    pub siblings: Vec<JobId>,
 }
 
 /// A job to create at ingest; the store assigns its id.

@@ -125,10 +125,41 @@ async fn concurrent_durable_calls_all_return() {
 fn purge_forgets_old_events_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.ingest(&event("evt_old", 10), &[any("a")]).unwrap();
-    store.ingest(&event("evt_new", 100), &[any("a")]).unwrap();
+    store.ingest(&event("evt_old", 10), &[any("a"), any("b")]).unwrap();
+    store.ingest(&event("evt_new", 100), &[any("a"), any("b")]).unwrap();
+    for job in store.lease_due("a", 100, 10).unwrap() {
+        assert_eq!(store.complete(&job).unwrap(), 1, "b's job cancelled");
+    }
+    assert_eq!(store.groups.len(), 2);
     assert_eq!(store.purge_events_before(50, 100).unwrap(), 1);
     assert_eq!(store.groups.len(), 1, "the old event's group state goes with it");
     assert!(store.event("evt_old").unwrap().is_none());
     assert!(store.event("evt_new").unwrap().is_some());
+}
+
+#[test]
+fn racing_copies_of_one_event_commit_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..20 {
+        let id = format!("evt_race_{round}");
+        let outcomes: Vec<Ingested> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let (store, id) = (&store, &id);
+                    s.spawn(move || store.ingest(&event(id, round * 10 + i), &[to("a"), any("b"), any("c")]).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let new: Vec<&Vec<Job>> =
+            outcomes.iter().filter_map(|o| if let Ingested::New(j) = o { Some(j) } else { None }).collect();
+        assert_eq!(new.len(), 1, "round {round}: {outcomes:?}");
+        let committed = store.event(&id).unwrap().unwrap();
+        assert!(new[0].iter().all(|j| store.job(j.id).unwrap().is_some()), "the winner's jobs are all there");
+        assert_eq!(store.events_by_time.scan_prefix(committed.received_at_ms.to_be_bytes()).count(), 1);
+    }
+    assert_eq!(store.queued("a"), 20, "one job per event: the losers' jobs were removed");
+    assert_eq!(store.jobs.len(), 60);
+    assert_eq!(store.events_by_time.len(), 20);
 }

@@ -21,6 +21,7 @@ fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
         created_at_ms: 1_000_000,
         due_at_ms: 0,
         last_error: None,
+        siblings: Vec::new(),
     }
 }
 

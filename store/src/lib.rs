@@ -1,6 +1,11 @@
 //! Everything fanout keeps on disk: the event log (which doubles as the replay/dedup index), the
 //! per-target retry queues, in-flight leases, `any`-group state and dead letters.
 //!
+//! The layout is shaped by how sled 0.34 spends time and memory (see BENCHMARKS.md): every write
+//! clones the leaf it lands in, and every page, in memory or not, keeps metadata in RAM. So big
+//! values go where writes are sequential (event records keyed by arrival time, not by random
+//! Stripe id), and each job is one entry (the queue entry carries the job).
+//!
 //! Invariant: this crate is the only place that knows sled exists. The proxy speaks to it in
 //! domain terms (`ingest`, `lease_due`, `complete`, `retry`, `dead_letter`), so another backend
 //! could sit behind the same API. Writes are made durable with [`Store::durable`], which shares one
@@ -25,6 +30,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store record {what} is corrupt: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("the store at {path} was written by another version of fanout (layout {found}, this one reads {LAYOUT}). Drain it with that version, or start this one on an empty data directory")]
+    Layout { path: PathBuf, found: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -49,16 +56,18 @@ pub enum Settled {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// event id -> EventRecord
+    /// event id -> received_at_ms (BE): the dedup index, and the commit point of an ingest.
     events: Tree,
-    /// received_at_ms (BE) ++ event id -> () ; oldest first, for retention.
-    events_by_time: Tree,
-    /// job id (BE) -> Job
-    jobs: Tree,
-    /// target ++ 0 ++ due_at_ms (BE) ++ job id (BE) -> () ; each target's queue in due order.
+    /// received_at_ms (BE) ++ event id -> EventRecord ; appended in arrival order, purged oldest
+    /// first by retention.
+    records: Tree,
+    /// target ++ 0 ++ due_at_ms (BE) ++ job id (BE) -> Job ; each target's queue in due order.
     queue: Tree,
-    /// job id (BE) -> () ; jobs handed to a delivery worker and not yet settled.
+    /// job id (BE) -> Job ; jobs handed to a delivery worker and not yet settled.
     leases: Tree,
+    /// job id (BE) -> queue key ; where an `any` member waits after a failed attempt, so a
+    /// sibling's success can find it (untried members wait at a key `complete` can compute).
+    requeued: Tree,
     /// event id ++ 0 ++ group -> target that delivered it ; for `any` groups, written by the
     /// first member to succeed.
     groups: Tree,
@@ -68,8 +77,15 @@ pub struct Store {
 }
 
 /// sled's page cache. Its default (1 GiB) let RSS grow with the backlog (627 MB after a few
-/// hundred thousand events); jobs belong on disk, and the hot part of each queue is its head.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// hundred thousand events). What is hot is small: the tail of `records`, each queue's head and
+/// tail, and the dedup index; sled's accounting undercounts what a cached page costs in RAM, so
+/// the figure is kept low (BENCHMARKS.md has the measurements behind it).
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Version of the on-disk layout, kept in the default tree so an older store is refused at start
+/// instead of being misread.
+const LAYOUT: &str = "2";
+const LAYOUT_KEY: &[u8] = b"fanout.layout";
 
 impl Store {
     /// Opens (or creates) the store in `path` and hands every job that was in flight when the
@@ -79,12 +95,13 @@ impl Store {
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
         let db = sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open().map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_err);
+        check_layout(&db, path)?;
         let store = Store {
             events: tree("events")?,
-            events_by_time: tree("events_by_time")?,
-            jobs: tree("jobs")?,
+            records: tree("records")?,
             queue: tree("queue")?,
             leases: tree("leases")?,
+            requeued: tree("requeued")?,
             groups: tree("groups")?,
             dead: tree("dead")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
@@ -97,12 +114,15 @@ impl Store {
     fn release_leases(&self) -> Result<usize> {
         let mut released = 0;
         for entry in self.leases.iter() {
-            let (key, _) = entry?;
-            if let Some(job) = self.job(id_from(&key))? {
-                self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
-                released += 1;
+            let (key, value) = entry?;
+            let job: Job = decode(&value, "job")?;
+            let queued = queue_key(&job.target, job.due_at_ms, job.id);
+            if matches!(job.delivery, Delivery::AnyOf { .. }) && job.due_at_ms != job.created_at_ms {
+                self.requeued.insert(key.as_ref(), queued.as_slice())?;
             }
+            self.queue.insert(queued, value)?;
             self.leases.remove(key)?;
+            released += 1;
         }
         if released > 0 {
             tracing::info!(released, "re-queued deliveries that were in flight at the last stop");
@@ -114,11 +134,12 @@ impl Store {
     /// [`Store::durable`] returns.
     ///
     /// No sled transaction (it cost ~60 µs of the ~85 µs an ingest took; see BENCHMARKS.md).
-    /// Instead the event record is written last and is the commit point: sled recovers a prefix
-    /// of its log, so if the record survives a crash, so do its jobs. Jobs whose record never
-    /// made it (the process died before the event was acknowledged, so Stripe sends it again)
-    /// are orphans; the worker drops them (see `deliver`). Two copies racing past the duplicate
-    /// check are settled by a compare-and-swap on the record; the loser removes its jobs.
+    /// Instead the dedup index entry is written last and is the commit point: sled recovers a
+    /// prefix of its log, so if the index entry survives a crash, so do the record and the jobs.
+    /// Jobs and records written by an ingest that died before its index entry (that event was
+    /// never acknowledged, so Stripe sends it again) are orphans: the worker drops such jobs (see
+    /// `deliver`) and retention drops such records. Two copies racing past the duplicate check
+    /// are settled by a compare-and-swap on the index; the loser removes what it wrote.
     pub fn ingest(&self, event: &EventRecord, new_jobs: &[NewJob]) -> Result<Ingested> {
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
@@ -139,33 +160,34 @@ impl Store {
             });
         }
         // Each `any` member knows its siblings, so the first success can cancel them.
-        let ids: Vec<(JobId, Delivery)> = jobs.iter().map(|j| (j.id, j.delivery.clone())).collect();
+        let members: Vec<(String, JobId, Delivery)> =
+            jobs.iter().map(|j| (j.target.clone(), j.id, j.delivery.clone())).collect();
         for job in &mut jobs {
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
-                job.siblings =
-                    ids.iter().filter(|(id, d)| *id != job.id && *d == job.delivery).map(|(id, _)| *id).collect();
+                job.siblings = members
+                    .iter()
+                    .filter(|(_, id, d)| *id != job.id && *d == job.delivery)
+                    .map(|(target, id, _)| (target.clone(), *id))
+                    .collect();
             }
         }
         for job in &jobs {
-            self.jobs.insert(job.id.to_be_bytes(), encode(job)?)?;
+            self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), encode(job)?)?;
         }
-        for job in &jobs {
-            self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
-        }
-        let by_time = time_key(event.received_at_ms, &event.id);
-        self.events_by_time.insert(by_time.as_slice(), &[])?;
-        let committed = self.events.compare_and_swap(event.id.as_bytes(), None::<&[u8]>, Some(encode(event)?))?;
-        if committed.is_ok() {
+        let received = event.received_at_ms.to_be_bytes();
+        let record = record_key(event.received_at_ms, &event.id);
+        self.records.insert(record.as_slice(), encode(event)?)?;
+        let committed = self.events.compare_and_swap(event.id.as_bytes(), None::<&[u8]>, Some(&received[..]))?;
+        let Err(lost) = committed else {
             return Ok(Ingested::New(jobs));
-        }
-        // Another copy of the same event committed first: undo ours (its by_time key differs from
-        // ours unless it arrived in the same millisecond).
+        };
+        // Another copy of the same event committed first: undo ours. Its record has the same key
+        // as ours only if it arrived in the same millisecond, and then it must stay.
         for job in &jobs {
             self.queue.remove(queue_key(&job.target, job.due_at_ms, job.id))?;
-            self.jobs.remove(job.id.to_be_bytes())?;
         }
-        if self.event(&event.id)?.is_some_and(|e| e.received_at_ms != event.received_at_ms) {
-            self.events_by_time.remove(by_time)?;
+        if lost.current.as_deref() != Some(&received[..]) {
+            self.records.remove(record)?;
         }
         Ok(Ingested::Duplicate)
     }
@@ -177,15 +199,23 @@ impl Store {
     }
 
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>> {
-        self.events.get(id.as_bytes())?.map(|v| decode(&v, "event")).transpose()
+        let Some(received) = self.events.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        if received.len() != 8 {
+            return Err(StoreError::Corrupt { what: "event index", detail: format!("{} bytes", received.len()) });
+        }
+        let record = record_key(id_from(&received), id);
+        self.records.get(record)?.map(|v| decode(&v, "event")).transpose()
     }
 
     pub fn event_count(&self) -> usize {
         self.events.len()
     }
 
-    pub fn job(&self, id: JobId) -> Result<Option<Job>> {
-        self.jobs.get(id.to_be_bytes())?.map(|v| decode(&v, "job")).transpose()
+    /// A job that is in flight (leased to a delivery worker).
+    pub fn in_flight_job(&self, id: JobId) -> Result<Option<Job>> {
+        self.leases.get(id.to_be_bytes())?.map(|v| decode(&v, "job")).transpose()
     }
 
     /// When the earliest job queued for `target` is due, if any.
@@ -207,7 +237,9 @@ impl Store {
         self.leases.len()
     }
 
-    /// Takes up to `max` jobs for `target` that are due at `now_ms`, marking them in flight.
+    /// Takes up to `max` jobs for `target` that are due at `now_ms`, marking them in flight. An
+    /// `any` member whose group was delivered meanwhile is dropped here (a safety net: `complete`
+    /// normally removes it from the queue first).
     pub fn lease_due(&self, target: &str, now_ms: u64, max: usize) -> Result<Vec<Job>> {
         let prefix = queue_prefix(target);
         let mut leased = Vec::new();
@@ -215,26 +247,28 @@ impl Store {
             if leased.len() >= max {
                 break;
             }
-            let (key, _) = entry?;
+            let (key, value) = entry?;
             if due_from(&key, prefix.len()) > now_ms {
                 break;
             }
             let id = id_from(&key[key.len() - 8..]);
             // Lease before unqueueing: a crash between the two leaves the job in both places, and
             // the lease is released back to the same queue key at the next open.
-            self.leases.insert(id.to_be_bytes(), &[])?;
+            self.leases.insert(id.to_be_bytes(), value.clone())?;
             // An `any` sibling's success may have cancelled it meanwhile.
             if self.queue.remove(&key)?.is_none() {
                 self.leases.remove(id.to_be_bytes())?;
                 continue;
             }
-            match self.job(id)? {
-                Some(job) => leased.push(job),
-                None => {
+            let job: Job = decode(&value, "job")?;
+            if matches!(job.delivery, Delivery::AnyOf { .. }) {
+                self.requeued.remove(id.to_be_bytes())?;
+                if self.group_delivered(&job)? {
                     self.leases.remove(id.to_be_bytes())?;
-                    tracing::warn!(job_id = id, "queue entry without a job; skipped");
+                    continue;
                 }
             }
+            leased.push(job);
         }
         Ok(leased)
     }
@@ -247,14 +281,14 @@ impl Store {
             // The first success is recorded; a later one (a sibling already in flight) keeps it.
             let key = group_key(&job.event_id, group);
             let _ = self.groups.compare_and_swap(key, None::<&[u8]>, Some(job.target.as_bytes()))?;
-            for sibling in &job.siblings {
-                if let Some(other) = self.job(*sibling)? {
-                    let queued = queue_key(&other.target, other.due_at_ms, other.id);
-                    if self.queue.remove(queued)?.is_some() {
-                        self.jobs.remove(other.id.to_be_bytes())?;
-                        cancelled += 1;
-                    }
-                }
+            // Siblings not yet tried wait at their first due time, the event's arrival; retried
+            // ones where `requeued` says. A sibling in flight is cancelled when it settles.
+            for (target, id) in &job.siblings {
+                let waiting = match self.requeued.remove(id.to_be_bytes())? {
+                    Some(key) => self.queue.remove(key)?,
+                    None => self.queue.remove(queue_key(target, job.created_at_ms, *id))?,
+                };
+                cancelled += usize::from(waiting.is_some());
             }
         }
         self.finish(job.id)?;
@@ -274,8 +308,15 @@ impl Store {
             self.finish(job.id)?;
             return Ok(Settled::CancelledByGroup);
         }
-        self.jobs.insert(job.id.to_be_bytes(), encode(job)?)?;
-        self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), &[])?;
+        // The lease is rewritten first, so a crash before it is removed re-queues this attempt's
+        // state at the same key instead of adding a second copy at the old one.
+        let value = encode(job)?;
+        let key = queue_key(&job.target, job.due_at_ms, job.id);
+        self.leases.insert(job.id.to_be_bytes(), value.as_slice())?;
+        if matches!(job.delivery, Delivery::AnyOf { .. }) {
+            self.requeued.insert(job.id.to_be_bytes(), key.as_slice())?;
+        }
+        self.queue.insert(key, value)?;
         self.leases.remove(job.id.to_be_bytes())?;
         Ok(Settled::Done)
     }
@@ -307,16 +348,19 @@ impl Store {
     /// any job's max age, so no pending job outlives its event.
     pub fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
         let mut purged = 0;
-        for entry in self.events_by_time.range(..cutoff_ms.to_be_bytes().to_vec()).take(batch) {
+        for entry in self.records.range(..cutoff_ms.to_be_bytes().to_vec()).take(batch) {
             let (key, _) = entry?;
-            let event_id = &key[8..];
-            self.events.remove(event_id)?;
-            let mut group_prefix = event_id.to_vec();
-            group_prefix.push(0);
-            for group in self.groups.scan_prefix(&group_prefix).keys() {
-                self.groups.remove(group?)?;
+            let (received, event_id) = key.split_at(8);
+            // Only if the index points at this record: an orphan record (its ingest died before
+            // committing) must not take a later copy's index entry with it.
+            if self.events.compare_and_swap(event_id, Some(received), None::<&[u8]>)?.is_ok() {
+                let mut group_prefix = event_id.to_vec();
+                group_prefix.push(0);
+                for group in self.groups.scan_prefix(&group_prefix).keys() {
+                    self.groups.remove(group?)?;
+                }
             }
-            self.events_by_time.remove(&key)?;
+            self.records.remove(&key)?;
             purged += 1;
         }
         Ok(purged)
@@ -330,9 +374,23 @@ impl Store {
     }
 
     fn finish(&self, id: JobId) -> Result<()> {
-        self.jobs.remove(id.to_be_bytes())?;
         self.leases.remove(id.to_be_bytes())?;
         Ok(())
+    }
+}
+
+/// Stamps a new store with [`LAYOUT`] and refuses one stamped otherwise, or written before
+/// stamps existed (it has trees this version does not read).
+fn check_layout(db: &sled::Db, path: &Path) -> Result<()> {
+    let layout_err = |found: &str| StoreError::Layout { path: path.to_owned(), found: found.to_owned() };
+    match db.get(LAYOUT_KEY)? {
+        Some(found) if found.as_ref() == LAYOUT.as_bytes() => Ok(()),
+        Some(found) => Err(layout_err(&String::from_utf8_lossy(&found))),
+        None if db.tree_names().iter().any(|name| name.as_ref() == b"jobs") => Err(layout_err("1")),
+        None => {
+            db.insert(LAYOUT_KEY, LAYOUT.as_bytes())?;
+            Ok(())
+        }
     }
 }
 
@@ -368,7 +426,7 @@ fn id_from(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(be)
 }
 
-fn time_key(ms: u64, event_id: &str) -> Vec<u8> {
+fn record_key(ms: u64, event_id: &str) -> Vec<u8> {
     let mut key = ms.to_be_bytes().to_vec();
     key.extend_from_slice(event_id.as_bytes());
     key

@@ -58,8 +58,9 @@ pub struct Job {
     pub created_at_ms: u64,
     pub due_at_ms: u64,
     pub last_error: Option<String>,
-    /// For an `any` group member: the other members' jobs, cancelled by the first success.
-    pub siblings: Vec<JobId>,
+    /// For an `any` group member: the other members' jobs (target, id), cancelled by the first
+    /// success.
+    pub siblings: Vec<(String, JobId)>,
 }
 
 /// A job to create at ingest; the store assigns its id.

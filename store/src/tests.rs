@@ -68,7 +68,7 @@ fn retry_requeues_at_new_due_time_and_dead_letter_keeps_the_error() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].error, "gave up after 1 attempt");
     assert_eq!(store.in_flight(), 0);
-    assert!(store.job(again.id).unwrap().is_none());
+    assert!(store.in_flight_job(again.id).unwrap().is_none());
 }
 
 #[test]
@@ -156,10 +156,72 @@ fn racing_copies_of_one_event_commit_exactly_once() {
             outcomes.iter().filter_map(|o| if let Ingested::New(j) = o { Some(j) } else { None }).collect();
         assert_eq!(new.len(), 1, "round {round}: {outcomes:?}");
         let committed = store.event(&id).unwrap().unwrap();
-        assert!(new[0].iter().all(|j| store.job(j.id).unwrap().is_some()), "the winner's jobs are all there");
-        assert_eq!(store.events_by_time.scan_prefix(committed.received_at_ms.to_be_bytes()).count(), 1);
+        let queued = |j: &Job| store.queue.contains_key(queue_key(&j.target, j.due_at_ms, j.id)).unwrap();
+        assert!(new[0].iter().all(queued), "the winner's jobs are all there");
+        assert_eq!(store.records.scan_prefix(committed.received_at_ms.to_be_bytes()).count(), 1);
     }
     assert_eq!(store.queued("a"), 20, "one job per event: the losers' jobs were removed");
-    assert_eq!(store.jobs.len(), 60);
-    assert_eq!(store.events_by_time.len(), 20);
+    assert_eq!(store.queue.len(), 60);
+    assert_eq!(store.records.len(), 20);
+}
+
+#[test]
+fn a_retried_sibling_is_cancelled_where_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")]).unwrap();
+    let mut b = store.lease_due("b", 0, 1).unwrap().remove(0);
+    b.attempt = 1;
+    b.due_at_ms = 1_000;
+    assert_eq!(store.retry(&b).unwrap(), Settled::Done);
+    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    assert_eq!(store.complete(&a).unwrap(), 2, "b at its retry time, c at its first");
+    assert_eq!((store.queued("b"), store.queued("c")), (0, 0));
+    assert_eq!(store.requeued.len(), 0);
+    assert!(store.lease_due("b", 1_000, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_member_leased_after_its_group_was_delivered_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let jobs = jobs(store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap());
+    // b waits where `complete` does not look (as if its `requeued` entry were lost).
+    let mut b = jobs[1].clone();
+    store.queue.remove(queue_key("b", 0, b.id)).unwrap();
+    b.due_at_ms = 7;
+    store.queue.insert(queue_key("b", 7, b.id), encode(&b).unwrap()).unwrap();
+    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    assert_eq!(store.complete(&a).unwrap(), 0);
+    assert!(store.lease_due("b", 7, 10).unwrap().is_empty(), "b is dropped, not delivered");
+    assert_eq!((store.queued("b"), store.in_flight()), (0, 0));
+}
+
+#[test]
+fn retention_of_an_orphan_record_keeps_the_committed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // An ingest that died after writing its record but before its index entry.
+    store.records.insert(record_key(10, "evt_1"), encode(&event("evt_1", 10)).unwrap()).unwrap();
+    store.ingest(&event("evt_1", 100), &[to("a")]).unwrap();
+    assert_eq!(store.purge_events_before(50, 10).unwrap(), 1);
+    assert_eq!(store.event("evt_1").unwrap().unwrap().received_at_ms, 100);
+    assert_eq!(store.ingest(&event("evt_1", 200), &[to("a")]).unwrap(), Ingested::Duplicate);
+}
+
+#[test]
+fn a_store_in_another_layout_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("jobs").unwrap().insert(b"1", b"old").unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).err().expect("refused");
+    assert!(matches!(err, StoreError::Layout { ref found, .. } if found == "1"), "{err}");
+    assert!(err.to_string().contains("another version of fanout"), "{err}");
+    // A store of this layout opens again.
+    let fresh = tempfile::tempdir().unwrap();
+    drop(Store::open(fresh.path()).unwrap());
+    Store::open(fresh.path()).unwrap();
 }

@@ -2,7 +2,7 @@
 //! sinks, and a million-job backlog. Each takes its sizes as arguments so the smoke test can run
 //! it in seconds, and returns figures rather than printing them, so the smoke test can check them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ pub async fn ingest(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let down = BlackHole::start().await;
     let config = write_config(dir.path(), &[("down", "DOWN_URL")], &[], &["down"]);
-    let fanout = Server::fanout(bin, &config, &[("DOWN_URL", down.url())], &dir.path().join("fanout.log"))?;
+    let fanout = Server::fanout(bin, &config, &[("DOWN_URL", down.url())], &log_path(dir.path(), "ingest"))?;
     let mut report = IngestReport { fanout: Vec::new(), bare: Vec::new(), fanout_peak_rss: 0 };
     let mut seq = 0;
     for &senders in levels {
@@ -115,7 +115,7 @@ pub async fn delivery(bin: &Path, events: usize, senders: usize, body_bytes: usi
     let names = [("a", "A_URL"), ("b", "B_URL"), ("g1", "G1_URL"), ("g2", "G2_URL")];
     let config = write_config(dir.path(), &names, &[("g", &["g1", "g2"])], &["a", "b", "g"]);
     let env: Vec<(&str, String)> = names.iter().zip(&sinks).map(|((_, var), s)| (*var, s.url())).collect();
-    let fanout = Server::fanout(bin, &config, &env, &dir.path().join("fanout.log"))?;
+    let fanout = Server::fanout(bin, &config, &env, &log_path(dir.path(), "delivery"))?;
     let before = fanout.stats();
     let started = Instant::now();
     let load = Load {
@@ -185,7 +185,7 @@ pub async fn backlog(bin: &Path, jobs: usize, senders: usize, body_bytes: usize)
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let down = BlackHole::start().await;
     let config = write_config(dir.path(), &[("t", "T_URL")], &[], &["t"]);
-    let log = dir.path().join("fanout.log");
+    let log = log_path(dir.path(), "backlog");
     let fanout = Server::fanout(bin, &config, &[("T_URL", down.url())], &log)?;
 
     // Send in slices so RSS can be sampled as the backlog grows.
@@ -249,4 +249,13 @@ pub async fn backlog(bin: &Path, jobs: usize, senders: usize, body_bytes: usize)
         cpu_us_per_event_queueing,
         cpu_us_per_delivery_draining: drain_stats.cpu_secs * 1e6 / sink.count().max(1) as f64,
     })
+}
+
+/// fanout's log for a scenario: kept in FANOUT_BENCH_LOG_DIR if set (to read after the run),
+/// else in the scenario's temporary directory.
+fn log_path(tmp: &Path, scenario: &str) -> PathBuf {
+    match std::env::var_os("FANOUT_BENCH_LOG_DIR") {
+        Some(dir) => Path::new(&dir).join(format!("{scenario}.log")),
+        None => tmp.join("fanout.log"),
+    }
 }

@@ -22,9 +22,12 @@ impl GroupCommit {
         }
         let upto = self.requested.load(Ordering::SeqCst);
         let db = db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let started = std::time::Instant::now();
+        let bytes = tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| crate::StoreError::Corrupt { what: "flush task", detail: e.to_string() })??;
+        let writers = upto - self.durable.load(Ordering::SeqCst);
+        tracing::debug!(writers, bytes, flush_us = started.elapsed().as_micros() as u64, "group commit");
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.durable.fetch_max(upto, Ordering::SeqCst);
         Ok(())

@@ -16,7 +16,9 @@ pub struct EventRecord {
     pub source: String,
     pub received_at_ms: u64,
     pub disposition: Disposition,
-    /// The raw body, byte for byte as Stripe sent it: re-signing depends on it.
+    /// The raw body, byte for byte as Stripe sent it: re-signing depends on it. Encoded as one
+    /// byte string (the same bytes on disk as a sequence of u8, without a call per byte).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 

@@ -225,3 +225,26 @@ fn a_store_in_another_layout_is_refused_with_the_reason() {
     drop(Store::open(fresh.path()).unwrap());
     Store::open(fresh.path()).unwrap();
 }
+
+#[test]
+fn a_body_encodes_as_the_same_bytes_as_a_sequence_of_u8() {
+    let record = event("evt_1", 1);
+    #[derive(serde::Serialize)]
+    struct Plain<'a> {
+        id: &'a str,
+        event_type: &'a str,
+        source: &'a str,
+        received_at_ms: u64,
+        disposition: &'a Disposition,
+        body: &'a Vec<u8>,
+    }
+    let plain = Plain {
+        id: &record.id,
+        event_type: &record.event_type,
+        source: &record.source,
+        received_at_ms: record.received_at_ms,
+        disposition: &record.disposition,
+        body: &record.body,
+    };
+    assert_eq!(encode(&record).unwrap(), encode(&plain).unwrap());
+}

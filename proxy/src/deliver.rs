@@ -93,7 +93,7 @@ struct Worker {
     dispatcher: Dispatcher,
 }
 
-/// A job whose event record is still missing after this long is an orphan of a crashed ingest;
+/// A job whose event is still missing after this long is an orphan of a crashed ingest;
 /// before it, the ingest that queued it may still be committing.
 const ORPHAN_AFTER: Duration = Duration::from_secs(60);
 
@@ -166,7 +166,7 @@ impl Worker {
                 }
                 return;
             }
-            // Its ingest may still be writing the event record (the commit point): try again soon.
+            // Its ingest may not have written the dedup index entry (the commit point) yet: try again soon.
             Ok(None) => Err("the event is not in the store yet".to_owned()),
             Err(e) => Err(format!("cannot read the event from the store: {e}")),
         };

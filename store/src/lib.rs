@@ -296,7 +296,7 @@ impl Store {
     }
 
     /// Forgets a job that can never be delivered: an orphan of an ingest that crashed before its
-    /// event record was written (that event was never acknowledged; Stripe sends it again).
+    /// event was committed (that event was never acknowledged; Stripe sends it again).
     pub fn discard(&self, job: &Job) -> Result<()> {
         self.finish(job.id)
     }

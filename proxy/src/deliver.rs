@@ -19,6 +19,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RetryPolicy, Target};
 use crate::ingress::{unix_now_ms, unix_now_secs};
@@ -47,6 +48,7 @@ pub fn spawn(
     store: Store,
     client: HttpClient,
     shutdown: CancellationToken,
+    attempts: TaskTracker,
 ) -> (Dispatcher, Vec<tokio::task::JoinHandle<()>>) {
     let wakers: HashMap<String, Arc<Notify>> =
         config.targets.iter().map(|t| (t.name.clone(), Arc::new(Notify::new()))).collect();
@@ -60,6 +62,7 @@ pub fn spawn(
                 client: client.clone(),
                 wake: dispatcher.wakers[&config.targets[i].name].clone(),
                 dispatcher: dispatcher.clone(),
+                attempts: attempts.clone(),
             };
             tokio::spawn(worker.run(shutdown.clone()))
         })
@@ -91,6 +94,8 @@ struct Worker {
     client: HttpClient,
     wake: Arc<Notify>,
     dispatcher: Dispatcher,
+    /// Attempts in flight, so a stop can wait for them (each holds the store open).
+    attempts: TaskTracker,
 }
 
 /// A job whose event is still missing after this long is an orphan of a crashed ingest;
@@ -121,7 +126,7 @@ impl Worker {
                                 continue;
                             };
                             let this = this.clone();
-                            tokio::spawn(async move {
+                            this.attempts.clone().spawn(async move {
                                 this.attempt(job).await;
                                 drop(permit);
                                 this.wake.notify_one();

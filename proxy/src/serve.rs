@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::deliver;
@@ -22,6 +23,9 @@ pub struct Running {
     pub store: Store,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Connections and delivery attempts; each holds the store, which stays locked until the last
+    /// one ends, so a stop waits for them (bounded) before it returns.
+    tracker: TaskTracker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +46,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let (dispatcher, mut tasks) =
-        deliver::spawn(config.clone(), store.clone(), deliver::http_client(), shutdown.clone());
+        deliver::spawn(config.clone(), store.clone(), deliver::http_client(), shutdown.clone(), tracker.clone());
     tasks.push(tokio::spawn(retention(store.clone(), config.dedup_retention, shutdown.clone())));
     let ingress = Arc::new(Ingress { config: config.clone(), store: store.clone(), dispatcher });
-    tasks.push(tokio::spawn(accept(listener, ingress, config.header_read_timeout, shutdown.clone())));
-    Ok(Running { addr, store, shutdown, tasks })
+    let accepting = accept(listener, ingress, config.header_read_timeout, shutdown.clone(), tracker.clone());
+    tasks.push(tokio::spawn(accepting));
+    Ok(Running { addr, store, shutdown, tasks, tracker })
 }
 
 impl Running {
@@ -56,6 +62,10 @@ impl Running {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            tracing::warn!(left = self.tracker.len(), "stopped with connections or deliveries still running");
         }
         if let Err(e) = self.store.durable().await {
             tracing::error!("final flush failed: {e}");
@@ -67,7 +77,13 @@ impl Running {
     }
 }
 
-async fn accept(listener: TcpListener, ingress: Arc<Ingress>, header_timeout: Duration, shutdown: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    ingress: Arc<Ingress>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEAD_BYTES);
     let builder = Arc::new(builder);
@@ -86,7 +102,7 @@ async fn accept(listener: TcpListener, ingress: Arc<Ingress>, header_timeout: Du
         };
         let _ = stream.set_nodelay(true);
         let (builder, ingress, shutdown) = (builder.clone(), ingress.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let service = service_fn(move |req| ingress.clone().handle(req));
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);

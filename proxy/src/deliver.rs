@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use bytes::Bytes;
-use fanout_store::{Delivery, Job, Settled, Store};
+use fanout_store::{Delivery, Job, JobEvent, Settled, Store};
 use http::{header, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -98,9 +98,12 @@ struct Worker {
     attempts: TaskTracker,
 }
 
-/// A job whose event is still missing after this long is an orphan of a crashed ingest;
+/// A job whose event is still uncommitted after this long is an orphan of a crashed ingest;
 /// before it, the ingest that queued it may still be committing.
 const ORPHAN_AFTER: Duration = Duration::from_secs(60);
+
+/// How soon a job leased while its ingest was still committing is looked at again.
+const UNCOMMITTED_RECHECK: Duration = Duration::from_millis(100);
 
 /// Longest a worker sleeps without re-reading its queue; bounds the effect of a wall-clock jump.
 const MAX_IDLE: Duration = Duration::from_secs(30);
@@ -160,20 +163,34 @@ impl Worker {
 
     async fn attempt(&self, mut job: Job) {
         let target = &self.config.targets[self.target];
-        job.attempt += 1;
-        let started = Instant::now();
-        let result = match self.store.event(&job.event_id) {
-            Ok(Some(event)) => send(&self.client, target, &job, Bytes::from(event.body)).await,
-            Ok(None) if unix_now_ms().saturating_sub(job.created_at_ms) > ORPHAN_AFTER.as_millis() as u64 => {
-                tracing::warn!(event_id = %job.event_id, target = %target.name, "dropped a job whose event was never stored (a crash during ingest; Stripe resends such events)");
-                if let Err(e) = self.store.discard(&job) {
-                    tracing::error!(event_id = %job.event_id, "cannot drop an orphaned job: {e}");
+        let event = match self.store.event_for(&job) {
+            Ok(JobEvent::Ready(event)) => Ok(event),
+            Ok(JobEvent::Uncommitted)
+                if unix_now_ms().saturating_sub(job.created_at_ms) <= ORPHAN_AFTER.as_millis() as u64 =>
+            {
+                // Its ingest is still writing: not an attempt, look again shortly.
+                job.due_at_ms = unix_now_ms() + UNCOMMITTED_RECHECK.as_millis() as u64;
+                if let Err(e) = self.store.retry(&job) {
+                    tracing::error!(event_id = %job.event_id, target = %target.name, "cannot re-queue a job: {e}");
                 }
                 return;
             }
-            // Its ingest may not have written the dedup index entry (the commit point) yet: try again soon.
-            Ok(None) => Err("the event is not in the store yet".to_owned()),
+            Ok(JobEvent::Uncommitted) => {
+                return self.drop_job(
+                    &job,
+                    "its event was never committed (a crash during ingest, before the 2xx; Stripe resends such events)",
+                );
+            }
+            Ok(JobEvent::Superseded) => {
+                return self.drop_job(&job, "another copy of its event was committed and is delivered instead");
+            }
             Err(e) => Err(format!("cannot read the event from the store: {e}")),
+        };
+        job.attempt += 1;
+        let started = Instant::now();
+        let result = match event {
+            Ok(event) => send(&self.client, target, &job, Bytes::from(event.body)).await,
+            Err(e) => Err(e),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let (event_id, attempt) = (job.event_id.clone(), job.attempt);
@@ -194,6 +211,15 @@ impl Worker {
         if let Err(e) = settled {
             // The lease stays; the job is re-offered at the next start.
             tracing::error!(%event_id, target = %target.name, "cannot record the delivery outcome: {e}");
+        }
+    }
+
+    /// Forgets a job that must never be delivered.
+    fn drop_job(&self, job: &Job, why: &str) {
+        let target = &self.config.targets[self.target].name;
+        tracing::warn!(event_id = %job.event_id, %target, "dropped a job: {why}");
+        if let Err(e) = self.store.discard(job) {
+            tracing::error!(event_id = %job.event_id, %target, "cannot drop a job: {e}");
         }
     }
 

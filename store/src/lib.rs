@@ -14,7 +14,7 @@
 mod commit;
 mod record;
 
-pub use record::{DeadLetter, Delivery, Disposition, EventRecord, Job, JobId, NewJob};
+pub use record::{DeadLetter, Delivery, Disposition, EventRecord, Job, JobEvent, JobId, NewJob};
 
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,8 @@ pub enum Settled {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// event id -> received_at_ms (BE): the dedup index, and the commit point of an ingest.
+    /// event id -> received_at_ms (BE) ++ ingest id (BE): the dedup index, and the commit point of
+    /// an ingest; the ingest id tells a committed copy's jobs from a losing copy's.
     events: Tree,
     /// received_at_ms (BE) ++ event id -> EventRecord ; appended in arrival order, purged oldest
     /// first by retention.
@@ -144,6 +145,7 @@ impl Store {
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
         }
+        let ingest = self.db.generate_id()?;
         let mut jobs = Vec::with_capacity(new_jobs.len());
         for new in new_jobs {
             jobs.push(Job {
@@ -157,6 +159,7 @@ impl Store {
                 due_at_ms: event.received_at_ms,
                 last_error: None,
                 siblings: Vec::new(),
+                ingest,
             });
         }
         // Each `any` member knows its siblings, so the first success can cancel them.
@@ -177,7 +180,8 @@ impl Store {
         let received = event.received_at_ms.to_be_bytes();
         let record = record_key(event.received_at_ms, &event.id);
         self.records.insert(record.as_slice(), encode(event)?)?;
-        let committed = self.events.compare_and_swap(event.id.as_bytes(), None::<&[u8]>, Some(&received[..]))?;
+        let index = [received, ingest.to_be_bytes()].concat();
+        let committed = self.events.compare_and_swap(event.id.as_bytes(), None::<&[u8]>, Some(index))?;
         let Err(lost) = committed else {
             return Ok(Ingested::New(jobs));
         };
@@ -186,7 +190,7 @@ impl Store {
         for job in &jobs {
             self.queue.remove(queue_key(&job.target, job.due_at_ms, job.id))?;
         }
-        if lost.current.as_deref() != Some(&received[..]) {
+        if lost.current.as_deref().and_then(|winner| winner.get(..8)) != Some(&received[..]) {
             self.records.remove(record)?;
         }
         Ok(Ingested::Duplicate)
@@ -198,15 +202,41 @@ impl Store {
         self.commit.durable(&self.db).await
     }
 
+    /// The committed copy of an event.
     pub fn event(&self, id: &str) -> Result<Option<EventRecord>> {
-        let Some(received) = self.events.get(id.as_bytes())? else {
+        match self.committed(id)? {
+            Some((received, _)) => self.record(received, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The event a leased job is to deliver, if the ingest that wrote the job is the one that
+    /// committed. Jobs are written before their ingest's commit point, so a worker can lease one
+    /// from an ingest still running, or from a copy that lost the race and is removing its jobs.
+    pub fn event_for(&self, job: &Job) -> Result<JobEvent> {
+        match self.committed(&job.event_id)? {
+            None => Ok(JobEvent::Uncommitted),
+            Some((_, ingest)) if ingest != job.ingest => Ok(JobEvent::Superseded),
+            Some((received, _)) => self.record(received, &job.event_id).map(JobEvent::Ready),
+        }
+    }
+
+    /// (received_at_ms, ingest id) of the committed copy of an event.
+    fn committed(&self, id: &str) -> Result<Option<(u64, u64)>> {
+        let Some(index) = self.events.get(id.as_bytes())? else {
             return Ok(None);
         };
-        if received.len() != 8 {
-            return Err(StoreError::Corrupt { what: "event index", detail: format!("{} bytes", received.len()) });
+        if index.len() != 16 {
+            return Err(StoreError::Corrupt { what: "event index", detail: format!("{} bytes", index.len()) });
         }
-        let record = record_key(id_from(&received), id);
-        self.records.get(record)?.map(|v| decode(&v, "event")).transpose()
+        Ok(Some((id_from(&index[..8]), id_from(&index[8..]))))
+    }
+
+    fn record(&self, received: u64, id: &str) -> Result<EventRecord> {
+        match self.records.get(record_key(received, id))? {
+            Some(bytes) => decode(&bytes, "event"),
+            None => Err(StoreError::Corrupt { what: "event", detail: format!("{id} is indexed but has no record") }),
+        }
     }
 
     pub fn event_count(&self) -> usize {
@@ -295,8 +325,7 @@ impl Store {
         Ok(cancelled)
     }
 
-    /// Forgets a job that can never be delivered: an orphan of an ingest that crashed before its
-    /// event was committed (that event was never acknowledged; Stripe sends it again).
+    /// Forgets a job that must never be delivered: see [`JobEvent`].
     pub fn discard(&self, job: &Job) -> Result<()> {
         self.finish(job.id)
     }
@@ -353,7 +382,12 @@ impl Store {
             let (received, event_id) = key.split_at(8);
             // Only if the index points at this record: an orphan record (its ingest died before
             // committing) must not take a later copy's index entry with it.
-            if self.events.compare_and_swap(event_id, Some(received), None::<&[u8]>)?.is_ok() {
+            let index = self.events.get(event_id)?.filter(|index| index.starts_with(received));
+            let unindexed = match index {
+                Some(index) => self.events.compare_and_swap(event_id, Some(index), None::<&[u8]>)?.is_ok(),
+                None => false,
+            };
+            if unindexed {
                 let mut group_prefix = event_id.to_vec();
                 group_prefix.push(0);
                 for group in self.groups.scan_prefix(&group_prefix).keys() {

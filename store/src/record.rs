@@ -63,6 +63,21 @@ pub struct Job {
     /// For an `any` group member: the other members' jobs (target, id), cancelled by the first
     /// success.
     pub siblings: Vec<(String, JobId)>,
+    /// The ingest that wrote this job. Jobs are queued before their ingest commits, so a worker
+    /// delivers one only once the event's index names this ingest (see `Store::event_for`).
+    pub ingest: u64,
+}
+
+/// What a worker finds for a leased job's event (see `Store::event_for`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEvent {
+    /// The job's ingest committed: deliver this.
+    Ready(EventRecord),
+    /// No copy of the event has committed: its ingest is still writing, or died before committing.
+    Uncommitted,
+    /// Another copy of the event committed: this job belongs to a copy that lost the race (or to
+    /// one cut short by a crash) and must never be delivered.
+    Superseded,
 }
 
 /// A job to create at ingest; the store assigns its id.

@@ -158,6 +158,9 @@ fn racing_copies_of_one_event_commit_exactly_once() {
         let committed = store.event(&id).unwrap().unwrap();
         let queued = |j: &Job| store.queue.contains_key(queue_key(&j.target, j.due_at_ms, j.id)).unwrap();
         assert!(new[0].iter().all(queued), "the winner's jobs are all there");
+        for job in new[0] {
+            assert!(matches!(store.event_for(job).unwrap(), JobEvent::Ready(_)), "round {round}: {job:?}");
+        }
         assert_eq!(store.records.scan_prefix(committed.received_at_ms.to_be_bytes()).count(), 1);
     }
     assert_eq!(store.queued("a"), 20, "one job per event: the losers' jobs were removed");
@@ -247,4 +250,18 @@ fn a_body_encodes_as_the_same_bytes_as_a_sequence_of_u8() {
         body: &record.body,
     };
     assert_eq!(encode(&record).unwrap(), encode(&plain).unwrap());
+}
+
+#[test]
+fn only_the_committed_ingest_s_jobs_are_deliverable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let committed = jobs(store.ingest(&event("evt_1", 10), &[to("a")]).unwrap()).remove(0);
+    assert_eq!(store.event_for(&committed).unwrap(), JobEvent::Ready(event("evt_1", 10)));
+    // A copy that lost the race, leased by a worker before it could remove its job.
+    let loser = Job { id: committed.id + 100, ingest: committed.ingest + 100, ..committed.clone() };
+    assert_eq!(store.event_for(&loser).unwrap(), JobEvent::Superseded);
+    // A job whose ingest has not committed (yet, or ever).
+    let pending = Job { event_id: "evt_2".into(), ..committed };
+    assert_eq!(store.event_for(&pending).unwrap(), JobEvent::Uncommitted);
 }

@@ -22,6 +22,7 @@ fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
         due_at_ms: 0,
         last_error: None,
         siblings: Vec::new(),
+        ingest: 0,
     }
 }
 

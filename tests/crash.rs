@@ -39,6 +39,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         format!(
             r#"
 listen: 127.0.0.1:0
+admin: {{listen: 127.0.0.1:0}}
 data_dir: {data}
 sources:
   - name: stripe

@@ -439,7 +439,7 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 /// groups, and one rule sending every event to `to`.
 pub fn write_config(dir: &Path, targets: &[(&str, &str)], groups: &[(&str, &[&str])], to: &[&str]) -> PathBuf {
     let mut yaml = format!(
-        "listen: 127.0.0.1:0\ndata_dir: {}\nsources:\n  - name: bench\n    path: {SOURCE_PATH}\n    secrets: [\"{SOURCE_SECRET}\"]\n",
+        "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\nshutdown_grace: 2s\ndata_dir: {}\nsources:\n  - name: bench\n    path: {SOURCE_PATH}\n    secrets: [\"{SOURCE_SECRET}\"]\n",
         dir.join("data").display()
     );
     yaml.push_str("retry:\n  initial_delay: 1s\n  max_delay: 10s\ntargets:\n");

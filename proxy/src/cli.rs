@@ -8,9 +8,15 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 
+mod backfill;
+mod ops;
+
 use crate::config::{Config, RetryPolicy};
+use crate::reload::Overrides;
 use crate::route::{Action, Condition, Decision, DestinationKind, Router};
-use crate::{deliver, ingress, serve, signature};
+use crate::{ingress, reload, serve, signature, tls};
+
+pub use ops::AdminArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +50,9 @@ pub enum Command {
         /// Override `data_dir` from the config.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Override `admin.listen` from the config.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Validate a routing.yaml and print its routing table (secrets redacted).
     Check {
@@ -69,11 +78,103 @@ pub enum Command {
         secret: String,
         event: PathBuf,
     },
+    /// List recent events with where they went and where they stand (newest first).
+    Events {
+        #[command(flatten)]
+        filter: ops::EventFilter,
+        /// Events per page (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Go on from where a previous page stopped.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// One event in full: destinations, every attempt (time, target, status, latency, error), body.
+    Event {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Deliver an event again (re-signed, marked `Fanout-Replay: true`), or every event a filter
+    /// selects. Without --to: to the destinations routing chose.
+    Replay {
+        /// The event to replay; leave out to replay by filter.
+        id: Option<String>,
+        /// A target or group to send it to instead.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        filter: ops::EventFilter,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List dead letters; or replay or purge them (one by --id, a target's, or --all).
+    DeadLetters {
+        #[arg(long)]
+        target: Option<String>,
+        /// One dead letter, by its id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Every dead letter (with --replay or --purge).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, conflicts_with = "purge")]
+        replay: bool,
+        #[arg(long)]
+        purge: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Targets with their live state: paused, queued, in flight, dead letters, last error.
+    Targets {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Pause a target: it keeps queueing and delivers nothing until resumed.
+    Pause {
+        target: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Resume a paused target where it stopped.
+    Resume {
+        target: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Fetch events from Stripe's Events API since a time and ingest those the proxy has not seen
+    /// (after an outage), through the same routing and dedup as webhooks. Needs STRIPE_API_KEY.
+    Backfill {
+        /// RFC 3339 time, unix seconds, or a duration ago (`6h`).
+        #[arg(long)]
+        since: String,
+        /// Only these event types (Stripe's `types[]` filter).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Stripe's API base URL (a local fake in tests).
+        #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+        stripe_api: String,
+        #[arg(long, env = "STRIPE_API_KEY", hide_env_values = true)]
+        stripe_key: String,
+        /// The source whose settings (livemode) the events are taken under; default the first.
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, listen, data_dir } => serve_until_signal(&config, listen, data_dir).await,
+        Command::Serve { config, listen, data_dir, admin_listen } => {
+            serve_until_signal(&config, Overrides { listen, admin_listen, data_dir }).await
+        }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;
             print!("{}", describe(&config, &cfg));
@@ -92,6 +193,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Send { url, secret, event } => send(url, &secret, read(&event)?).await,
+        Command::Events { filter, limit, cursor, admin } => ops::events(&admin, &filter, limit, cursor).await,
+        Command::Event { id, admin } => ops::event(&admin, &id).await,
+        Command::Replay { id, to, filter, admin } => ops::replay(&admin, id, to, &filter).await,
+        Command::DeadLetters { target, id, all, replay, purge, limit, cursor, admin } => {
+            let action = match (replay, purge) {
+                (true, _) => Some("replay"),
+                (_, true) => Some("purge"),
+                _ => None,
+            };
+            ops::dead_letters(&admin, ops::DeadLetterArgs { target, id, all, action, limit, cursor }).await
+        }
+        Command::Targets { admin } => ops::targets(&admin).await,
+        Command::Pause { target, admin } => ops::pause(&admin, &target, true).await,
+        Command::Resume { target, admin } => ops::pause(&admin, &target, false).await,
+        Command::Backfill { since, types, stripe_api, stripe_key, source, admin } => {
+            backfill::run(&admin, &since, &types, &stripe_api, &stripe_key, source.as_deref()).await
+        }
     }
 }
 
@@ -99,37 +217,20 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-async fn serve_until_signal(
-    path: &Path,
-    listen: Option<std::net::SocketAddr>,
-    data_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let mut config = Config::load(path)?;
-    config.listen = listen.unwrap_or(config.listen);
-    config.data_dir = data_dir.unwrap_or(config.data_dir);
+async fn serve_until_signal(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
+    let config = overrides.load(path)?;
     let running = serve::start(config.clone()).await?;
     let paths: Vec<&str> = config.sources.iter().map(|s| s.path.as_str()).collect();
-    tracing::info!(addr = %running.addr, data_dir = %config.data_dir.display(), sources = ?paths, targets = config.targets.len(), "fanout serving");
-    // One machine-readable line on stdout, for scripts and tests that start on port 0.
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%scheme, addr = %running.addr, admin = %running.admin_addr, data_dir = %config.data_dir.display(), sources = ?paths, targets = config.targets.len(), "fanout serving");
+    // Machine-readable lines on stdout, for scripts and tests that start on port 0.
     println!("listening on {}", running.addr);
-    wait_for_signal().await;
+    println!("admin on {}", running.admin_addr);
+    reload::serve_until_signal(path, &overrides, &running).await;
     tracing::info!("shutting down");
     running.stop().await;
+    tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn send(url: http::Uri, secret: &str, body: Vec<u8>) -> anyhow::Result<()> {
@@ -138,7 +239,7 @@ async fn send(url: http::Uri, secret: &str, body: Vec<u8>) -> anyhow::Result<()>
         .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header("stripe-signature", header)
         .body(Full::new(Bytes::from(body)))?;
-    let res = deliver::http_client().request(req).await.with_context(|| format!("cannot reach {url}"))?;
+    let res = tls::client(None)?.request(req).await.with_context(|| format!("cannot reach {url}"))?;
     let status = res.status();
     let text = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     println!("{status} {}", String::from_utf8_lossy(&text));

@@ -45,6 +45,10 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The configuration every stage reads, swapped whole by a reload: a reader sees the old or the
+/// new config, never a mix.
+pub type LiveConfig = std::sync::Arc<arc_swap::ArcSwap<Config>>;
+
 /// The resolved configuration the proxy runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -53,10 +57,37 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
-    pub dedup_retention: Duration,
+    /// How long events, their history, dead letters and dedup entries are kept.
+    pub retention: Duration,
+    /// How long in-flight deliveries may run on after SIGTERM before they are cut off and leased
+    /// back to the queue.
+    pub shutdown_grace: Duration,
+    /// Inbound TLS: PEM files for the webhook listener.
+    pub tls: Option<TlsFiles>,
+    pub admin: Admin,
     pub sources: Vec<Source>,
     pub targets: Vec<Target>,
     pub router: Router,
+}
+
+impl Config {
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The operator API's listener.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Bearer token every request except health checks must carry; required off loopback.
+    pub token: Option<Secret>,
 }
 
 /// One Stripe webhook endpoint fanout answers on.
@@ -80,6 +111,9 @@ pub struct Target {
     pub timeout: Duration,
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    /// An extra CA (PEM) trusted for this target besides the platform's roots: internal staging
+    /// often has a private CA.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,8 +150,13 @@ struct RawConfig {
     header_read_timeout: String,
     #[serde(default = "default_body_timeout")]
     body_read_timeout: String,
-    #[serde(default = "default_retention")]
-    dedup_retention: String,
+    #[serde(default = "default_retention", alias = "dedup_retention")]
+    retention: String,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace: String,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    admin: RawAdmin,
     sources: Vec<RawSource>,
     #[serde(default)]
     retry: RawRetry,
@@ -128,6 +167,27 @@ struct RawConfig {
     #[serde(default)]
     routes: Vec<RawRoute>,
     default: Option<OneOrMany<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: String,
+    token: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { listen: default_admin_listen(), token: None }
+    }
 }
 
 #[derive(Deserialize)]
@@ -163,6 +223,7 @@ struct RawTarget {
     concurrency: usize,
     #[serde(default)]
     retry: RawRetry,
+    ca: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +301,12 @@ fn default_body_timeout() -> String {
 }
 fn default_retention() -> String {
     "30d".into()
+}
+fn default_shutdown_grace() -> String {
+    "10s".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
 }
 fn default_tolerance() -> String {
     "300s".into()
@@ -452,6 +519,7 @@ impl Resolver<'_> {
             targets.push(Target {
                 timeout: self.duration("timeout", &t.timeout)?,
                 retry: self.retry(&global_retry, &t.retry)?,
+                ca: t.ca.as_deref().map(|p| self.file(&format!("target {:?}: ca", t.name), p)).transpose()?,
                 name: t.name,
                 url,
                 secret: Secret(secret),
@@ -544,27 +612,61 @@ impl Resolver<'_> {
         }
         let default = raw.default.map(|d| action("default", "default:", d.into_vec())).transpose()?;
 
-        let dedup_retention = self.duration("dedup_retention", &raw.dedup_retention)?;
-        if let Some(t) = targets.iter().find(|t| t.retry.max_age > dedup_retention) {
+        let retention = self.duration("retention", &raw.retention)?;
+        if let Some(t) = targets.iter().find(|t| t.retry.max_age > retention) {
             return Err(self.err(
-                "dedup_retention",
-                format!(
-                    "dedup_retention must be at least every target's max_age (target {:?} keeps jobs longer)",
-                    t.name
-                ),
+                "retention",
+                format!("retention must be at least every target's max_age (target {:?} keeps jobs longer)", t.name),
             ));
         }
+        let tls = match raw.tls {
+            Some(t) => Some(TlsFiles { cert: self.file("tls: cert", &t.cert)?, key: self.file("tls: key", &t.key)? }),
+            None => None,
+        };
         Ok(Config {
             listen,
             data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
             max_body_bytes: raw.max_body_bytes,
             header_read_timeout: self.duration("header_read_timeout", &raw.header_read_timeout)?,
             body_read_timeout: self.duration("body_read_timeout", &raw.body_read_timeout)?,
-            dedup_retention,
+            retention,
+            shutdown_grace: self.duration("shutdown_grace", &raw.shutdown_grace)?,
+            tls,
+            admin: self.admin(raw.admin)?,
             sources,
             targets,
             router: Router { destinations, rules, default },
         })
+    }
+
+    /// A path to a file that must exist (a PEM file, say); relative paths are as written.
+    fn file(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+        let path = PathBuf::from(self.expand(value)?);
+        if !path.is_file() {
+            return Err(self.err(value, format!("{key}: {} is not a readable file", path.display())));
+        }
+        Ok(path)
+    }
+
+    fn admin(&self, raw: RawAdmin) -> Result<Admin, ConfigError> {
+        let text = self.expand(&raw.listen)?;
+        let listen: SocketAddr = text
+            .parse()
+            .map_err(|_| self.err("admin", format!("admin.listen: {text:?} is not an address like 127.0.0.1:8081")))?;
+        let token = raw.token.map(|t| self.expand(&t)).transpose()?.filter(|t| !t.is_empty()).map(Secret);
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(self.err(
+                "admin",
+                format!(
+                    "admin.listen is {listen}, not loopback, and there is no admin.token: anyone who reaches it could \
+                     replay and purge events. Set admin.token (e.g. ${{FANOUT_ADMIN_TOKEN}}) or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        if token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            return Err(self.err("token", "admin.token must be at least 16 characters"));
+        }
+        Ok(Admin { listen, token })
     }
 
     fn conditions(&self, place: &str, when: RawWhen) -> Result<Vec<Condition>, ConfigError> {

@@ -7,95 +7,87 @@
 //! delivered by another member, or it is dead-lettered; everything else goes back on the queue.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use bytes::Bytes;
-use fanout_store::{Delivery, Job, JobEvent, Settled, Store};
+use fanout_store::{Delivery, Job, JobEvent, Outcome, Settled, Store};
 use http::{header, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, RetryPolicy, Target};
+use crate::config::{Config, LiveConfig, RetryPolicy, Target};
 use crate::ingress::{unix_now_ms, unix_now_secs};
+use crate::metrics::{Metrics, TargetLabel};
 use crate::signature;
+use crate::tls::{self, HttpClient, TlsError};
 
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Wakes a target's worker when new jobs arrive, so delivery starts without polling.
-#[derive(Clone, Default)]
-pub struct Dispatcher {
-    wakers: Arc<HashMap<String, Arc<Notify>>>,
+/// The delivery workers, one per configured target, and their live state. Ingress wakes them,
+/// the admin API reads and pauses them, a config reload adds and removes them.
+#[derive(Clone)]
+pub struct Deliveries {
+    shared: Arc<Shared>,
 }
 
-impl Dispatcher {
-    pub fn wake(&self, target: &str) {
-        if let Some(n) = self.wakers.get(target) {
-            n.notify_one();
+struct Shared {
+    live: LiveConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    workers: RwLock<HashMap<String, Arc<TargetState>>>,
+    clients: RwLock<Clients>,
+    /// No new leases once cancelled.
+    shutdown: CancellationToken,
+    /// Attempts still in flight are cut off (and their jobs leased back) once cancelled.
+    abort: CancellationToken,
+    /// Worker loops and attempts, so a stop can wait for them.
+    tasks: TaskTracker,
+}
+
+/// One HTTP client per distinct trust set: the shared one, and one per target with its own CA.
+#[derive(Clone)]
+pub struct Clients {
+    default: HttpClient,
+    own_ca: HashMap<String, HttpClient>,
+}
+
+impl Clients {
+    /// Every client the config needs; fails on a CA file that cannot be used.
+    pub fn build(config: &Config) -> Result<Clients, TlsError> {
+        let mut own_ca = HashMap::new();
+        for t in &config.targets {
+            if let Some(ca) = &t.ca {
+                own_ca.insert(t.name.clone(), tls::client(Some(ca))?);
+            }
         }
+        Ok(Clients { default: tls::client(None)?, own_ca })
+    }
+
+    fn for_target(&self, name: &str) -> &HttpClient {
+        self.own_ca.get(name).unwrap_or(&self.default)
     }
 }
 
-/// Starts one worker per target; they stop when `shutdown` is cancelled (in-flight attempts run
-/// to their timeout; anything unsettled is re-queued at the next start).
-pub fn spawn(
-    config: Arc<Config>,
-    store: Store,
-    client: HttpClient,
-    shutdown: CancellationToken,
-    attempts: TaskTracker,
-) -> (Dispatcher, Vec<tokio::task::JoinHandle<()>>) {
-    let wakers: HashMap<String, Arc<Notify>> =
-        config.targets.iter().map(|t| (t.name.clone(), Arc::new(Notify::new()))).collect();
-    let dispatcher = Dispatcher { wakers: Arc::new(wakers) };
-    let handles = (0..config.targets.len())
-        .map(|i| {
-            let worker = Worker {
-                target: i,
-                config: config.clone(),
-                store: store.clone(),
-                client: client.clone(),
-                wake: dispatcher.wakers[&config.targets[i].name].clone(),
-                dispatcher: dispatcher.clone(),
-                attempts: attempts.clone(),
-            };
-            tokio::spawn(worker.run(shutdown.clone()))
-        })
-        .collect();
-    (dispatcher, handles)
+/// What the admin API shows for a target besides its queue.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TargetStatus {
+    pub paused: bool,
+    pub in_flight: usize,
+    pub last_success_ms: Option<u64>,
+    pub last_failure_ms: Option<u64>,
+    pub last_error: Option<String>,
 }
 
-/// The HTTP(S) client for targets: rustls with the platform's roots, HTTP/1.1 and HTTP/2 by ALPN,
-/// no redirects followed (a redirect is a failed delivery).
-pub fn http_client() -> HttpClient {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = match builder.with_native_roots() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("no platform CA roots ({e}); https targets will fail to verify");
-            let roots = rustls::RootCertStore::empty();
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
-        }
-    };
-    let connector = builder.https_or_http().enable_all_versions().build();
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
-}
-
-struct Worker {
-    target: usize,
-    config: Arc<Config>,
-    store: Store,
-    client: HttpClient,
-    wake: Arc<Notify>,
-    dispatcher: Dispatcher,
-    /// Attempts in flight, so a stop can wait for them (each holds the store open).
-    attempts: TaskTracker,
+struct TargetState {
+    wake: Notify,
+    paused: AtomicBool,
+    in_flight: AtomicUsize,
+    last: Mutex<TargetStatus>,
+    /// Stops this worker alone (its target was removed from the config).
+    stop: CancellationToken,
 }
 
 /// A job whose event is still uncommitted after this long is an orphan of a crashed ingest;
@@ -108,69 +100,198 @@ const UNCOMMITTED_RECHECK: Duration = Duration::from_millis(100);
 /// Longest a worker sleeps without re-reading its queue; bounds the effect of a wall-clock jump.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
+/// Jobs moved per store call when a removed target's queue goes to the dead letters.
+const SWEEP_BATCH: usize = 500;
+
+impl Deliveries {
+    /// Starts one worker per target in the live config.
+    pub fn start(
+        live: LiveConfig,
+        store: Store,
+        clients: Clients,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Deliveries {
+        let shared = Shared {
+            live,
+            store,
+            metrics,
+            workers: RwLock::default(),
+            clients: RwLock::new(clients),
+            shutdown,
+            abort,
+            tasks,
+        };
+        let deliveries = Deliveries { shared: Arc::new(shared) };
+        deliveries.reconcile();
+        deliveries
+    }
+
+    pub fn wake(&self, target: &str) {
+        if let Some(state) = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(target) {
+            state.wake.notify_one();
+        }
+    }
+
+    /// Brings the workers in line with the live config (after a reload): starts one for each new
+    /// target, stops those whose target is gone and moves their queues to the dead letters.
+    /// Targets that stay keep their worker, which reads its settings from the live config.
+    pub fn reconcile(&self) {
+        let config = self.shared.live.load_full();
+        let mut workers = self.shared.workers.write().unwrap_or_else(|p| p.into_inner());
+        let removed: Vec<String> = workers.keys().filter(|n| config.target(n).is_none()).cloned().collect();
+        for name in &removed {
+            if let Some(state) = workers.remove(name) {
+                state.stop.cancel();
+            }
+            tracing::warn!(target = %name, "target removed from the config: its worker stopped");
+        }
+        for target in &config.targets {
+            if workers.contains_key(&target.name) {
+                continue;
+            }
+            let paused = self.shared.store.is_paused(&target.name).unwrap_or_else(|e| {
+                tracing::error!(target = %target.name, "cannot read whether the target is paused: {e}");
+                false
+            });
+            let state = Arc::new(TargetState {
+                wake: Notify::new(),
+                paused: AtomicBool::new(paused),
+                in_flight: AtomicUsize::new(0),
+                last: Mutex::default(),
+                stop: self.shared.shutdown.child_token(),
+            });
+            workers.insert(target.name.clone(), state.clone());
+            let worker = Worker { name: target.name.clone(), state, shared: self.shared.clone() };
+            self.shared.tasks.spawn(worker.run());
+        }
+        drop(workers);
+        self.sweep_orphan_queues();
+    }
+
+    /// Replaces the HTTP clients (a reload may change a target's CA).
+    pub fn set_clients(&self, clients: Clients) {
+        *self.shared.clients.write().unwrap_or_else(|p| p.into_inner()) = clients;
+    }
+
+    /// Moves jobs queued for targets that are no longer configured to the dead letters, with
+    /// that reason: nothing is left in a queue no worker drains. Run after each reload and by the
+    /// periodic sweep (an ingest planned on the old config can queue for a removed target just
+    /// after the reload).
+    pub fn sweep_orphan_queues(&self) {
+        let config = self.shared.live.load_full();
+        let counts = self.shared.store.counts();
+        for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none()) {
+            let reason = format!("target {name:?} was removed from the config before this job was delivered");
+            loop {
+                match self.shared.store.dead_letter_queue(name, &reason, unix_now_ms(), SWEEP_BATCH) {
+                    Ok(n) if n == SWEEP_BATCH => continue,
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::warn!(target = %name, "moved queued jobs of a removed target to the dead letters");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(target = %name, "cannot dead-letter a removed target's queue: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pauses or resumes a target (persisted). `Ok(false)` if no such target is configured.
+    pub fn set_paused(&self, target: &str, paused: bool) -> fanout_store::Result<bool> {
+        let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = workers.get(target) else {
+            return Ok(false);
+        };
+        self.shared.store.set_paused(target, paused)?;
+        state.paused.store(paused, Ordering::SeqCst);
+        state.wake.notify_one();
+        tracing::info!(target, paused, "target {}", if paused { "paused" } else { "resumed" });
+        Ok(true)
+    }
+
+    /// Live state of each running worker.
+    pub fn status(&self) -> HashMap<String, TargetStatus> {
+        let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
+        workers
+            .iter()
+            .map(|(name, state)| {
+                let mut status = state.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                status.paused = state.paused.load(Ordering::SeqCst);
+                status.in_flight = state.in_flight.load(Ordering::SeqCst);
+                (name.clone(), status)
+            })
+            .collect()
+    }
+}
+
+struct Worker {
+    name: String,
+    state: Arc<TargetState>,
+    shared: Arc<Shared>,
+}
+
 impl Worker {
-    async fn run(self, shutdown: CancellationToken) {
+    async fn run(self) {
         let this = Arc::new(self);
-        let target = &this.config.targets[this.target];
-        let permits = Arc::new(Semaphore::new(target.concurrency));
         loop {
-            let free = permits.available_permits();
+            let config = this.shared.live.load_full();
+            let Some(target) = config.target(&this.name) else { break };
             let mut wait = MAX_IDLE;
-            if free > 0 {
-                match this.store.lease_due(&target.name, unix_now_ms(), free) {
+            let busy = this.state.in_flight.load(Ordering::SeqCst);
+            if !this.state.paused.load(Ordering::SeqCst) && busy < target.concurrency {
+                match this.shared.store.lease_due(&this.name, unix_now_ms(), target.concurrency - busy) {
                     Ok(jobs) => {
                         for job in jobs {
-                            // Only this loop takes permits, so `free` of them are there; should that
-                            // ever not hold, the job goes back to the queue rather than stay leased.
-                            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                                if let Err(e) = this.store.retry(&job) {
-                                    tracing::error!(target = %target.name, "cannot re-queue a job: {e}");
-                                }
-                                continue;
-                            };
-                            let this = this.clone();
-                            this.attempts.clone().spawn(async move {
-                                this.attempt(job).await;
-                                drop(permit);
-                                this.wake.notify_one();
+                            this.state.in_flight.fetch_add(1, Ordering::SeqCst);
+                            let (this, config) = (this.clone(), config.clone());
+                            this.shared.tasks.clone().spawn(async move {
+                                this.attempt(&config, job).await;
+                                this.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                this.state.wake.notify_one();
                             });
                         }
                     }
-                    Err(e) => tracing::error!(target = %target.name, "cannot read the queue: {e}"),
+                    Err(e) => tracing::error!(target = %this.name, "cannot read the queue: {e}"),
                 }
-                if permits.available_permits() > 0 {
-                    match this.store.next_due_ms(&target.name) {
+                if this.state.in_flight.load(Ordering::SeqCst) < target.concurrency {
+                    match this.shared.store.next_due_ms(&this.name) {
                         Ok(Some(due)) => wait = Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
                         Ok(None) => {}
-                        Err(e) => {
-                            tracing::error!(target = %target.name, "cannot read the queue: {e}")
-                        }
+                        Err(e) => tracing::error!(target = %this.name, "cannot read the queue: {e}"),
                     }
                 }
             }
             if wait.is_zero() {
-                // Due now but permits just ran out or the lease raced: yield, then look again.
+                // Due now but the lease raced: yield, then look again.
                 tokio::task::yield_now().await;
                 continue;
             }
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = this.wake.notified() => {}
+                _ = this.state.stop.cancelled() => break,
+                _ = this.state.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    async fn attempt(&self, mut job: Job) {
-        let target = &self.config.targets[self.target];
-        let event = match self.store.event_for(&job) {
+    async fn attempt(&self, config: &Config, mut job: Job) {
+        let store = &self.shared.store;
+        let Some(target) = config.target(&self.name) else { return };
+        let event = match store.event_for(&job) {
             Ok(JobEvent::Ready(event)) => Ok(event),
             Ok(JobEvent::Uncommitted)
                 if unix_now_ms().saturating_sub(job.created_at_ms) <= ORPHAN_AFTER.as_millis() as u64 =>
             {
                 // Its ingest is still writing: not an attempt, look again shortly.
                 job.due_at_ms = unix_now_ms() + UNCOMMITTED_RECHECK.as_millis() as u64;
-                if let Err(e) = self.store.retry(&job) {
+                if let Err(e) = store.retry(&job) {
                     tracing::error!(event_id = %job.event_id, target = %target.name, "cannot re-queue a job: {e}");
                 }
                 return;
@@ -184,28 +305,53 @@ impl Worker {
             Ok(JobEvent::Superseded) => {
                 return self.drop_job(&job, "another copy of its event was committed and is delivered instead");
             }
-            Err(e) => Err(format!("cannot read the event from the store: {e}")),
+            Err(e) => Err(Failure { status: None, error: format!("cannot read the event from the store: {e}") }),
         };
         job.attempt += 1;
         let started = Instant::now();
+        let client = self.shared.clients.read().unwrap_or_else(|p| p.into_inner()).for_target(&target.name).clone();
         let result = match event {
-            Ok(event) => send(&self.client, target, &job, Bytes::from(event.body)).await,
+            Ok(event) => {
+                tokio::select! {
+                    result = send(&client, target, &job, Bytes::from(event.body)) => result,
+                    _ = self.shared.abort.cancelled() => {
+                        // Shutdown deadline: the lease stays and is handed back to the queue.
+                        tracing::info!(event_id = %job.event_id, target = %target.name, "attempt cut off by shutdown; re-queued");
+                        return;
+                    }
+                }
+            }
             Err(e) => Err(e),
         };
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let latency = started.elapsed();
+        let latency_ms = latency.as_millis() as u64;
+        let now = unix_now_ms();
+        self.shared
+            .metrics
+            .delivery_latency
+            .get_or_create(&TargetLabel { target: target.name.clone() })
+            .observe(latency.as_secs_f64());
         let (event_id, attempt) = (job.event_id.clone(), job.attempt);
         let settled = match result {
             Ok(status) => {
                 tracing::info!(%event_id, target = %target.name, attempt, status, latency_ms, "delivered");
-                self.store.complete(&job).map(|cancelled| {
-                    if cancelled > 0 {
-                        tracing::info!(%event_id, cancelled, "group delivered; other members' pending jobs cancelled");
-                    }
-                })
+                self.shared.metrics.delivery(&target.name, "delivered");
+                self.note(|s| s.last_success_ms = Some(now));
+                store.log(&job, Outcome::Delivered { status, latency_ms }, now).and_then(|()| store.complete(&job)).map(
+                    |cancelled| {
+                        if cancelled > 0 {
+                            tracing::info!(%event_id, cancelled, "group delivered; other members' pending jobs cancelled");
+                        }
+                    },
+                )
             }
-            Err(error) => {
-                tracing::warn!(%event_id, target = %target.name, attempt, latency_ms, "delivery failed: {error}");
-                self.settle_failure(job, error)
+            Err(failure) => {
+                tracing::warn!(%event_id, target = %target.name, attempt, latency_ms, "delivery failed: {}", failure.error);
+                self.note(|s| {
+                    s.last_failure_ms = Some(now);
+                    s.last_error = Some(failure.error.clone());
+                });
+                self.settle_failure(config, job, failure, latency_ms, now)
             }
         };
         if let Err(e) = settled {
@@ -214,32 +360,55 @@ impl Worker {
         }
     }
 
+    fn note(&self, f: impl FnOnce(&mut TargetStatus)) {
+        f(&mut self.state.last.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Forgets a job that must never be delivered.
     fn drop_job(&self, job: &Job, why: &str) {
-        let target = &self.config.targets[self.target].name;
-        tracing::warn!(event_id = %job.event_id, %target, "dropped a job: {why}");
-        if let Err(e) = self.store.discard(job) {
-            tracing::error!(event_id = %job.event_id, %target, "cannot drop a job: {e}");
+        tracing::warn!(event_id = %job.event_id, target = %self.name, "dropped a job: {why}");
+        if let Err(e) = self.shared.store.discard(job, why, unix_now_ms()) {
+            tracing::error!(event_id = %job.event_id, target = %self.name, "cannot drop a job: {e}");
         }
     }
 
-    fn settle_failure(&self, job: Job, error: String) -> fanout_store::Result<()> {
-        let now = unix_now_ms();
+    fn settle_failure(
+        &self,
+        config: &Config,
+        job: Job,
+        failure: Failure,
+        latency_ms: u64,
+        now: u64,
+    ) -> fanout_store::Result<()> {
+        let store = &self.shared.store;
         let event_id = job.event_id.clone();
-        match next_step(job, error, &self.config, now) {
+        let step = next_step(job, failure.error.clone(), config, now);
+        let (job, retry_at_ms) = match &step {
+            Step::Retry(j) => (j, Some(j.due_at_ms)),
+            Step::Dead(j, _) => (j, None),
+        };
+        let outcome = Outcome::Failed { status: failure.status, latency_ms, error: failure.error, retry_at_ms };
+        // Logged under the target that was tried (a failover step has already moved the job on).
+        let tried = Job { target: self.name.clone(), ..job.clone() };
+        store.log(&tried, outcome, now)?;
+        match step {
             Step::Retry(job) => {
+                self.shared.metrics.delivery(&self.name, "failed");
                 let (target, due_in) = (job.target.clone(), job.due_at_ms.saturating_sub(now));
-                if self.store.retry(&job)? == Settled::CancelledByGroup {
+                if store.retry(&job)? == Settled::CancelledByGroup {
                     tracing::info!(%event_id, "not retried: its group was delivered by another member");
-                } else if target != self.config.targets[self.target].name {
+                } else if target != self.name {
                     tracing::info!(%event_id, next = %target, "failing over to the next group member");
-                    self.dispatcher.wake(&target);
+                    if let Some(state) = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(&target) {
+                        state.wake.notify_one();
+                    }
                 } else {
                     tracing::debug!(%event_id, due_in_ms = due_in, "retry scheduled");
                 }
             }
             Step::Dead(job, reason) => {
-                if self.store.dead_letter(&job, &reason, now)? == Settled::Done {
+                self.shared.metrics.delivery(&self.name, "dead_lettered");
+                if store.dead_letter(&job, &reason, now)? == Settled::Done {
                     tracing::warn!(%event_id, target = %job.target, "dead-lettered: {reason}");
                 }
             }
@@ -248,12 +417,19 @@ impl Worker {
     }
 }
 
+/// A failed attempt: the HTTP status if the target answered, and what went wrong.
+struct Failure {
+    status: Option<u16>,
+    error: String,
+}
+
 /// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.
-async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> Result<u16, String> {
+async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> Result<u16, Failure> {
+    let fail = |status: Option<u16>, error: String| Failure { status, error };
     let signature = signature::sign(target.secret.as_ref(), unix_now_secs(), &body);
-    let (route, group) = match &job.delivery {
-        Delivery::Target => (job.rule.as_str(), None),
-        Delivery::AnyOf { group } | Delivery::Failover { group, .. } => (job.rule.as_str(), Some(group.as_str())),
+    let group = match &job.delivery {
+        Delivery::Target => None,
+        Delivery::AnyOf { group } | Delivery::Failover { group, .. } => Some(group.as_str()),
     };
     let mut req = Request::post(target.url.clone())
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
@@ -264,31 +440,35 @@ async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> R
         .header("fanout-attempt", job.attempt.to_string())
         .header("fanout-target", target.name.as_str())
         .body(Full::new(body))
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    if let Ok(v) = HeaderValue::from_str(route) {
+        .map_err(|e| fail(None, format!("cannot build the request: {e}")))?;
+    if let Ok(v) = HeaderValue::from_str(&job.rule) {
         req.headers_mut().insert("fanout-route", v);
     }
     if let Some(v) = group.and_then(|g| HeaderValue::from_str(g).ok()) {
         req.headers_mut().insert("fanout-group", v);
     }
+    if job.replay {
+        req.headers_mut().insert("fanout-replay", HeaderValue::from_static("true"));
+    }
     let exchange = async {
-        let res = client.request(req).await.map_err(|e| connect_error(&e))?;
+        let res = client.request(req).await.map_err(|e| fail(None, connect_error(&e)))?;
         let status = res.status();
         // Read (a bounded part of) the answer so the connection can be reused, and for the error.
         let text = match Limited::new(res.into_body(), 4096).collect().await {
             Ok(b) => String::from_utf8_lossy(&b.to_bytes()).chars().take(200).collect::<String>(),
             Err(_) => String::new(),
         };
-        Ok::<_, String>((status, text))
+        Ok::<_, Failure>((status, text))
     };
     match tokio::time::timeout(target.timeout, exchange).await {
-        Err(_) => Err(format!("timed out after {:?}", target.timeout)),
+        Err(_) => Err(fail(None, format!("timed out after {:?}", target.timeout))),
         Ok(Err(e)) => Err(e),
         Ok(Ok((status, _))) if status.is_success() => Ok(status.as_u16()),
-        Ok(Ok((status, _))) if status.is_redirection() => {
-            Err(format!("HTTP {status}: redirects are not followed; point the target at the final URL"))
-        }
-        Ok(Ok((status, text))) => Err(format!("HTTP {status}: {text}")),
+        Ok(Ok((status, _))) if status.is_redirection() => Err(fail(
+            Some(status.as_u16()),
+            format!("HTTP {status}: redirects are not followed; point the target at the final URL"),
+        )),
+        Ok(Ok((status, text))) => Err(fail(Some(status.as_u16()), format!("HTTP {status}: {text}"))),
     }
 }
 

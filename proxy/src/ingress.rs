@@ -15,23 +15,41 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::config::Config;
-use crate::deliver::Dispatcher;
+use crate::config::{Config, LiveConfig};
+use crate::deliver::Deliveries;
+use crate::metrics::{Metrics, SourceLabel};
 use crate::route::{Decision, DestinationKind, GroupMode};
 use crate::verify::{self, VerifiedEvent};
 
 pub type Body = Full<Bytes>;
 
 pub struct Ingress {
-    pub config: Arc<Config>,
+    pub live: LiveConfig,
     pub store: Store,
-    pub dispatcher: Dispatcher,
+    pub deliveries: Deliveries,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What became of an authenticated event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    New,
+    Duplicate,
 }
 
 impl Ingress {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
-        let response = self.handle_inner(req).await;
+        let response = match self.handle_inner(req).await {
+            Ok(response) => {
+                self.metrics.ack_latency.observe(started.elapsed().as_secs_f64());
+                response
+            }
+            Err((reason, response)) => {
+                self.metrics.reject(reason);
+                response
+            }
+        };
         tracing::debug!(
             status = response.status().as_u16(),
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -40,26 +58,37 @@ impl Ingress {
         Ok(response)
     }
 
-    async fn handle_inner(&self, req: Request<Incoming>) -> Response<Body> {
-        let Some(source) = self.config.sources.iter().find(|s| s.path == req.uri().path()) else {
-            return reply(StatusCode::NOT_FOUND, "no webhook source is configured at this path");
+    /// A 2xx, or the refusal with its metric label.
+    async fn handle_inner(&self, req: Request<Incoming>) -> Result<Response<Body>, (&'static str, Response<Body>)> {
+        let config = self.live.load_full();
+        let Some(source) = config.sources.iter().find(|s| s.path == req.uri().path()) else {
+            return Err(("unknown_path", reply(StatusCode::NOT_FOUND, "no webhook source is configured at this path")));
         };
         if req.method() != Method::POST {
             let mut res = reply(StatusCode::METHOD_NOT_ALLOWED, "webhook sources accept POST only");
             res.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-            return res;
+            return Err(("method_not_allowed", res));
         }
-        let limit = self.config.max_body_bytes;
+        let limit = config.max_body_bytes;
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return too_large(limit);
+            return Err(("body_too_large", too_large(limit)));
         }
         let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(self.config.body_read_timeout, Limited::new(body, limit).collect()).await
-        {
-            Err(_) => return reply(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return too_large(limit),
-            Ok(Err(e)) => return reply(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}")),
+        let body = match tokio::time::timeout(config.body_read_timeout, Limited::new(body, limit).collect()).await {
+            Err(_) => {
+                return Err((
+                    "body_timeout",
+                    reply(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+                ))
+            }
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(("body_too_large", too_large(limit)))
+            }
+            Ok(Err(e)) => {
+                let res = reply(StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}"));
+                return Err(("body_unreadable", res));
+            }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
 
@@ -67,15 +96,25 @@ impl Ingress {
             Ok(event) => event,
             Err(rejection) => {
                 tracing::warn!(source = %source.name, reason = rejection.reason(), "rejected: {rejection}");
-                return reply(StatusCode::BAD_REQUEST, &rejection.to_string());
+                return Err((rejection.reason(), reply(StatusCode::BAD_REQUEST, &rejection.to_string())));
             }
         };
-        self.accept(&source.name, event).await
+        match self.accept(&config, &source.name, event).await {
+            Ok(Accepted::New) => Ok(json_reply(r#"{"received":true}"#)),
+            Ok(Accepted::Duplicate) => Ok(json_reply(r#"{"received":true,"duplicate":true}"#)),
+            Err(e) => Err(("store_failed", store_failed(&e))),
+        }
     }
 
-    /// Routes, persists, waits for durability, wakes the delivery workers, answers.
-    async fn accept(&self, source: &str, event: VerifiedEvent) -> Response<Body> {
-        let (jobs, disposition) = plan(&self.config, &self.config.router.route(&event.json));
+    /// Routes, persists, waits for durability, wakes the delivery workers. Also the way in for
+    /// events backfilled from Stripe's API through the admin API.
+    pub async fn accept(
+        &self,
+        config: &Config,
+        source: &str,
+        event: VerifiedEvent,
+    ) -> Result<Accepted, fanout_store::StoreError> {
+        let (jobs, disposition) = plan(config, &config.router.route(&event.json));
         let record = EventRecord {
             id: event.id.clone(),
             event_type: event.event_type.clone(),
@@ -85,36 +124,39 @@ impl Ingress {
             body: event.body.to_vec(),
         };
         let id = &event.id;
-        let ingested = match self.store.ingest(&record, &jobs) {
-            Ok(i) => i,
-            Err(e) => return store_failed(id, &e),
+        let failed = |e: fanout_store::StoreError| {
+            tracing::error!(event_id = %id, "store failed; answering 503 so Stripe retries: {e}");
+            e
         };
+        let ingested = self.store.ingest(&record, &jobs).map_err(failed)?;
         // Also for a duplicate: the first copy may still be on its way to disk.
-        if let Err(e) = self.store.durable().await {
-            return store_failed(id, &e);
-        }
+        self.store.durable().await.map_err(failed)?;
         match ingested {
             Ingested::Duplicate => {
                 tracing::info!(event_id = %id, "duplicate event id: acknowledged, not fanned out again");
-                json_reply(r#"{"received":true,"duplicate":true}"#)
+                self.metrics.deduplicated.inc();
+                Ok(Accepted::Duplicate)
             }
             Ingested::New(jobs) => {
+                self.metrics.received.get_or_create(&SourceLabel { source: source.to_owned() }).inc();
                 match &record.disposition {
                     Disposition::Routed { destinations } => {
                         let to: Vec<&str> = destinations.iter().map(|(d, _)| d.as_str()).collect();
                         tracing::info!(event_id = %id, event_type = %record.event_type, to = ?to, "accepted");
                     }
                     Disposition::Dropped { rule } => {
+                        self.metrics.dropped.inc();
                         tracing::info!(event_id = %id, event_type = %record.event_type, rule = %rule, "accepted and dropped by rule")
                     }
                     Disposition::Unrouted => {
+                        self.metrics.unrouted.inc();
                         tracing::info!(event_id = %id, event_type = %record.event_type, "accepted; no route matched and there is no default")
                     }
                 }
                 for job in &jobs {
-                    self.dispatcher.wake(&job.target);
+                    self.deliveries.wake(&job.target);
                 }
-                json_reply(r#"{"received":true}"#)
+                Ok(Accepted::New)
             }
         }
     }
@@ -153,8 +195,7 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
     }
 }
 
-fn store_failed(event_id: &str, e: &fanout_store::StoreError) -> Response<Body> {
-    tracing::error!(event_id, "store failed; answering 503 so Stripe retries: {e}");
+fn store_failed(_: &fanout_store::StoreError) -> Response<Body> {
     reply(StatusCode::SERVICE_UNAVAILABLE, "the event could not be stored; retry later")
 }
 
@@ -162,7 +203,7 @@ fn too_large(limit: usize) -> Response<Body> {
     reply(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds the {limit}-byte limit (max_body_bytes)"))
 }
 
-fn reply(status: StatusCode, message: &str) -> Response<Body> {
+pub fn reply(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message }).to_string();
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
@@ -170,7 +211,7 @@ fn reply(status: StatusCode, message: &str) -> Response<Body> {
     res
 }
 
-fn json_reply(body: &'static str) -> Response<Body> {
+pub fn json_reply(body: &'static str) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     res

@@ -5,11 +5,15 @@
 //! [`ingress`] → [`verify`] → [`route`] → store (`fanout-store`) → [`deliver`].
 //! [`config`] builds everything before start; [`serve`] wires the stages together.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod ingress;
+pub mod metrics;
+pub mod reload;
 pub mod route;
 pub mod serve;
 pub mod signature;
+pub mod tls;
 pub mod verify;

@@ -1,31 +1,49 @@
-//! Wires the stages into a running proxy: opens the store, starts the delivery workers and the
-//! retention sweep, then accepts connections. Everything stops on one cancellation token.
+//! Wires the stages into a running proxy: opens the store, starts the delivery workers, the
+//! retention sweep and the two listeners (webhooks, optionally over TLS; the admin API), and
+//! takes them down in order on a stop. Everything stops on cancellation tokens, not flags.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use fanout_store::Store;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-use crate::deliver;
-use crate::ingress::{unix_now_ms, Ingress};
+use crate::admin::Admin;
+use crate::config::{Config, LiveConfig};
+use crate::deliver::{Clients, Deliveries};
+use crate::ingress::{unix_now_ms, Body, Ingress};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::tls::{self, TlsError};
 
 /// A running proxy. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub store: Store,
+    live: LiveConfig,
+    deliveries: Deliveries,
+    metrics: Arc<Metrics>,
+    /// Stops the listeners; open connections finish the requests they are in.
+    accepting: CancellationToken,
+    /// Stops the workers' leasing and the background sweeps.
     shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Connections and delivery attempts; each holds the store, which stays locked until the last
-    /// one ends, so a stop waits for them (bounded) before it returns.
-    tracker: TaskTracker,
+    /// Cuts off delivery attempts still running at the end of the grace period.
+    abort: CancellationToken,
+    connections: TaskTracker,
+    delivery_tasks: TaskTracker,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,94 +52,238 @@ pub enum StartError {
     Store(#[from] fanout_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Largest request head (request line and headers) read before the connection is refused.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// How often retention runs (and re-checks for queues of removed targets).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let config = Arc::new(config);
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?.map(TlsAcceptor::from);
+    let clients = Clients::build(&config)?;
     let store = Store::open(&config.data_dir)?;
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let (dispatcher, mut tasks) =
-        deliver::spawn(config.clone(), store.clone(), deliver::http_client(), shutdown.clone(), tracker.clone());
-    tasks.push(tokio::spawn(retention(store.clone(), config.dedup_retention, shutdown.clone())));
-    let ingress = Arc::new(Ingress { config: config.clone(), store: store.clone(), dispatcher });
-    let accepting = accept(listener, ingress, config.header_read_timeout, shutdown.clone(), tracker.clone());
-    tasks.push(tokio::spawn(accepting));
-    Ok(Running { addr, store, shutdown, tasks, tracker })
+    let bind = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        Ok::<_, StartError>((listener, local))
+    };
+    let (listener, addr) = bind(config.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.admin.listen).await?;
+
+    let header_timeout = config.header_read_timeout;
+    let live: LiveConfig = Arc::new(ArcSwap::from_pointee(config));
+    let metrics = Arc::new(Metrics::default());
+    let (accepting, shutdown, abort) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+    let (connections, delivery_tasks) = (TaskTracker::new(), TaskTracker::new());
+    let deliveries = Deliveries::start(
+        live.clone(),
+        store.clone(),
+        clients,
+        metrics.clone(),
+        shutdown.clone(),
+        abort.clone(),
+        delivery_tasks.clone(),
+    );
+    let ingress = Arc::new(Ingress {
+        live: live.clone(),
+        store: store.clone(),
+        deliveries: deliveries.clone(),
+        metrics: metrics.clone(),
+    });
+    let admin = Arc::new(Admin {
+        live: live.clone(),
+        store: store.clone(),
+        deliveries: deliveries.clone(),
+        metrics: metrics.clone(),
+        ingress: ingress.clone(),
+    });
+    let listeners = Listeners { header_timeout, accepting: accepting.clone(), connections: connections.clone() };
+    let background = vec![
+        tokio::spawn(listeners.clone().accept(listener, tls, move |req| ingress.clone().handle(req))),
+        tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
+        tokio::spawn(sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
+    ];
+    Ok(Running {
+        addr,
+        admin_addr,
+        store,
+        live,
+        deliveries,
+        metrics,
+        accepting,
+        shutdown,
+        abort,
+        connections,
+        delivery_tasks,
+        background,
+    })
+}
+
+/// Why a new config was not applied; the old one keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl Running {
-    /// Stops accepting, lets workers finish, and flushes the store.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
+    /// Applies a new config: routing, sources, targets and their settings take effect at once;
+    /// workers start for new targets, and a removed target's queued jobs go to the dead letters
+    /// with that reason. Settings bound at start (listen addresses, data_dir, inbound TLS) are
+    /// kept; each one changed is returned as a warning.
+    pub fn reload(&self, mut new: Config) -> Result<Vec<String>, ReloadError> {
+        let clients = Clients::build(&new).inspect_err(|_| self.count_reload("refused"))?;
+        let old = self.live.load_full();
+        let mut kept = Vec::new();
+        if new.listen != old.listen {
+            kept.push(format!("listen stays {} until a restart", old.listen));
         }
-        self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
-            tracing::warn!(left = self.tracker.len(), "stopped with connections or deliveries still running");
+        if new.admin.listen != old.admin.listen {
+            kept.push(format!("admin.listen stays {} until a restart", old.admin.listen));
+        }
+        if new.data_dir != old.data_dir {
+            kept.push(format!("data_dir stays {} until a restart", old.data_dir.display()));
+        }
+        if new.tls != old.tls {
+            kept.push("tls stays as it was until a restart".to_owned());
+        }
+        (new.listen, new.admin.listen, new.data_dir, new.tls) =
+            (old.listen, old.admin.listen, old.data_dir.clone(), old.tls.clone());
+        self.deliveries.set_clients(clients);
+        self.live.store(Arc::new(new));
+        self.deliveries.reconcile();
+        self.count_reload("applied");
+        Ok(kept)
+    }
+
+    /// Counts a reload the caller refused before it got here (an invalid file).
+    pub fn count_reload(&self, result: &str) {
+        self.metrics.config_reloads.get_or_create(&ReasonLabel { reason: result.to_owned() }).inc();
+    }
+
+    /// Graceful stop: stop accepting; let open requests finish (so what was received is
+    /// acknowledged); stop leasing; give attempts in flight `shutdown_grace` to finish, then cut
+    /// them off and hand their jobs back to the queue; flush.
+    pub async fn stop(self) {
+        let config = self.live.load_full();
+        self.accepting.cancel();
+        self.connections.close();
+        // A request in progress has at most its header and body timeouts left.
+        let requests = config.header_read_timeout + config.body_read_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(requests, self.connections.wait()).await.is_err() {
+            tracing::warn!(left = self.connections.len(), "connections still open at shutdown; closed");
+        }
+        self.shutdown.cancel();
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.delivery_tasks.close();
+        if tokio::time::timeout(config.shutdown_grace, self.delivery_tasks.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = self.delivery_tasks.len(),
+                grace = ?config.shutdown_grace,
+                "deliveries still in flight at the end of the grace period: cut off and re-queued"
+            );
+            self.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.delivery_tasks.wait()).await;
+        }
+        match self.store.release_leases() {
+            Ok(n) if n > 0 => tracing::info!(released = n, "in-flight jobs leased back to their queues"),
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot lease jobs back (they are re-queued at the next start): {e}"),
         }
         if let Err(e) = self.store.durable().await {
             tracing::error!("final flush failed: {e}");
         }
-    }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        drop(self.deliveries);
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    ingress: Arc<Ingress>,
+#[derive(Clone)]
+struct Listeners {
     header_timeout: Duration,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEAD_BYTES);
-    let builder = Arc::new(builder);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let (builder, ingress, shutdown) = (builder.clone(), ingress.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            let service = service_fn(move |req| ingress.clone().handle(req));
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => if let Err(e) = res {
-                    tracing::debug!(%peer, "connection ended: {e}");
+    accepting: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Listeners {
+    /// Accepts connections until `accepting` is cancelled and serves each (after a TLS handshake,
+    /// if there is an acceptor) with `handle`, over HTTP/1.1 or HTTP/2.
+    async fn accept<F, Fut>(self, listener: TcpListener, tls: Option<TlsAcceptor>, handle: F)
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
+    {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+        let builder = Arc::new(builder);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = self.accepting.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 },
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+            };
+            let _ = stream.set_nodelay(true);
+            let (builder, handle, accepting, tls) =
+                (builder.clone(), handle.clone(), self.accepting.clone(), tls.clone());
+            let header_timeout = self.header_timeout;
+            self.connections.spawn(async move {
+                match tls {
+                    None => serve_connection(&builder, stream, handle, &accepting).await,
+                    Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(&builder, stream, handle, &accepting).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    },
                 }
-            }
-        });
+            });
+        }
     }
 }
 
-/// Forgets event ids older than the retention, in small batches so ingest never waits on it.
-async fn retention(store: Store, keep: Duration, shutdown: CancellationToken) {
+async fn serve_connection<I, F, Fut>(builder: &auto::Builder<TokioExecutor>, io: I, handle: F, stop: &CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service_fn(handle));
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => if let Err(e) = res {
+            tracing::debug!("connection ended: {e}");
+        },
+        _ = stop.cancelled() => {
+            // Finish the request in progress (it may be an event to acknowledge), then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Forgets events (with their history and dead letters) older than the retention, in small
+/// batches so ingest never waits on it; and moves jobs queued for removed targets to the dead
+/// letters.
+async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown: CancellationToken) {
     loop {
+        let keep = live.load().retention;
         let cutoff = unix_now_ms().saturating_sub(keep.as_millis() as u64);
         loop {
             match store.purge_events_before(cutoff, 500) {
@@ -132,10 +294,14 @@ async fn retention(store: Store, keep: Duration, shutdown: CancellationToken) {
                     break;
                 }
             }
+            if shutdown.is_cancelled() {
+                return;
+            }
         }
+        deliveries.sweep_orphan_queues();
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
     }
 }

@@ -12,9 +12,16 @@
 //! fsync among every caller waiting at the same time (group commit).
 
 mod commit;
+mod counts;
+mod history;
+mod operator;
 mod record;
 
-pub use record::{DeadLetter, Delivery, Disposition, EventRecord, Job, JobEvent, JobId, NewJob};
+pub use counts::TargetCounts;
+pub use history::EventCursor;
+pub use record::{
+    DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob, Outcome,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +81,13 @@ pub struct Store {
     groups: Tree,
     /// job id (BE) -> DeadLetter
     dead: Tree,
+    /// event id ++ 0 ++ sequence (BE) -> HistoryEntry ; every attempt and what became of each job,
+    /// so an operator can see an event's whole story with one prefix read.
+    history: Tree,
+    /// target -> () ; targets an operator paused (kept across restarts).
+    paused: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
+    counts: std::sync::Arc<counts::Counts>,
 }
 
 /// sled's page cache. Its default (1 GiB) let RSS grow with the backlog (627 MB after a few
@@ -85,7 +98,7 @@ const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Version of the on-disk layout, kept in the default tree so an older store is refused at start
 /// instead of being misread.
-const LAYOUT: &str = "2";
+const LAYOUT: &str = "3";
 const LAYOUT_KEY: &[u8] = b"fanout.layout";
 
 impl Store {
@@ -105,14 +118,20 @@ impl Store {
             requeued: tree("requeued")?,
             groups: tree("groups")?,
             dead: tree("dead")?,
+            history: tree("history")?,
+            paused: tree("paused")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
+            counts: Default::default(),
             db,
         };
         store.release_leases()?;
+        store.count_all()?;
         Ok(store)
     }
 
-    fn release_leases(&self) -> Result<usize> {
+    /// Hands every job in flight back to its queue, due when it was due. Called by `open` (after a
+    /// crash) and by a graceful stop for attempts cut off at the shutdown deadline.
+    pub fn release_leases(&self) -> Result<usize> {
         let mut released = 0;
         for entry in self.leases.iter() {
             let (key, value) = entry?;
@@ -123,6 +142,7 @@ impl Store {
             }
             self.queue.insert(queued, value)?;
             self.leases.remove(key)?;
+            self.counts.queued(&job.target, 1);
             released += 1;
         }
         if released > 0 {
@@ -146,37 +166,8 @@ impl Store {
             return Ok(Ingested::Duplicate);
         }
         let ingest = self.db.generate_id()?;
-        let mut jobs = Vec::with_capacity(new_jobs.len());
-        for new in new_jobs {
-            jobs.push(Job {
-                id: self.db.generate_id()?,
-                event_id: event.id.clone(),
-                target: new.target.clone(),
-                delivery: new.delivery.clone(),
-                rule: new.rule.clone(),
-                attempt: 0,
-                created_at_ms: event.received_at_ms,
-                due_at_ms: event.received_at_ms,
-                last_error: None,
-                siblings: Vec::new(),
-                ingest,
-            });
-        }
-        // Each `any` member knows its siblings, so the first success can cancel them.
-        let members: Vec<(String, JobId, Delivery)> =
-            jobs.iter().map(|j| (j.target.clone(), j.id, j.delivery.clone())).collect();
-        for job in &mut jobs {
-            if matches!(job.delivery, Delivery::AnyOf { .. }) {
-                job.siblings = members
-                    .iter()
-                    .filter(|(_, id, d)| *id != job.id && *d == job.delivery)
-                    .map(|(target, id, _)| (target.clone(), *id))
-                    .collect();
-            }
-        }
-        for job in &jobs {
-            self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), encode(job)?)?;
-        }
+        let jobs = self.new_jobs(&event.id, new_jobs, event.received_at_ms, ingest, false)?;
+        self.enqueue(&jobs)?;
         let received = event.received_at_ms.to_be_bytes();
         let record = record_key(event.received_at_ms, &event.id);
         self.records.insert(record.as_slice(), encode(event)?)?;
@@ -188,12 +179,56 @@ impl Store {
         // Another copy of the same event committed first: undo ours. Its record has the same key
         // as ours only if it arrived in the same millisecond, and then it must stay.
         for job in &jobs {
-            self.queue.remove(queue_key(&job.target, job.due_at_ms, job.id))?;
+            if self.queue.remove(queue_key(&job.target, job.due_at_ms, job.id))?.is_some() {
+                self.counts.queued(&job.target, -1);
+            }
         }
         if lost.current.as_deref().and_then(|winner| winner.get(..8)) != Some(&received[..]) {
             self.records.remove(record)?;
         }
         Ok(Ingested::Duplicate)
+    }
+
+    /// Jobs for one event, due at `at_ms`. Each `any` member knows its siblings, so the first
+    /// success can cancel them.
+    fn new_jobs(&self, event_id: &str, new: &[NewJob], at_ms: u64, ingest: u64, replay: bool) -> Result<Vec<Job>> {
+        let mut jobs = Vec::with_capacity(new.len());
+        for n in new {
+            jobs.push(Job {
+                id: self.db.generate_id()?,
+                event_id: event_id.to_owned(),
+                target: n.target.clone(),
+                delivery: n.delivery.clone(),
+                rule: n.rule.clone(),
+                attempt: 0,
+                created_at_ms: at_ms,
+                due_at_ms: at_ms,
+                last_error: None,
+                siblings: Vec::new(),
+                ingest,
+                replay,
+            });
+        }
+        let members: Vec<(String, JobId, Delivery)> =
+            jobs.iter().map(|j| (j.target.clone(), j.id, j.delivery.clone())).collect();
+        for job in &mut jobs {
+            if matches!(job.delivery, Delivery::AnyOf { .. }) {
+                job.siblings = members
+                    .iter()
+                    .filter(|(_, id, d)| *id != job.id && *d == job.delivery)
+                    .map(|(target, id, _)| (target.clone(), *id))
+                    .collect();
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn enqueue(&self, jobs: &[Job]) -> Result<()> {
+        for job in jobs {
+            self.queue.insert(queue_key(&job.target, job.due_at_ms, job.id), encode(job)?)?;
+            self.counts.queued(&job.target, 1);
+        }
+        Ok(())
     }
 
     /// Waits until every write made before the call is on disk. Concurrent callers share one
@@ -257,9 +292,9 @@ impl Store {
         }
     }
 
-    /// Number of jobs waiting (not in flight) for `target`.
+    /// Number of jobs waiting (not in flight) for `target`; kept in memory, not counted per call.
     pub fn queued(&self, target: &str) -> usize {
-        self.queue.scan_prefix(queue_prefix(target)).count()
+        self.counts.get().queued.get(target).copied().unwrap_or(0).max(0) as usize
     }
 
     /// Number of jobs in flight across all targets.
@@ -290,11 +325,12 @@ impl Store {
                 self.leases.remove(id.to_be_bytes())?;
                 continue;
             }
+            self.counts.queued(target, -1);
             let job: Job = decode(&value, "job")?;
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
-                    self.leases.remove(id.to_be_bytes())?;
+                    self.cancel(&job)?;
                     continue;
                 }
             }
@@ -318,15 +354,27 @@ impl Store {
                     Some(key) => self.queue.remove(key)?,
                     None => self.queue.remove(queue_key(target, job.created_at_ms, *id))?,
                 };
-                cancelled += usize::from(waiting.is_some());
+                if let Some(value) = waiting {
+                    self.counts.queued(target, -1);
+                    let sibling: Job = decode(&value, "job")?;
+                    self.log(&sibling, Outcome::Cancelled, job.due_at_ms.max(job.created_at_ms))?;
+                    cancelled += 1;
+                }
             }
         }
         self.finish(job.id)?;
         Ok(cancelled)
     }
 
-    /// Forgets a job that must never be delivered: see [`JobEvent`].
-    pub fn discard(&self, job: &Job) -> Result<()> {
+    /// Forgets a job that must never be delivered (see [`JobEvent`]), noting why in its history.
+    pub fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
+        self.log(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
+        self.finish(job.id)
+    }
+
+    /// A job whose `any` group another member delivered: finished without an attempt.
+    fn cancel(&self, job: &Job) -> Result<()> {
+        self.log(job, Outcome::Cancelled, job.due_at_ms)?;
         self.finish(job.id)
     }
 
@@ -334,7 +382,7 @@ impl Store {
     /// set, unless its `any` group was delivered meanwhile.
     pub fn retry(&self, job: &Job) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.finish(job.id)?;
+            self.cancel(job)?;
             return Ok(Settled::CancelledByGroup);
         }
         // The lease is rewritten first, so a crash before it is removed re-queues this attempt's
@@ -346,6 +394,7 @@ impl Store {
             self.requeued.insert(job.id.to_be_bytes(), key.as_slice())?;
         }
         self.queue.insert(key, value)?;
+        self.counts.queued(&job.target, 1);
         self.leases.remove(job.id.to_be_bytes())?;
         Ok(Settled::Done)
     }
@@ -354,27 +403,21 @@ impl Store {
     /// delivered by another member, in which case nothing was lost).
     pub fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.finish(job.id)?;
+            self.cancel(job)?;
             return Ok(Settled::CancelledByGroup);
         }
         let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
         self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?;
+        self.counts.dead(&job.target, 1);
+        self.log(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
         self.finish(job.id)?;
         Ok(Settled::Done)
     }
 
-    /// Dead letters, oldest job first, at most `limit`.
-    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        self.dead.iter().take(limit).map(|e| decode(&e?.1, "dead letter")).collect()
-    }
-
-    pub fn dead_letter_count(&self) -> usize {
-        self.dead.len()
-    }
-
-    /// Forgets events received before `cutoff_ms` (their ids may then be accepted again), at most
-    /// `batch` per call so retention never holds up ingest. The config keeps retention longer than
-    /// any job's max age, so no pending job outlives its event.
+    /// Forgets events received before `cutoff_ms` (their ids may then be accepted again) with
+    /// their history, and dead letters of jobs created before it; at most `batch` per call so
+    /// retention never holds up ingest. The config keeps retention longer than any job's max age,
+    /// so no pending job outlives its event.
     pub fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
         let mut purged = 0;
         for entry in self.records.range(..cutoff_ms.to_be_bytes().to_vec()).take(batch) {
@@ -388,13 +431,28 @@ impl Store {
                 None => false,
             };
             if unindexed {
-                let mut group_prefix = event_id.to_vec();
-                group_prefix.push(0);
-                for group in self.groups.scan_prefix(&group_prefix).keys() {
-                    self.groups.remove(group?)?;
+                let mut prefix = event_id.to_vec();
+                prefix.push(0);
+                for tree in [&self.groups, &self.history] {
+                    for key in tree.scan_prefix(&prefix).keys() {
+                        tree.remove(key?)?;
+                    }
                 }
             }
             self.records.remove(&key)?;
+            purged += 1;
+        }
+        // Dead letters are in job-id order, which is creation order: the old ones are in front.
+        // Without their event's body they could not be replayed, so they go with it.
+        for entry in self.dead.iter().take(batch.saturating_sub(purged)) {
+            let (key, value) = entry?;
+            let letter: DeadLetter = decode(&value, "dead letter")?;
+            if letter.job.created_at_ms >= cutoff_ms {
+                break;
+            }
+            if self.dead.remove(&key)?.is_some() {
+                self.counts.dead(&letter.job.target, -1);
+            }
             purged += 1;
         }
         Ok(purged)
@@ -426,6 +484,13 @@ fn check_layout(db: &sled::Db, path: &Path) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn event_prefix(event_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(event_id.len() + 9);
+    key.extend_from_slice(event_id.as_bytes());
+    key.push(0);
+    key
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -467,8 +532,7 @@ fn record_key(ms: u64, event_id: &str) -> Vec<u8> {
 }
 
 fn group_key(event_id: &str, group: &str) -> Vec<u8> {
-    let mut key = event_id.as_bytes().to_vec();
-    key.push(0);
+    let mut key = event_prefix(event_id);
     key.extend_from_slice(group.as_bytes());
     key
 }

@@ -66,6 +66,19 @@ pub struct Job {
     /// The ingest that wrote this job. Jobs are queued before their ingest commits, so a worker
     /// delivers one only once the event's index names this ingest (see `Store::event_for`).
     pub ingest: u64,
+    /// Queued by an operator's replay, not by Stripe's delivery: targets are told so.
+    pub replay: bool,
+}
+
+impl Job {
+    /// The destination routing chose, as recorded in the event's disposition: the target, or
+    /// the group the job was queued through.
+    pub fn destination(&self) -> &str {
+        match &self.delivery {
+            Delivery::Target => &self.target,
+            Delivery::AnyOf { group } | Delivery::Failover { group, .. } => group,
+        }
+    }
 }
 
 /// What a worker finds for a leased job's event (see `Store::event_for`).
@@ -86,6 +99,51 @@ pub struct NewJob {
     pub target: String,
     pub delivery: Delivery,
     pub rule: String,
+}
+
+/// The fields of an [`EventRecord`] before its body: what a listing needs, read without copying
+/// the body (postcard writes fields in order, so a record's prefix decodes as this).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct EventHead {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub received_at_ms: u64,
+    pub disposition: Disposition,
+}
+
+/// One line of an event's history: an attempt, or what became of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at_ms: u64,
+    pub job: JobId,
+    /// The target the job was queued for at the time.
+    pub target: String,
+    /// The destination routing chose (the target, or its group).
+    pub destination: String,
+    /// The attempt number (0 for entries that are not attempts).
+    pub attempt: u32,
+    pub replay: bool,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The target answered 2xx.
+    Delivered { status: u16, latency_ms: u64 },
+    /// The attempt failed; `status` is the HTTP status if there was an answer. `retry_at_ms` is
+    /// when the next attempt is due (none if the job was dead-lettered instead).
+    Failed { status: Option<u16>, latency_ms: u64, error: String, retry_at_ms: Option<u64> },
+    /// Gave up: moved to the dead letters.
+    DeadLettered { reason: String },
+    /// Another member of its `any` group delivered the event first.
+    Cancelled,
+    /// Dropped without delivery (its event was never committed, or a racing copy was).
+    Discarded { reason: String },
+    /// Queued again by an operator (replay of the event or of a dead letter).
+    Replayed,
+    /// Taken out of the queue by an operator (dead letter purged).
+    Purged,
 }
 
 /// A job that gave up, with why.

@@ -265,3 +265,166 @@ fn only_the_committed_ingest_s_jobs_are_deliverable() {
     let pending = Job { event_id: "evt_2".into(), ..committed };
     assert_eq!(store.event_for(&pending).unwrap(), JobEvent::Uncommitted);
 }
+
+#[test]
+fn counts_follow_every_queue_move_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.ingest(&event("evt_1", 0), &[to("a"), to("b")]).unwrap();
+        store.ingest(&event("evt_2", 1), &[any("a"), any("c")]).unwrap();
+        assert_eq!((store.queued("a"), store.queued("b"), store.queued("c")), (2, 1, 1));
+        let leased = store.lease_due("a", 10, 10).unwrap();
+        assert_eq!(store.queued("a"), 0);
+        let group_job = leased.iter().find(|j| j.event_id == "evt_2").unwrap();
+        assert_eq!(store.complete(group_job).unwrap(), 1, "c's queued member is cancelled");
+        assert_eq!(store.queued("c"), 0);
+        let plain = leased.iter().find(|j| j.event_id == "evt_1").unwrap();
+        store.dead_letter(plain, "HTTP 500", 20).unwrap();
+        assert_eq!(store.counts().dead.get("a"), Some(&1));
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!((store.queued("a"), store.queued("b"), store.queued("c")), (0, 1, 0));
+    assert_eq!(store.dead_letter_count(), 1);
+}
+
+#[test]
+fn history_tells_each_job_s_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap();
+    let mut a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    a.attempt = 1;
+    let failed = Outcome::Failed { status: Some(500), latency_ms: 3, error: "HTTP 500".into(), retry_at_ms: Some(50) };
+    store.log(&a, failed.clone(), 5).unwrap();
+    let b = store.lease_due("b", 0, 1).unwrap().remove(0);
+    store.log(&b, Outcome::Delivered { status: 200, latency_ms: 2 }, 6).unwrap();
+    store.complete(&b).unwrap();
+    // a was in flight when b succeeded: cancelled when it settles.
+    a.due_at_ms = 50;
+    assert_eq!(store.retry(&a).unwrap(), Settled::CancelledByGroup);
+    let history = store.history("evt_1", 100).unwrap();
+    let story: Vec<(&str, &Outcome)> = history.iter().map(|h| (h.target.as_str(), &h.outcome)).collect();
+    assert_eq!(
+        story,
+        [("a", &failed), ("b", &Outcome::Delivered { status: 200, latency_ms: 2 }), ("a", &Outcome::Cancelled)]
+    );
+    assert!(history.iter().all(|h| h.destination == "g"));
+    assert_eq!(history[0].attempt, 1);
+    assert!(store.history("evt_other", 100).unwrap().is_empty());
+}
+
+#[test]
+fn listing_pages_newest_first_without_bodies_and_skips_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5u64 {
+        store.ingest(&event(&format!("evt_{i}"), 100 + i), &[]).unwrap();
+    }
+    // An orphan record: written by an ingest that never committed.
+    store.records.insert(record_key(103, "evt_orphan"), encode(&event("evt_orphan", 103)).unwrap()).unwrap();
+    let ids = |before: Option<&EventCursor>, since| -> Vec<String> {
+        store.events_newest_first(before, since).take(2).map(|h| h.unwrap().id).collect()
+    };
+    assert_eq!(ids(None, 0), ["evt_4", "evt_3"]);
+    let cursor: EventCursor = "103-evt_3".parse().unwrap();
+    assert_eq!(cursor.to_string(), "103-evt_3");
+    assert_eq!(ids(Some(&cursor), 0), ["evt_2", "evt_1"]);
+    assert_eq!(ids(None, 103), ["evt_4", "evt_3"]);
+    assert_eq!(store.events_newest_first(None, 104).count(), 1);
+    let head = store.events_newest_first(None, 0).next().unwrap().unwrap();
+    assert_eq!((head.event_type.as_str(), head.received_at_ms), ("customer.created", 104));
+    assert!("nonsense".parse::<EventCursor>().is_err());
+}
+
+#[test]
+fn replay_queues_new_deliverable_jobs_marked_as_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = jobs(store.ingest(&event("evt_1", 0), &[to("a")]).unwrap()).remove(0);
+    assert_eq!(store.replay("evt_unknown", &[to("a")], 10).unwrap(), None);
+    let replayed = store.replay("evt_1", &[to("b")], 10).unwrap().unwrap().remove(0);
+    assert!(replayed.replay && replayed.id != first.id);
+    let leased = store.lease_due("b", 10, 1).unwrap().remove(0);
+    assert!(matches!(store.event_for(&leased).unwrap(), JobEvent::Ready(_)));
+    assert_eq!(store.history("evt_1", 10).unwrap()[0].outcome, Outcome::Replayed);
+}
+
+#[test]
+fn dead_letters_page_by_target_revive_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..4 {
+        let target = if i % 2 == 0 { "a" } else { "b" };
+        store.ingest(&event(&format!("evt_{i}"), i), &[to(target)]).unwrap();
+        let job = store.lease_due(target, 10, 1).unwrap().remove(0);
+        store.dead_letter(&job, "HTTP 500", 20).unwrap();
+    }
+    let (page, next) = store.dead_letters_page(Some("a"), None, 1, 100).unwrap();
+    assert_eq!(page[0].job.event_id, "evt_0");
+    let (page, next) = store.dead_letters_page(Some("a"), next, 1, 100).unwrap();
+    assert_eq!(page[0].job.event_id, "evt_2");
+    assert_eq!(store.dead_letters_page(Some("a"), next, 1, 100).unwrap(), (vec![], None));
+    // A bounded scan stops early and says where to go on.
+    let (page, next) = store.dead_letters_page(Some("b"), None, 10, 1).unwrap();
+    assert!(page.is_empty() && next.is_some());
+
+    let revived = store.revive_dead_letter(page_id(&store, "evt_0"), 30).unwrap().unwrap();
+    assert!(revived.replay && revived.attempt == 0 && revived.due_at_ms == 30);
+    assert_eq!(store.lease_due("a", 30, 5).unwrap().len(), 1);
+    assert!(store.purge_dead_letter(page_id(&store, "evt_1"), 30).unwrap());
+    assert!(!store.purge_dead_letter(page_id(&store, "evt_2") + 1000, 30).unwrap());
+    assert_eq!(store.dead_letter_count(), 2);
+    assert_eq!(store.counts().dead.get("a"), Some(&1));
+}
+
+fn page_id(store: &Store, event_id: &str) -> JobId {
+    store.dead_letters(100).unwrap().into_iter().find(|d| d.job.event_id == event_id).unwrap().job.id
+}
+
+#[test]
+fn a_removed_target_s_queue_moves_to_the_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..3 {
+        store.ingest(&event(&format!("evt_{i}"), i), &[to("gone"), to("kept")]).unwrap();
+    }
+    assert_eq!(store.dead_letter_queue("gone", "target removed", 50, 2).unwrap(), 2);
+    assert_eq!(store.dead_letter_queue("gone", "target removed", 50, 2).unwrap(), 1);
+    assert_eq!((store.queued("gone"), store.queued("kept"), store.dead_letter_count()), (0, 3, 3));
+    assert_eq!(store.in_flight(), 0);
+    assert_eq!(store.dead_letters(1).unwrap()[0].error, "target removed");
+}
+
+#[test]
+fn retention_takes_history_and_dead_letters_with_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_old", 10), &[to("a")]).unwrap();
+    store.ingest(&event("evt_new", 1000), &[to("a")]).unwrap();
+    for job in store.lease_due("a", 1000, 2).unwrap() {
+        store.dead_letter(&job, "HTTP 500", 1000).unwrap();
+    }
+    store.purge_events_before(500, 100).unwrap();
+    assert!(store.history("evt_old", 10).unwrap().is_empty());
+    assert_eq!(store.history("evt_new", 10).unwrap().len(), 1);
+    let dead: Vec<String> = store.dead_letters(10).unwrap().into_iter().map(|d| d.job.event_id).collect();
+    assert_eq!(dead, ["evt_new"]);
+    assert_eq!(store.dead_letter_count(), 1);
+}
+
+#[test]
+fn pause_is_kept_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.set_paused("a", true).unwrap();
+        store.set_paused("b", true).unwrap();
+        store.set_paused("b", false).unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.is_paused("a").unwrap());
+    assert!(!store.is_paused("b").unwrap());
+}

@@ -122,6 +122,7 @@ impl Proxy {
     pub async fn start_in(yaml: &str, dir: tempfile::TempDir) -> Proxy {
         let mut config = Config::parse("test.yaml", yaml, |_| None).unwrap();
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = dir.path().join("data");
         let running = serve::start(config).await.unwrap();
         Proxy { running, dir }

@@ -59,7 +59,7 @@ fn invalid_configs_are_refused_with_the_reason() {
             format!("{t}routes:\n  - {{name: r, when: {{fields: [{{path: a..b, exists: true}}]}}, to: [a]}}\n"),
             "empty segment",
         ),
-        (format!("{t}dedup_retention: 1d\n"), "dedup_retention must be at least"),
+        (format!("{t}dedup_retention: 1d\n"), "retention must be at least"),
         ("targets:\n  - {name: drop, url: \"http://h/a\", secret: x}\n".to_owned(), "reserved"),
         ("targets:\n  - {name: a, url: \"http://h/a\", secret: \"${X\"}\n".to_owned(), "unclosed"),
         ("listen: nowhere\n".to_owned(), "not an address"),

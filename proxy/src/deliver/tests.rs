@@ -23,6 +23,7 @@ fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
         last_error: None,
         siblings: Vec::new(),
         ingest: 0,
+        replay: false,
     }
 }
 

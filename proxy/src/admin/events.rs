@@ -1,0 +1,453 @@
+//! Events as an operator sees them: where each went and what became of it (folded from the
+//! store's history), the filters a listing or a bulk replay takes, and replay itself.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fanout_store::{DeadLetter, Disposition, EventCursor, EventHead, HistoryEntry, NewJob, Outcome};
+use http::StatusCode;
+use serde_json::{json, Value};
+use wildmatch::WildMatch;
+
+use super::{json_response, Admin, Answer, Query, Refusal, MAX_BATCH, MAX_SCAN};
+use crate::config::Config;
+use crate::ingress::{plan, unix_now_ms};
+use crate::route::Decision;
+
+/// Most history entries shown for one event.
+const MAX_HISTORY: usize = 1_000;
+
+/// Where an event (or one of its destinations) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Some destination still has a job queued, in flight or waiting for a retry.
+    Pending,
+    /// Every destination answered 2xx (a group: one member did).
+    Delivered,
+    /// Some destination gave up: its job is in the dead letters (or was purged from them).
+    Dead,
+    /// A rule dropped it.
+    Dropped,
+    /// No rule matched and there is no default.
+    Unrouted,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Delivered => "delivered",
+            State::Dead => "dead",
+            State::Dropped => "dropped",
+            State::Unrouted => "unrouted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<State, Refusal> {
+        [State::Pending, State::Delivered, State::Dead, State::Dropped, State::Unrouted]
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| {
+                Refusal::bad(format!("state {s:?} is not one of pending, delivered, dead, dropped, unrouted"))
+            })
+    }
+}
+
+/// One destination of an event and where it stands.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DestinationState {
+    pub name: String,
+    pub rule: String,
+    pub state: State,
+}
+
+/// Folds an event's history into the state of each destination routing chose (and of any a
+/// replay added), and of the event as a whole.
+pub fn event_state(head: &EventHead, history: &[HistoryEntry]) -> (State, Vec<DestinationState>) {
+    let mut destinations: Vec<DestinationState> = match &head.disposition {
+        Disposition::Dropped { .. } => return (State::Dropped, Vec::new()),
+        Disposition::Unrouted if history.is_empty() => return (State::Unrouted, Vec::new()),
+        Disposition::Unrouted => Vec::new(),
+        Disposition::Routed { destinations } => destinations
+            .iter()
+            .map(|(name, rule)| DestinationState { name: name.clone(), rule: rule.clone(), state: State::Pending })
+            .collect(),
+    };
+    // Each job's last word; jobs are grouped by destination.
+    let mut last: HashMap<u64, (&str, &Outcome)> = HashMap::new();
+    for h in history {
+        last.insert(h.job, (&h.destination, &h.outcome));
+        if !destinations.iter().any(|d| d.name == h.destination) {
+            let rule = "replay".to_owned();
+            destinations.push(DestinationState { name: h.destination.clone(), rule, state: State::Pending });
+        }
+    }
+    for d in &mut destinations {
+        let outcomes: Vec<&Outcome> = last.values().filter(|(dest, _)| *dest == d.name).map(|(_, o)| *o).collect();
+        let delivered =
+            history.iter().any(|h| h.destination == d.name && matches!(h.outcome, Outcome::Delivered { .. }));
+        let dead = |o: &&Outcome| matches!(o, Outcome::DeadLettered { .. } | Outcome::Purged);
+        let settled = |o: &&Outcome| dead(o) || matches!(o, Outcome::Cancelled | Outcome::Discarded { .. });
+        d.state = if delivered {
+            State::Delivered
+        } else if !outcomes.is_empty() && outcomes.iter().all(settled) && outcomes.iter().any(dead) {
+            State::Dead
+        } else {
+            State::Pending
+        };
+    }
+    let state = if destinations.iter().any(|d| d.state == State::Dead) {
+        State::Dead
+    } else if destinations.iter().all(|d| d.state == State::Delivered) {
+        State::Delivered
+    } else {
+        State::Pending
+    };
+    (state, destinations)
+}
+
+/// What a listing or a bulk replay selects.
+struct Filter {
+    types: Option<WildMatch>,
+    target: Option<String>,
+    state: Option<State>,
+    since_ms: u64,
+    before: Option<EventCursor>,
+}
+
+impl Filter {
+    fn parse(query: &Query) -> Result<Filter, Refusal> {
+        let now = unix_now_ms();
+        let until = query.get("until").map(|t| parse_time(t, now).map_err(Refusal::bad)).transpose()?;
+        let cursor = query.get("cursor").map(|c| c.parse::<EventCursor>().map_err(Refusal::bad)).transpose()?;
+        // `until` is a cursor just before its millisecond; a cursor further back wins.
+        let until = until.map(|ms| EventCursor { received_at_ms: ms, event_id: String::new() });
+        let before = match (cursor, until) {
+            (Some(c), Some(u)) => Some(if u.received_at_ms < c.received_at_ms { u } else { c }),
+            (c, u) => c.or(u),
+        };
+        Ok(Filter {
+            types: query.get("type").map(WildMatch::new),
+            target: query.get("target").map(str::to_owned),
+            state: query.get("state").map(State::parse).transpose()?,
+            since_ms: query.get("since").map(|t| parse_time(t, now).map_err(Refusal::bad)).transpose()?.unwrap_or(0),
+            before,
+        })
+    }
+
+    fn is_narrowed(&self) -> bool {
+        self.types.is_some() || self.target.is_some() || self.state.is_some() || self.since_ms > 0
+    }
+
+    /// Walks matching events newest first, looking at no more than [`MAX_SCAN`]; calls `take` on
+    /// each match until it returns false. Returns the cursor to go on from, if the walk stopped
+    /// before the end.
+    fn walk(
+        &self,
+        admin: &Admin,
+        mut take: impl FnMut(&EventHead, &[HistoryEntry]) -> Result<bool, Refusal>,
+    ) -> Result<Option<EventCursor>, Refusal> {
+        let mut events = admin.store.events_newest_first(self.before.as_ref(), self.since_ms);
+        let mut looked = 0;
+        for head in events.by_ref() {
+            let head = head?;
+            looked += 1;
+            let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
+            if self.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
+                let history = admin.store.history(&head.id, MAX_HISTORY)?;
+                let (state, dests) = event_state(&head, &history);
+                let target_ok = self
+                    .target
+                    .as_ref()
+                    .is_none_or(|t| dests.iter().any(|d| &d.name == t) || history.iter().any(|h| &h.target == t));
+                if target_ok && self.state.is_none_or(|s| s == state) && !take(&head, &history)? {
+                    return Ok(Some(cursor));
+                }
+            }
+            if looked >= MAX_SCAN {
+                return Ok(Some(cursor));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Admin {
+    pub(super) fn list_events(&self, _config: &Config, query: &Query) -> Answer {
+        let filter = Filter::parse(query)?;
+        let limit = query.limit()?;
+        let mut items = Vec::new();
+        let next = filter.walk(self, |head, history| {
+            items.push(summary_json(head, history));
+            Ok(items.len() < limit)
+        })?;
+        Ok(json_response(StatusCode::OK, &json!({ "events": items, "next_cursor": next.map(|c| c.to_string()) })))
+    }
+
+    pub(super) fn show_event(&self, _config: &Config, id: &str) -> Answer {
+        let record = self.store.event(id)?.ok_or_else(|| Refusal::not_found(format!("no event {id}")))?;
+        let history = self.store.history(id, MAX_HISTORY)?;
+        let head = EventHead {
+            id: record.id.clone(),
+            event_type: record.event_type.clone(),
+            source: record.source.clone(),
+            received_at_ms: record.received_at_ms,
+            disposition: record.disposition.clone(),
+        };
+        let mut out = summary_json(&head, &history);
+        out["attempts"] = history.iter().map(history_json).collect();
+        out["body"] = serde_json::from_slice(&record.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.body).into_owned()));
+        Ok(json_response(StatusCode::OK, &out))
+    }
+
+    pub(super) fn replay_one(&self, config: &Config, id: &str, to: Option<&str>) -> Answer {
+        let record = self.store.event(id)?.ok_or_else(|| Refusal::not_found(format!("no event {id}")))?;
+        let head = EventHead {
+            id: record.id.clone(),
+            event_type: record.event_type.clone(),
+            source: record.source.clone(),
+            received_at_ms: record.received_at_ms,
+            disposition: record.disposition.clone(),
+        };
+        let jobs = self.replay_jobs(config, &head, to, Some(&record.body))?;
+        let queued = self.queue_replay(id, &jobs)?;
+        Ok(json_response(StatusCode::OK, &json!({ "replayed": 1, "jobs": queued })))
+    }
+
+    /// Replays every event the filter selects, at most [`MAX_BATCH`] per call.
+    pub(super) fn replay_matching(&self, config: &Config, query: &Query) -> Answer {
+        let filter = Filter::parse(query)?;
+        if !filter.is_narrowed() {
+            return Err(Refusal::bad(
+                "a bulk replay needs a filter (type, target, state or since); replay one event by id otherwise",
+            ));
+        }
+        let to = query.get("to");
+        if let Some(to) = to {
+            destination(config, to)?;
+        }
+        let (mut replayed, mut skipped) = (0, Vec::new());
+        let next = filter.walk(self, |head, _| {
+            let body = match head.disposition {
+                Disposition::Routed { .. } => None,
+                _ => self.store.event(&head.id)?.map(|r| r.body),
+            };
+            match self.replay_jobs(config, head, to, body.as_deref()) {
+                Ok(jobs) => {
+                    self.queue_replay(&head.id, &jobs)?;
+                    replayed += 1;
+                }
+                Err(Refusal(_, why)) => skipped.push(json!({ "id": head.id, "why": why })),
+            }
+            Ok(replayed + skipped.len() < MAX_BATCH)
+        })?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "replayed": replayed, "skipped": skipped, "next_cursor": next.map(|c| c.to_string()) }),
+        ))
+    }
+
+    /// The jobs a replay queues: to `to` if named; else to the destinations routing chose, as
+    /// they are configured now; an event that was dropped or unrouted is routed again by the
+    /// current rules (replaying it after fixing a rule is the usual reason to).
+    fn replay_jobs(
+        &self,
+        config: &Config,
+        head: &EventHead,
+        to: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<NewJob>, Refusal> {
+        if let Some(to) = to {
+            return Ok(plan(config, &Decision::Deliver(vec![(destination(config, to)?, "replay")])).0);
+        }
+        match &head.disposition {
+            Disposition::Routed { destinations } => {
+                let mut chosen = Vec::new();
+                for (name, rule) in destinations {
+                    chosen.push((destination(config, name)?, rule.as_str()));
+                }
+                Ok(plan(config, &Decision::Deliver(chosen)).0)
+            }
+            Disposition::Dropped { .. } | Disposition::Unrouted => {
+                let body = body.ok_or_else(|| Refusal::not_found("the event's body is gone"))?;
+                let json: Value = serde_json::from_slice(body).map_err(|e| Refusal::bad(e.to_string()))?;
+                let jobs = plan(config, &config.router.route(&json)).0;
+                if jobs.is_empty() {
+                    return Err(Refusal(
+                        StatusCode::CONFLICT,
+                        "the current rules still send this event nowhere; name a target with `to`".to_owned(),
+                    ));
+                }
+                Ok(jobs)
+            }
+        }
+    }
+
+    fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<Value>, Refusal> {
+        let queued = self
+            .store
+            .replay(event_id, jobs, unix_now_ms())?
+            .ok_or_else(|| Refusal::not_found(format!("no event {event_id}")))?;
+        for job in &queued {
+            self.deliveries.wake(&job.target);
+        }
+        Ok(queued.iter().map(|j| json!({ "job": j.id.to_string(), "target": j.target })).collect())
+    }
+}
+
+/// A destination (target or group) of the current config, by name.
+fn destination(config: &Config, name: &str) -> Result<usize, Refusal> {
+    config.router.destinations.iter().position(|d| d.name == name).ok_or_else(|| {
+        Refusal(StatusCode::CONFLICT, format!("{name:?} is not a target or group in the current config"))
+    })
+}
+
+fn summary_json(head: &EventHead, history: &[HistoryEntry]) -> Value {
+    let (state, destinations) = event_state(head, history);
+    let rule = match &head.disposition {
+        Disposition::Dropped { rule } => Some(rule.as_str()),
+        _ => None,
+    };
+    json!({
+        "id": head.id,
+        "type": head.event_type,
+        "source": head.source,
+        "received_at": time(head.received_at_ms),
+        "state": state.name(),
+        "dropped_by": rule,
+        "destinations": destinations
+            .iter()
+            .map(|d| json!({ "name": d.name, "rule": d.rule, "state": d.state.name() }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn history_json(h: &HistoryEntry) -> Value {
+    let mut v = json!({
+        "at": time(h.at_ms),
+        "job": h.job.to_string(),
+        "target": h.target,
+        "destination": h.destination,
+        "attempt": h.attempt,
+        "replay": h.replay,
+    });
+    let (outcome, status, latency_ms, error, retry_at) = match &h.outcome {
+        Outcome::Delivered { status, latency_ms } => ("delivered", Some(*status), Some(*latency_ms), None, None),
+        Outcome::Failed { status, latency_ms, error, retry_at_ms } => {
+            ("failed", *status, Some(*latency_ms), Some(error.as_str()), retry_at_ms.map(time))
+        }
+        Outcome::DeadLettered { reason } => ("dead_lettered", None, None, Some(reason.as_str()), None),
+        Outcome::Cancelled => ("cancelled", None, None, None, None),
+        Outcome::Discarded { reason } => ("discarded", None, None, Some(reason.as_str()), None),
+        Outcome::Replayed => ("replay_queued", None, None, None, None),
+        Outcome::Purged => ("purged", None, None, None, None),
+    };
+    v["outcome"] = json!(outcome);
+    v["status"] = json!(status);
+    v["latency_ms"] = json!(latency_ms);
+    v["error"] = json!(error);
+    v["retry_at"] = json!(retry_at);
+    v
+}
+
+pub(super) fn dead_letter_json(d: &DeadLetter) -> Value {
+    json!({
+        "id": d.job.id.to_string(),
+        "event_id": d.job.event_id,
+        "target": d.job.target,
+        "destination": d.job.destination(),
+        "attempts": d.job.attempt,
+        "error": d.error,
+        "created_at": time(d.job.created_at_ms),
+        "died_at": time(d.died_at_ms),
+    })
+}
+
+/// RFC 3339 in UTC, to the millisecond.
+pub(crate) fn time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A point in time as an operator writes it: RFC 3339 (`2026-11-24T10:00:00Z`), unix seconds, or
+/// a duration meaning that long ago (`2h`).
+pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(secs * 1000);
+    }
+    if let Ok(ago) = humantime::parse_duration(s) {
+        return Ok(now_ms.saturating_sub(ago.as_millis() as u64));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+        .map_err(|_| format!("{s:?} is not a time: write 2026-11-24T10:00:00Z, unix seconds, or 2h (ago)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(disposition: Disposition) -> EventHead {
+        EventHead {
+            id: "evt_1".into(),
+            event_type: "invoice.paid".into(),
+            source: "s".into(),
+            received_at_ms: 0,
+            disposition,
+        }
+    }
+
+    fn entry(job: u64, destination: &str, outcome: Outcome) -> HistoryEntry {
+        HistoryEntry {
+            at_ms: 0,
+            job,
+            target: destination.into(),
+            destination: destination.into(),
+            attempt: 1,
+            replay: false,
+            outcome,
+        }
+    }
+
+    fn routed(names: &[&str]) -> Disposition {
+        Disposition::Routed { destinations: names.iter().map(|n| (n.to_string(), "r".to_string())).collect() }
+    }
+
+    fn failed() -> Outcome {
+        Outcome::Failed { status: Some(500), latency_ms: 1, error: "HTTP 500".into(), retry_at_ms: Some(5) }
+    }
+
+    #[test]
+    fn states_fold_from_history() {
+        let ok = Outcome::Delivered { status: 200, latency_ms: 1 };
+        let dead = Outcome::DeadLettered { reason: "x".into() };
+        let h = head(routed(&["a", "b"]));
+        assert_eq!(event_state(&h, &[]).0, State::Pending);
+        assert_eq!(event_state(&h, &[entry(1, "a", ok.clone())]).0, State::Pending, "b has not answered");
+        let both = [entry(1, "a", ok.clone()), entry(2, "b", failed()), entry(2, "b", ok.clone())];
+        assert_eq!(event_state(&h, &both).0, State::Delivered);
+        let (state, dests) = event_state(&h, &[entry(1, "a", ok.clone()), entry(2, "b", dead.clone())]);
+        assert_eq!((state, dests[1].state), (State::Dead, State::Dead));
+        // A dead letter replayed is pending again, and delivered once its replay is.
+        let revived = [entry(2, "b", dead.clone()), entry(3, "b", Outcome::Replayed)];
+        assert_eq!(event_state(&head(routed(&["b"])), &revived).0, State::Pending);
+        // An `any` group: one member dead, the other still retrying, is not dead.
+        let group = [entry(4, "g", dead), entry(5, "g", failed())];
+        assert_eq!(event_state(&head(routed(&["g"])), &group).0, State::Pending);
+        assert_eq!(event_state(&head(Disposition::Dropped { rule: "noise".into() }), &[]).0, State::Dropped);
+        assert_eq!(event_state(&head(Disposition::Unrouted), &[]).0, State::Unrouted);
+        // An unrouted event replayed to a target shows that destination.
+        let (state, dests) = event_state(&head(Disposition::Unrouted), &[entry(6, "x", ok)]);
+        assert_eq!((state, dests[0].name.as_str(), dests[0].rule.as_str()), (State::Delivered, "x", "replay"));
+    }
+
+    #[test]
+    fn times_parse_in_three_forms() {
+        let now = 10_000_000;
+        assert_eq!(parse_time("1700000000", now).ok(), Some(1_700_000_000_000));
+        assert_eq!(parse_time("1h", now).ok(), Some(now - 3_600_000));
+        assert_eq!(parse_time("2026-11-24T00:00:00Z", now).ok(), Some(1_795_478_400_000));
+        assert!(parse_time("yesterday-ish", now).is_err());
+        assert_eq!(time(1_795_478_400_000), "2026-11-24T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,92 @@
+//! What happened to each event, for operators: the history log (every attempt and what became of
+//! each job) and the newest-first walk over received events that listings page through.
+
+use crate::record::{EventHead, HistoryEntry, Job, Outcome};
+use crate::{decode, encode, event_prefix, Result, Store, StoreError};
+
+/// Where a newest-first listing stopped: the next page starts just before this event. Written
+/// as `<received ms>-<event id>` so a client can pass it back as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventCursor {
+    pub received_at_ms: u64,
+    pub event_id: String,
+}
+
+impl std::fmt::Display for EventCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.received_at_ms, self.event_id)
+    }
+}
+
+impl std::str::FromStr for EventCursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ms, id) = s.split_once('-').ok_or_else(|| format!("cursor {s:?} is not <ms>-<event id>"))?;
+        let received_at_ms = ms.parse().map_err(|_| format!("cursor {s:?} does not start with a time in ms"))?;
+        Ok(EventCursor { received_at_ms, event_id: id.to_owned() })
+    }
+}
+
+impl Store {
+    /// Appends to the job's event history.
+    pub fn log(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
+        let entry = HistoryEntry {
+            at_ms,
+            job: job.id,
+            target: job.target.clone(),
+            destination: job.destination().to_owned(),
+            attempt: if matches!(outcome, Outcome::Delivered { .. } | Outcome::Failed { .. }) {
+                job.attempt
+            } else {
+                0
+            },
+            replay: job.replay,
+            outcome,
+        };
+        let mut key = event_prefix(&job.event_id);
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        self.history.insert(key, encode(&entry)?)?;
+        Ok(())
+    }
+
+    /// An event's history, oldest first, at most `limit` entries.
+    pub fn history(&self, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        self.history.scan_prefix(event_prefix(event_id)).values().take(limit).map(|v| decode(&v?, "history")).collect()
+    }
+
+    /// Received events, newest first, starting just before `before` (or at the newest) and
+    /// stopping at `since_ms`. Each item is read without its body; the caller takes what it needs,
+    /// so a page never holds more than it shows.
+    pub fn events_newest_first(
+        &self,
+        before: Option<&EventCursor>,
+        since_ms: u64,
+    ) -> impl Iterator<Item = Result<EventHead>> + '_ {
+        let end = match before {
+            Some(c) => crate::record_key(c.received_at_ms, &c.event_id),
+            None => vec![0xff; 9],
+        };
+        let committed = move |head: &EventHead| -> Result<bool> {
+            // An orphan record (its ingest died before committing) or a losing racing copy is
+            // not an event the proxy acknowledged.
+            Ok(self.committed(&head.id)?.is_some_and(|(received, _)| received == head.received_at_ms))
+        };
+        self.records
+            .range(since_ms.to_be_bytes().to_vec()..end)
+            .rev()
+            .map(|entry| {
+                let (_, value) = entry?;
+                postcard::take_from_bytes::<EventHead>(&value)
+                    .map(|(head, _)| head)
+                    .map_err(|e| StoreError::Corrupt { what: "event", detail: e.to_string() })
+            })
+            .filter_map(move |head| match head {
+                Ok(head) => match committed(&head) {
+                    Ok(true) => Some(Ok(head)),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                },
+                Err(e) => Some(Err(e)),
+            })
+    }
+}

@@ -1,0 +1,130 @@
+//! What an operator changes by hand: pausing targets, replaying events, and reviving or purging
+//! dead letters. Each is a new job or a removal, written like any other, so the delivery workers
+//! need not know an operator was involved (beyond the `replay` flag they pass on).
+
+use crate::record::{DeadLetter, Delivery, Job, JobId, NewJob, Outcome};
+use crate::{decode, Result, Store};
+
+impl Store {
+    /// Pauses or resumes a target. A paused target keeps queueing; its worker delivers nothing.
+    pub fn set_paused(&self, target: &str, paused: bool) -> Result<()> {
+        if paused {
+            self.paused.insert(target.as_bytes(), &[])?;
+        } else {
+            self.paused.remove(target.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub fn is_paused(&self, target: &str) -> Result<bool> {
+        Ok(self.paused.contains_key(target.as_bytes())?)
+    }
+
+    /// Queues the committed event `event_id` again for `jobs`, as new jobs due at `now_ms` and
+    /// marked as replays. `None` if the event is unknown (never received, or past retention).
+    pub fn replay(&self, event_id: &str, jobs: &[NewJob], now_ms: u64) -> Result<Option<Vec<Job>>> {
+        let Some((_, ingest)) = self.committed(event_id)? else {
+            return Ok(None);
+        };
+        let jobs = self.new_jobs(event_id, jobs, now_ms, ingest, true)?;
+        self.enqueue(&jobs)?;
+        for job in &jobs {
+            self.log(job, Outcome::Replayed, now_ms)?;
+        }
+        Ok(Some(jobs))
+    }
+
+    pub fn find_dead_letter(&self, id: JobId) -> Result<Option<DeadLetter>> {
+        self.dead.get(id.to_be_bytes())?.map(|v| decode(&v, "dead letter")).transpose()
+    }
+
+    /// Dead letters in job order (oldest first) after `after`, for `target` if given: up to
+    /// `limit` of them, looking at no more than `scan` entries. Returns the page and where the
+    /// next one starts (`None` when the end was reached).
+    pub fn dead_letters_page(
+        &self,
+        target: Option<&str>,
+        after: Option<JobId>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<JobId>)> {
+        let start = after.map_or(0, |id| id.saturating_add(1));
+        let mut page = Vec::new();
+        let mut last = None;
+        for (looked, entry) in self.dead.range(start.to_be_bytes()..).enumerate() {
+            if page.len() >= limit || looked >= scan {
+                return Ok((page, last));
+            }
+            let (_, value) = entry?;
+            let letter: DeadLetter = decode(&value, "dead letter")?;
+            last = Some(letter.job.id);
+            if target.is_none_or(|t| t == letter.job.target) {
+                page.push(letter);
+            }
+        }
+        Ok((page, None))
+    }
+
+    /// The first `limit` dead letters.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self.dead_letters_page(None, None, limit, usize::MAX)?.0)
+    }
+
+    pub fn dead_letter_count(&self) -> usize {
+        self.counts.get().dead.values().sum::<i64>().max(0) as usize
+    }
+
+    /// Takes a dead letter out and queues its job again as a new job (attempts from zero, due at
+    /// `now_ms`, a failover group from its first member). `None` if there is no such letter.
+    pub fn revive_dead_letter(&self, id: JobId, now_ms: u64) -> Result<Option<Job>> {
+        let Some(value) = self.dead.remove(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let letter: DeadLetter = decode(&value, "dead letter")?;
+        self.counts.dead(&letter.job.target, -1);
+        let mut job = letter.job;
+        if let Delivery::Failover { members, member, .. } = &mut job.delivery {
+            *member = 0;
+            job.target = members[0].clone();
+        }
+        let new = NewJob { target: job.target, delivery: job.delivery, rule: job.rule };
+        let mut jobs = self.new_jobs(&job.event_id, &[new], now_ms, job.ingest, true)?;
+        let revived = jobs.remove(0);
+        self.enqueue(std::slice::from_ref(&revived))?;
+        self.log(&revived, Outcome::Replayed, now_ms)?;
+        Ok(Some(revived))
+    }
+
+    /// Deletes a dead letter for good; false if there was none.
+    pub fn purge_dead_letter(&self, id: JobId, now_ms: u64) -> Result<bool> {
+        let Some(value) = self.dead.remove(id.to_be_bytes())? else {
+            return Ok(false);
+        };
+        let letter: DeadLetter = decode(&value, "dead letter")?;
+        self.counts.dead(&letter.job.target, -1);
+        self.log(&letter.job, Outcome::Purged, now_ms)?;
+        Ok(true)
+    }
+
+    /// Moves every job queued for `target` to the dead letters with `reason` (the target was
+    /// removed from the config), at most `batch` per call; returns how many moved.
+    pub fn dead_letter_queue(&self, target: &str, reason: &str, now_ms: u64, batch: usize) -> Result<usize> {
+        let mut moved = 0;
+        for entry in self.queue.scan_prefix(crate::queue_prefix(target)).take(batch) {
+            let (key, value) = entry?;
+            if self.queue.remove(&key)?.is_none() {
+                continue;
+            }
+            self.counts.queued(target, -1);
+            let job: Job = decode(&value, "job")?;
+            if matches!(job.delivery, Delivery::AnyOf { .. }) {
+                self.requeued.remove(job.id.to_be_bytes())?;
+            }
+            // Through a lease, so `dead_letter`'s usual path (and its group check) applies.
+            self.leases.insert(job.id.to_be_bytes(), value)?;
+            self.dead_letter(&job, reason, now_ms)?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}

@@ -132,6 +132,18 @@ impl Proxy {
         format!("http://{}{path}", self.running.addr)
     }
 
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.admin_addr)
+    }
+
+    /// Calls the admin API with `token`; returns the status and the JSON (or text) answer.
+    pub async fn admin(&self, method: http::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let headers: Vec<(&str, String)> =
+            token.map(|t| ("authorization", format!("Bearer {t}"))).into_iter().collect();
+        let (status, text) = request(method, &self.admin_url(path), &headers, Bytes::new()).await;
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
     /// Stops the proxy and starts a new one on the same store.
     pub async fn restart(self, yaml: &str) -> Proxy {
         let Proxy { running, dir } = self;
@@ -237,4 +249,25 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 /// Runs `fut` with a hard limit, so a hung test fails instead of stalling CI.
 pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), fut).await.expect("test exceeded 60s")
+}
+
+/// Runs the `fanout` binary (off the async runtime) and returns its output.
+pub async fn fanout_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"));
+        cmd.args(&args).env_remove("RUST_LOG").env_remove("FANOUT_ADMIN_URL").env_remove("FANOUT_ADMIN_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run fanout")
+    })
+    .await
+    .unwrap()
+}
+
+/// stdout and stderr of a finished command, for assertions and failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }

@@ -159,13 +159,17 @@ impl Admin {
             let label = TargetLabel { target: t.name.clone() };
             let queued = counts.queued.get(&t.name).copied().unwrap_or(0);
             m.queue_depth.get_or_create(&label).set(queued);
-            m.dead_letters.get_or_create(&label).set(counts.dead.get(&t.name).copied().unwrap_or(0));
+            m.dead_letters.get_or_create(&label).set(0);
             let s = status.get(&t.name).cloned().unwrap_or_default();
             m.in_flight.get_or_create(&label).set(s.in_flight as i64);
             m.paused.get_or_create(&label).set(i64::from(s.paused));
             let due = self.store.next_due_ms(&t.name).ok().flatten();
             let age = due.map_or(0.0, |d| now.saturating_sub(d) as f64 / 1000.0);
             m.oldest_due_age.get_or_create(&label).set(age);
+        }
+        // Dead letters outlive their target's removal from the config: they are still there.
+        for (target, n) in counts.dead.iter().filter(|(_, n)| **n > 0) {
+            m.dead_letters.get_or_create(&TargetLabel { target: target.clone() }).set(*n);
         }
         let mut res = Response::new(Full::new(Bytes::from(m.encode())));
         res.headers_mut().insert(

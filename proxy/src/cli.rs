@@ -224,8 +224,8 @@ async fn serve_until_signal(path: &Path, overrides: Overrides) -> anyhow::Result
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!(%scheme, addr = %running.addr, admin = %running.admin_addr, data_dir = %config.data_dir.display(), sources = ?paths, targets = config.targets.len(), "fanout serving");
     // Machine-readable lines on stdout, for scripts and tests that start on port 0.
-    println!("listening on {}", running.addr);
-    println!("admin on {}", running.admin_addr);
+    // One write, so a reader that stops after the first line does not break the pipe between them.
+    println!("listening on {}\nadmin on {}", running.addr, running.admin_addr);
     reload::serve_until_signal(path, &overrides, &running).await;
     tracing::info!("shutting down");
     running.stop().await;

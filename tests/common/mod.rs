@@ -271,3 +271,76 @@ pub async fn fanout_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Ou
 pub fn output_text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// The real `fanout serve` binary, its stderr logged to a file.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: std::path::PathBuf,
+    /// Kept open so the process never writes to a closed pipe.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Binary {
+    /// Starts `fanout serve --config <config>` with `RUST_LOG=info`, logging to `log`, and waits
+    /// for the two address lines it prints.
+    pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Binary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start fanout");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = |prefix: &str| -> SocketAddr {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let addr = line.trim().strip_prefix(prefix).map(str::to_owned);
+            addr.and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+                panic!("expected {prefix:?}, got {line:?}; log:\n{}", std::fs::read_to_string(log).unwrap_or_default())
+            })
+        };
+        let addr = line("listening on ");
+        let admin = line("admin on ");
+        Binary { child, addr, admin, log: log.to_owned(), _stdout: stdout }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status =
+            std::process::Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// Waits (off the runtime) for the process to exit, at most `within`.
+    pub async fn wait_exit(mut self, within: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (Some(status), self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (None, self.log_text())
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

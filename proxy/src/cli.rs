@@ -257,11 +257,20 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
     let _ = writeln!(out, "{}: OK", path.display());
     let _ = writeln!(
         out,
-        "listen {}  data_dir {}  max_body_bytes {}",
+        "listen {}  data_dir {}  max_body_bytes {}  retention {}  shutdown_grace {}",
         cfg.listen,
         cfg.data_dir.display(),
-        cfg.max_body_bytes
+        cfg.max_body_bytes,
+        d(cfg.retention),
+        d(cfg.shutdown_grace)
     );
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map_or("off (plain HTTP)".to_owned(), |t| format!("cert {}  key {}", t.cert.display(), t.key.display()));
+    let _ = writeln!(out, "tls {tls}");
+    let token = if cfg.admin.token.is_some() { "required (redacted)" } else { "none (loopback only)" };
+    let _ = writeln!(out, "admin {}  token {token}", cfg.admin.listen);
     let _ = writeln!(out, "\nsources:");
     for s in &cfg.sources {
         let secrets: Vec<String> = s.secrets.iter().map(ToString::to_string).collect();
@@ -287,6 +296,9 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
             t.concurrency,
             retry(&t.retry)
         );
+        if let Some(ca) = &t.ca {
+            let _ = writeln!(out, "  {:<12} trusts the extra CA in {}", "", ca.display());
+        }
     }
     let groups: Vec<_> =
         cfg.router.destinations.iter().filter(|x| matches!(x.kind, DestinationKind::Group { .. })).collect();

@@ -40,8 +40,15 @@ impl fmt::Debug for Secret {
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix: String = self.0.chars().take_while(|c| *c != '_').collect();
-        write!(f, "{prefix}_…(redacted)")
+        // A key-type prefix (`whsec_`, `sk_`) says which secret it is without revealing any of it.
+        match self.0.split_once('_') {
+            Some((prefix, rest))
+                if !rest.is_empty() && prefix.len() <= 6 && prefix.chars().all(|c| c.is_ascii_lowercase()) =>
+            {
+                write!(f, "{prefix}_…(redacted)")
+            }
+            _ => f.write_str("…(redacted)"),
+        }
     }
 }
 

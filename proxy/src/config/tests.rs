@@ -25,6 +25,20 @@ fn secrets_never_show_in_debug_or_display() {
     let cfg = parse("targets:\n  - {name: t, url: \"http://h/x\", secret: whsec_topsecret}\n", &[]).unwrap();
     assert!(!format!("{cfg:?}").contains("topsecret"));
     assert_eq!(cfg.targets[0].secret.to_string(), "whsec_…(redacted)");
+    // Only a short key-type prefix is ever shown, never a secret without one.
+    for plain in ["averylongadmintoken0123", "abc_", "notaprefixatall_secretpart"] {
+        assert_eq!(Secret::new(plain).to_string(), "…(redacted)", "{plain}");
+    }
+}
+
+#[test]
+fn the_admin_api_needs_a_token_off_loopback() {
+    let cfg = parse("admin: {listen: \"0.0.0.0:0\", token: \"${T}\"}\n", &[("T", "0123456789abcdef0")]).unwrap();
+    assert_eq!(cfg.admin.token.as_ref().map(Secret::expose), Some("0123456789abcdef0"));
+    let cfg = parse("", &[]).unwrap();
+    assert_eq!((cfg.admin.listen.to_string(), cfg.admin.token.is_none()), ("127.0.0.1:8081".to_owned(), true));
+    assert_eq!(cfg.retention, Duration::from_secs(30 * 86400));
+    assert_eq!(parse("retention: 40d\n", &[]).unwrap().retention, Duration::from_secs(40 * 86400));
 }
 
 #[test]
@@ -63,6 +77,10 @@ fn invalid_configs_are_refused_with_the_reason() {
         ("targets:\n  - {name: drop, url: \"http://h/a\", secret: x}\n".to_owned(), "reserved"),
         ("targets:\n  - {name: a, url: \"http://h/a\", secret: \"${X\"}\n".to_owned(), "unclosed"),
         ("listen: nowhere\n".to_owned(), "not an address"),
+        ("admin: {listen: \"0.0.0.0:8081\"}\n".to_owned(), "not loopback, and there is no admin.token"),
+        ("admin: {token: short}\n".to_owned(), "at least 16 characters"),
+        ("tls: {cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}\n".to_owned(), "is not a readable file"),
+        (format!("{t}shutdown_grace: soon\n"), "is not a duration"),
     ];
     for (yaml, want) in cases {
         let err = parse(&yaml, &[]).err().unwrap_or_else(|| panic!("accepted:\n{yaml}")).to_string();

@@ -76,8 +76,8 @@ pub struct Store {
     /// job id (BE) -> queue key ; where an `any` member waits after a failed attempt, so a
     /// sibling's success can find it (untried members wait at a key `complete` can compute).
     requeued: Tree,
-    /// event id ++ 0 ++ group -> target that delivered it ; for `any` groups, written by the
-    /// first member to succeed.
+    /// event id ++ 0 ++ group ++ 0 ++ round -> target that delivered it ; for `any` groups,
+    /// written by the first member to succeed.
     groups: Tree,
     /// job id (BE) -> DeadLetter
     dead: Tree,
@@ -345,7 +345,7 @@ impl Store {
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             // The first success is recorded; a later one (a sibling already in flight) keeps it.
-            let key = group_key(&job.event_id, group);
+            let key = group_key(job, group);
             let _ = self.groups.compare_and_swap(key, None::<&[u8]>, Some(job.target.as_bytes()))?;
             // Siblings not yet tried wait at their first due time, the event's arrival; retried
             // ones where `requeued` says. A sibling in flight is cancelled when it settles.
@@ -357,7 +357,7 @@ impl Store {
                 if let Some(value) = waiting {
                     self.counts.queued(target, -1);
                     let sibling: Job = decode(&value, "job")?;
-                    self.log(&sibling, Outcome::Cancelled, job.due_at_ms.max(job.created_at_ms))?;
+                    self.log(&sibling, Outcome::Cancelled, now_ms())?;
                     cancelled += 1;
                 }
             }
@@ -374,7 +374,7 @@ impl Store {
 
     /// A job whose `any` group another member delivered: finished without an attempt.
     fn cancel(&self, job: &Job) -> Result<()> {
-        self.log(job, Outcome::Cancelled, job.due_at_ms)?;
+        self.log(job, Outcome::Cancelled, now_ms())?;
         self.finish(job.id)
     }
 
@@ -462,7 +462,7 @@ impl Store {
         let Delivery::AnyOf { group } = &job.delivery else {
             return Ok(false);
         };
-        Ok(self.groups.contains_key(group_key(&job.event_id, group))?)
+        Ok(self.groups.contains_key(group_key(job, group))?)
     }
 
     fn finish(&self, id: JobId) -> Result<()> {
@@ -531,10 +531,22 @@ fn record_key(ms: u64, event_id: &str) -> Vec<u8> {
     key
 }
 
-fn group_key(event_id: &str, group: &str) -> Vec<u8> {
-    let mut key = event_prefix(event_id);
+/// event id ++ 0 ++ group ++ 0 ++ round. The round is the lowest job id among the members queued
+/// together, so a replay to a group that was delivered before is a new round, not cancelled by
+/// the old one's success.
+fn group_key(job: &Job, group: &str) -> Vec<u8> {
+    let round = job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id);
+    let mut key = event_prefix(&job.event_id);
     key.extend_from_slice(group.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&round.to_be_bytes());
     key
+}
+
+/// The wall clock, for the times of history entries the store writes on its own (a sibling
+/// cancelled by a group's success); they are for people to read, nothing is scheduled by them.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

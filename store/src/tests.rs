@@ -428,3 +428,19 @@ fn pause_is_kept_across_reopening() {
     assert!(store.is_paused("a").unwrap());
     assert!(!store.is_paused("b").unwrap());
 }
+
+#[test]
+fn a_replay_to_a_delivered_any_group_is_a_new_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap();
+    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    store.complete(&a).unwrap();
+    assert_eq!(store.queued("b"), 0, "b's member of the first round is cancelled");
+    let replayed = store.replay("evt_1", &[any("a"), any("b")], 10).unwrap().unwrap();
+    assert_eq!(replayed.len(), 2);
+    let b = store.lease_due("b", 10, 1).unwrap();
+    assert_eq!(b.len(), 1, "the replay's members are not cancelled by the first round's success");
+    store.complete(&b[0]).unwrap();
+    assert_eq!(store.queued("a"), 0, "and the replay round cancels its own other member");
+}

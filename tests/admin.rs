@@ -82,6 +82,20 @@ async fn the_token_guards_everything_but_health_and_metrics_count_what_happened(
         three_events(&proxy, &ok).await;
         assert_eq!(post(&proxy, "/targets/ok/pause").await.0, 200);
         assert_eq!(proxy.admin(Method::POST, "/targets/ok/resume", Some("nope-nope-nope-nope")).await.0, 401);
+        // Not from a web page, even with the token; an ingest must say it is JSON.
+        let from_page = [("authorization", format!("Bearer {TOKEN}")), ("origin", "https://evil.example".to_owned())];
+        assert_eq!(
+            request(Method::POST, &proxy.admin_url("/dead-letters/purge?all=true"), &from_page, "").await.0,
+            403
+        );
+        let auth = [("authorization", format!("Bearer {TOKEN}"))];
+        let body = event("evt_form", "customer.created", "x");
+        assert_eq!(request(Method::POST, &proxy.admin_url("/events"), &auth, body.clone()).await.0, 415);
+        let json = [auth[0].clone(), ("content-type", "application/json".to_owned())];
+        let (status, text) = request(Method::POST, &proxy.admin_url("/events"), &json, body.clone()).await;
+        assert_eq!((status, text.contains(r#""duplicate":false"#)), (200, true), "{text}");
+        let (status, text) = request(Method::POST, &proxy.admin_url("/events"), &json, body).await;
+        assert_eq!((status, text.contains(r#""duplicate":true"#)), (200, true), "{text}");
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_q", "customer.updated", "x")).await.0, 200);
         let bad = post_with_signature(&proxy, &format!("t=1,v1={}", "0".repeat(64))).await;
         assert_eq!(bad, 400);
@@ -90,14 +104,15 @@ async fn the_token_guards_everything_but_health_and_metrics_count_what_happened(
                 .await;
         assert_eq!(status, 200);
         for line in [
-            r#"fanout_events_received_total{source="stripe"} 4"#,
+            r#"fanout_events_received_total{source="stripe"} 5"#,
+            "fanout_events_deduplicated_total 1",
             "fanout_events_dropped_total 1",
             r#"fanout_events_rejected_total{reason="no_matching_signature"} 1"#,
             r#"fanout_deliveries_total{target="flaky",outcome="failed"} 1"#,
             r#"fanout_deliveries_total{target="flaky",outcome="dead_lettered"} 1"#,
             r#"fanout_dead_letters{target="flaky"} 1"#,
             r#"fanout_target_paused{target="ok"} 1"#,
-            r#"fanout_queue_depth{target="ok"} 1"#,
+            r#"fanout_queue_depth{target="ok"} 2"#,
             "fanout_ack_latency_seconds_count 4",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
@@ -216,8 +231,14 @@ async fn replays_and_dead_letters_are_new_re_signed_jobs_marked_as_replays() {
         assert_eq!((status, v["replayed"].as_u64()), (200, Some(1)), "{v}");
         assert!(eventually(WITHIN, || ok.count() == 3).await);
 
-        // Purge by target.
+        // Purge one by id, then the rest by target.
         down.store(true, Ordering::SeqCst);
+        assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_e", "invoice.paid", "x")).await.0, 200);
+        assert!(eventually(WITHIN, || proxy.running.store.dead_letter_count() == 1).await);
+        let id = get(&proxy, "/dead-letters").await["dead_letters"][0]["id"].as_str().unwrap().to_owned();
+        let (status, v) = proxy.admin(Method::DELETE, &format!("/dead-letters/{id}"), Some(TOKEN)).await;
+        assert_eq!((status, v["purged"].as_u64()), (200, Some(1)), "{v}");
+        assert_eq!(proxy.running.store.dead_letter_count(), 0);
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_d", "invoice.paid", "x")).await.0, 200);
         assert!(eventually(WITHIN, || proxy.running.store.dead_letter_count() == 1).await);
         assert_eq!(post(&proxy, "/dead-letters/purge").await.0, 400, "needs target or all");

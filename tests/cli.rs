@@ -83,6 +83,19 @@ fn a_missing_variable_is_a_start_up_error_naming_it_and_its_line() {
 }
 
 #[test]
+fn an_admin_listener_moved_off_loopback_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "routing.yaml", VALID);
+    let data = dir.path().join("data").display().to_string();
+    let args =
+        ["serve", "--config", &path, "--listen", "127.0.0.1:0", "--data-dir", &data, "--admin-listen", "0.0.0.0:0"];
+    let out = fanout(&args, SECRETS);
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("not loopback, and there is no admin.token"), "{shown}");
+}
+
+#[test]
 fn config_errors_say_where_and_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

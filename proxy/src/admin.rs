@@ -34,6 +34,7 @@ pub struct Admin {
     pub deliveries: Deliveries,
     pub metrics: Arc<Metrics>,
     pub ingress: Arc<Ingress>,
+    pub scrape: std::sync::Mutex<()>,
 }
 
 /// Page sizes: what a list returns by default, and at most.
@@ -84,6 +85,14 @@ impl Admin {
             (&Method::GET, ["healthz"]) => return Ok(text(StatusCode::OK, "ok\n")),
             (&Method::GET, ["readyz"]) => return self.ready(),
             _ => {}
+        }
+        // Not for browsers: a page an operator has open must not be able to post to a loopback
+        // admin API that has no token (a browser sends Origin on such requests; the CLI does not).
+        if req.headers().contains_key(header::ORIGIN) {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "the admin API does not take requests from web pages".to_owned(),
+            ));
         }
         self.authorize(&req)?;
         let answer = self.dispatch(&method, &path, req).await?;
@@ -146,6 +155,8 @@ impl Admin {
     }
 
     fn metrics_text(&self) -> Response<Body> {
+        // Gauges are cleared and refilled per scrape; two scrapes at once take turns.
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let m = &self.metrics;
         let config = self.live.load();
         let counts = self.store.counts();
@@ -190,6 +201,13 @@ impl Admin {
                 .ok_or_else(|| Refusal::bad(format!("no source named {name:?}")))?,
             None => &config.sources[0],
         };
+        let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !json.is_some_and(|v| v.starts_with("application/json")) {
+            return Err(Refusal(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST /events takes the event as Content-Type: application/json".to_owned(),
+            ));
+        }
         let body = Limited::new(req.into_body(), config.max_body_bytes)
             .collect()
             .await
@@ -204,20 +222,25 @@ impl Admin {
     fn list_dead_letters(&self, query: &Query) -> Answer {
         let limit = query.limit()?;
         let after = query.get("cursor").map(job_id).transpose()?;
-        let (page, next) = self.store.dead_letters_page(query.get("target"), after, limit, MAX_SCAN)?;
+        let (page, next) = self.store.dead_letters_page(query.get("target"), after, None, limit, MAX_SCAN)?;
         let items: Vec<Value> = page.iter().map(events::dead_letter_json).collect();
         Ok(json_response(StatusCode::OK, &json!({ "dead_letters": items, "next_cursor": next.map(|n| n.to_string()) })))
     }
 
     /// Replays (or purges) the dead letters of one target, or all, at most [`MAX_BATCH`] per call;
-    /// `next_cursor` says where the next call goes on.
+    /// `next_cursor` and `upto` say where the next call goes on and where the pass ends (the
+    /// letters that existed when it began: a replayed job that dies again is not chased).
     fn dead_letters_batch(&self, config: &Config, query: &Query, replay: bool) -> Answer {
         let target = query.get("target");
         if query.get("all").is_none() && target.is_none() {
             return Err(Refusal::bad("say which dead letters: target=<name>, or all=true"));
         }
         let after = query.get("cursor").map(job_id).transpose()?;
-        let (page, next) = self.store.dead_letters_page(target, after, MAX_BATCH, MAX_SCAN)?;
+        let upto = match query.get("upto") {
+            Some(u) => job_id(u)?,
+            None => self.store.dead_letters_end()?,
+        };
+        let (page, next) = self.store.dead_letters_page(target, after, Some(upto), MAX_BATCH, MAX_SCAN)?;
         let (mut done, mut skipped) = (0, Vec::new());
         for letter in &page {
             let result = if replay {
@@ -233,7 +256,12 @@ impl Admin {
         let verb = if replay { "replayed" } else { "purged" };
         Ok(json_response(
             StatusCode::OK,
-            &json!({ verb: done, "skipped": skipped, "next_cursor": next.map(|n| n.to_string()) }),
+            &json!({
+                verb: done,
+                "skipped": skipped,
+                "next_cursor": next.map(|n| n.to_string()),
+                "upto": upto.to_string(),
+            }),
         ))
     }
 
@@ -246,6 +274,15 @@ impl Admin {
         let letter =
             self.store.find_dead_letter(id)?.ok_or_else(|| Refusal::not_found(format!("no dead letter {id}")))?;
         let target = letter.job.target.as_str();
+        if self.store.event(&letter.job.event_id)?.is_none() {
+            return Err(Refusal(
+                StatusCode::GONE,
+                format!(
+                    "event {} is past retention; its body is gone, so it cannot be sent again",
+                    letter.job.event_id
+                ),
+            ));
+        }
         if config.target(target).is_none() {
             return Err(Refusal(
                 StatusCode::CONFLICT,

@@ -97,6 +97,24 @@ pub struct Admin {
     pub token: Option<Secret>,
 }
 
+impl Admin {
+    /// No token off loopback. Checked when the file is read, and again on the config that is
+    /// actually served (after `--admin-listen`, and after a reload, which keeps the listener).
+    pub fn check(&self) -> Result<(), String> {
+        if self.token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "admin.listen is {}, not loopback, and there is no admin.token: anyone who reaches it could \
+                 replay and purge events. Set admin.token (e.g. ${{FANOUT_ADMIN_TOKEN}}) or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        if self.token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            return Err("admin.token must be at least 16 characters".to_owned());
+        }
+        Ok(())
+    }
+}
+
 /// One Stripe webhook endpoint fanout answers on.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -620,10 +638,17 @@ impl Resolver<'_> {
         let default = raw.default.map(|d| action("default", "default:", d.into_vec())).transpose()?;
 
         let retention = self.duration("retention", &raw.retention)?;
-        if let Some(t) = targets.iter().find(|t| t.retry.max_age > retention) {
+        // A job is retried until max_age, and its last retry may be due up to max_delay later;
+        // its event must still be there then.
+        if let Some(t) = targets.iter().find(|t| t.retry.max_age + t.retry.max_delay > retention) {
             return Err(self.err(
                 "retention",
-                format!("retention must be at least every target's max_age (target {:?} keeps jobs longer)", t.name),
+                format!(
+                    "retention must be at least every target's max_age + max_delay (target {:?}: {} + {})",
+                    t.name,
+                    humantime::format_duration(t.retry.max_age),
+                    humantime::format_duration(t.retry.max_delay)
+                ),
             ));
         }
         let tls = match raw.tls {
@@ -661,19 +686,9 @@ impl Resolver<'_> {
             .parse()
             .map_err(|_| self.err("admin", format!("admin.listen: {text:?} is not an address like 127.0.0.1:8081")))?;
         let token = raw.token.map(|t| self.expand(&t)).transpose()?.filter(|t| !t.is_empty()).map(Secret);
-        if token.is_none() && !listen.ip().is_loopback() {
-            return Err(self.err(
-                "admin",
-                format!(
-                    "admin.listen is {listen}, not loopback, and there is no admin.token: anyone who reaches it could \
-                     replay and purge events. Set admin.token (e.g. ${{FANOUT_ADMIN_TOKEN}}) or listen on 127.0.0.1"
-                ),
-            ));
-        }
-        if token.as_ref().is_some_and(|t| t.0.len() < 16) {
-            return Err(self.err("token", "admin.token must be at least 16 characters"));
-        }
-        Ok(Admin { listen, token })
+        let admin = Admin { listen, token };
+        admin.check().map_err(|e| self.err("admin", e))?;
+        Ok(admin)
     }
 
     fn conditions(&self, place: &str, when: RawWhen) -> Result<Vec<Condition>, ConfigError> {

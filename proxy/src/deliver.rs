@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, LiveConfig, RetryPolicy, Target};
 use crate::ingress::{unix_now_ms, unix_now_secs};
 use crate::metrics::{Metrics, TargetLabel};
+use crate::route::DestinationKind;
 use crate::signature;
 use crate::tls::{self, HttpClient, TlsError};
 
@@ -168,7 +169,12 @@ impl Deliveries {
             self.shared.tasks.spawn(worker.run());
         }
         drop(workers);
-        self.sweep_orphan_queues();
+        if !removed.is_empty() {
+            // In the background: a removed target may have a backlog of millions, and a reload
+            // (or a SIGTERM right after it) must not wait for it.
+            let this = self.clone();
+            tokio::spawn(async move { this.sweep_orphan_queues().await });
+        }
     }
 
     /// Replaces the HTTP clients (a reload may change a target's CA).
@@ -180,14 +186,17 @@ impl Deliveries {
     /// that reason: nothing is left in a queue no worker drains. Run after each reload and by the
     /// periodic sweep (an ingest planned on the old config can queue for a removed target just
     /// after the reload).
-    pub fn sweep_orphan_queues(&self) {
+    pub async fn sweep_orphan_queues(&self) {
         let config = self.shared.live.load_full();
         let counts = self.shared.store.counts();
         for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none()) {
             let reason = format!("target {name:?} was removed from the config before this job was delivered");
             loop {
+                if self.shared.shutdown.is_cancelled() {
+                    return;
+                }
                 match self.shared.store.dead_letter_queue(name, &reason, unix_now_ms(), SWEEP_BATCH) {
-                    Ok(n) if n == SWEEP_BATCH => continue,
+                    Ok(n) if n == SWEEP_BATCH => tokio::task::yield_now().await,
                     Ok(n) => {
                         if n > 0 {
                             tracing::warn!(target = %name, "moved queued jobs of a removed target to the dead letters");
@@ -241,6 +250,9 @@ impl Worker {
     async fn run(self) {
         let this = Arc::new(self);
         loop {
+            if this.state.stop.is_cancelled() {
+                break;
+            }
             let config = this.shared.live.load_full();
             let Some(target) = config.target(&this.name) else { break };
             let mut wait = MAX_IDLE;
@@ -294,6 +306,21 @@ impl Worker {
                 if let Err(e) = store.retry(&job) {
                     tracing::error!(event_id = %job.event_id, target = %target.name, "cannot re-queue a job: {e}");
                 }
+                return;
+            }
+            Ok(JobEvent::Uncommitted)
+                if job.received_at_ms < unix_now_ms().saturating_sub(config.retention.as_millis() as u64) =>
+            {
+                // Acknowledged once, but kept past retention (its target was paused, or it was a
+                // late replay): nothing to send, and not to be dropped silently either.
+                let reason = format!(
+                    "its event was removed by retention ({}) before this job was delivered",
+                    humantime::format_duration(config.retention)
+                );
+                if let Err(e) = store.dead_letter(&job, &reason, unix_now_ms()) {
+                    tracing::error!(event_id = %job.event_id, target = %target.name, "cannot dead-letter a job: {e}");
+                }
+                tracing::warn!(event_id = %job.event_id, target = %target.name, "dead-lettered: {reason}");
                 return;
             }
             Ok(JobEvent::Uncommitted) => {
@@ -495,7 +522,14 @@ pub enum Step {
 /// group moves to its next member at once, and backs off only after a whole round failed; its
 /// `max_attempts` counts rounds.
 pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> Step {
-    let Some(target) = config.targets.iter().find(|t| t.name == job.target) else {
+    refresh_failover_members(&mut job, config);
+    // The policy of the target that failed; for a failover group whose member was just removed,
+    // its first member's.
+    let policy_target = config.target(&job.target).or_else(|| match &job.delivery {
+        Delivery::Failover { members, .. } => members.first().and_then(|m| config.target(m)),
+        _ => None,
+    });
+    let Some(target) = policy_target else {
         let reason = format!("target {:?} is no longer configured; last error: {error}", job.target);
         return Step::Dead(job, reason);
     };
@@ -532,6 +566,28 @@ pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> S
         Some(n) => job.due_at_ms = now_ms + retry_delay(policy, n).as_millis() as u64,
     }
     Step::Retry(job)
+}
+
+/// A failover job walks its group's members as configured now, not as they were at ingest: a
+/// reload may have replaced a member. If the member it just tried is no longer in the group, the
+/// walk goes on from the start.
+fn refresh_failover_members(job: &mut Job, config: &Config) {
+    let Delivery::Failover { group, members, member } = &mut job.delivery else { return };
+    let Some(DestinationKind::Group { members: now, .. }) =
+        config.router.destinations.iter().find(|d| &d.name == group).map(|d| &d.kind)
+    else {
+        return;
+    };
+    let now: Vec<String> = now.iter().map(|&i| config.targets[i].name.clone()).collect();
+    if now == *members {
+        return;
+    }
+    match now.iter().position(|m| *m == job.target) {
+        Some(i) => *member = i,
+        // Not a member any more: as if the last member had just failed, so the next is the first.
+        None => *member = now.len() - 1,
+    }
+    *members = now;
 }
 
 /// Delay before retry number `n` (1 = first retry): exponential from `initial_delay`, capped at

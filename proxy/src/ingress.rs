@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fanout_store::{Delivery, Disposition, EventRecord, Ingested, NewJob, Store};
+use fanout_store::{Delivery, Disposition, EventRecord, Ingested, NewJob, Routed, Store};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -141,7 +141,7 @@ impl Ingress {
                 self.metrics.received.get_or_create(&SourceLabel { source: source.to_owned() }).inc();
                 match &record.disposition {
                     Disposition::Routed { destinations } => {
-                        let to: Vec<&str> = destinations.iter().map(|(d, _)| d.as_str()).collect();
+                        let to: Vec<&str> = destinations.iter().map(|d| d.destination.as_str()).collect();
                         tracing::info!(event_id = %id, event_type = %record.event_type, to = ?to, "accepted");
                     }
                     Disposition::Dropped { rule } => {
@@ -172,7 +172,7 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
             let mut destinations = Vec::new();
             for &(dest, rule) in chosen {
                 let dest = &config.router.destinations[dest];
-                destinations.push((dest.name.clone(), rule.to_owned()));
+                let before = jobs.len();
                 let target = |i: usize| config.targets[i].name.clone();
                 let job = |target, delivery| NewJob { target, delivery, rule: rule.to_owned() };
                 match &dest.kind {
@@ -189,6 +189,11 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
                         jobs.push(job(names[0].clone(), delivery));
                     }
                 }
+                destinations.push(Routed {
+                    destination: dest.name.clone(),
+                    rule: rule.to_owned(),
+                    jobs: (jobs.len() - before) as u32,
+                });
             }
             (jobs, Disposition::Routed { destinations })
         }

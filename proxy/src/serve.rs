@@ -54,6 +54,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Admin(String),
 }
 
 /// Largest request head (request line and headers) read before the connection is refused.
@@ -63,6 +65,7 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    config.admin.check().map_err(StartError::Admin)?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?.map(TlsAcceptor::from);
     let clients = Clients::build(&config)?;
     let store = Store::open(&config.data_dir)?;
@@ -100,6 +103,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         deliveries: deliveries.clone(),
         metrics: metrics.clone(),
         ingress: ingress.clone(),
+        scrape: Default::default(),
     });
     let listeners = Listeners { header_timeout, accepting: accepting.clone(), connections: connections.clone() };
     let background = vec![
@@ -130,6 +134,8 @@ pub enum ReloadError {
     Config(#[from] crate::config::ConfigError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("{0} (the admin listener keeps its address until a restart)")]
+    Admin(String),
 }
 
 impl Running {
@@ -159,6 +165,8 @@ impl Running {
         }
         (new.listen, new.admin.listen, new.data_dir, new.tls) =
             (old.listen, old.admin.listen, old.data_dir.clone(), old.tls.clone());
+        // The listener stays where it is: the token rule applies to where it really listens.
+        new.admin.check().map_err(ReloadError::Admin).inspect_err(|_| self.count_reload("refused"))?;
         self.deliveries.set_clients(clients);
         self.live.store(Arc::new(new));
         self.deliveries.reconcile();
@@ -298,7 +306,7 @@ async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown:
                 return;
             }
         }
-        deliveries.sweep_orphan_queues();
+        deliveries.sweep_orphan_queues().await;
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(SWEEP_EVERY) => {}

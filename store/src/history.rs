@@ -2,7 +2,13 @@
 //! each job) and the newest-first walk over received events that listings page through.
 
 use crate::record::{EventHead, HistoryEntry, Job, Outcome};
-use crate::{decode, encode, event_prefix, Result, Store, StoreError};
+use crate::{decode, encode, record_key, Result, Store, StoreError};
+
+fn history_prefix(received_at_ms: u64, event_id: &str) -> Vec<u8> {
+    let mut key = record_key(received_at_ms, event_id);
+    key.push(0);
+    key
+}
 
 /// Where a newest-first listing stopped: the next page starts just before this event. Written
 /// as `<received ms>-<event id>` so a client can pass it back as text.
@@ -43,15 +49,25 @@ impl Store {
             replay: job.replay,
             outcome,
         };
-        let mut key = event_prefix(&job.event_id);
+        let mut key = history_prefix(job.received_at_ms, &job.event_id);
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         self.history.insert(key, encode(&entry)?)?;
         Ok(())
     }
 
-    /// An event's history, oldest first, at most `limit` entries.
-    pub fn history(&self, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
-        self.history.scan_prefix(event_prefix(event_id)).values().take(limit).map(|v| decode(&v?, "history")).collect()
+    /// The newest `limit` entries of the history of the event `event_id` that arrived at
+    /// `received_at_ms`, oldest first.
+    pub fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let mut newest: Vec<HistoryEntry> = self
+            .history
+            .scan_prefix(history_prefix(received_at_ms, event_id))
+            .values()
+            .rev()
+            .take(limit)
+            .map(|v| decode(&v?, "history"))
+            .collect::<Result<_>>()?;
+        newest.reverse();
+        Ok(newest)
     }
 
     /// Received events, newest first, starting just before `before` (or at the newest) and
@@ -63,7 +79,7 @@ impl Store {
         since_ms: u64,
     ) -> impl Iterator<Item = Result<EventHead>> + '_ {
         let end = match before {
-            Some(c) => crate::record_key(c.received_at_ms, &c.event_id),
+            Some(c) => record_key(c.received_at_ms, &c.event_id),
             None => vec![0xff; 9],
         };
         let committed = move |head: &EventHead| -> Result<bool> {

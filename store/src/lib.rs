@@ -21,6 +21,7 @@ pub use counts::TargetCounts;
 pub use history::EventCursor;
 pub use record::{
     DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob, Outcome,
+    Routed,
 };
 
 use std::path::{Path, PathBuf};
@@ -81,8 +82,9 @@ pub struct Store {
     groups: Tree,
     /// job id (BE) -> DeadLetter
     dead: Tree,
-    /// event id ++ 0 ++ sequence (BE) -> HistoryEntry ; every attempt and what became of each job,
-    /// so an operator can see an event's whole story with one prefix read.
+    /// received_at_ms (BE) ++ event id ++ 0 ++ sequence (BE) -> HistoryEntry ; every attempt and
+    /// what became of each job: an event's story is one prefix read, and the writes land near
+    /// the tail (deliveries follow arrivals), where sled appends cheaply.
     history: Tree,
     /// target -> () ; targets an operator paused (kept across restarts).
     paused: Tree,
@@ -135,6 +137,11 @@ impl Store {
         let mut released = 0;
         for entry in self.leases.iter() {
             let (key, value) = entry?;
+            if self.dead.contains_key(&key)? {
+                // Dead-lettered, and the process stopped before the lease was removed.
+                self.leases.remove(key)?;
+                continue;
+            }
             let job: Job = decode(&value, "job")?;
             let queued = queue_key(&job.target, job.due_at_ms, job.id);
             if matches!(job.delivery, Delivery::AnyOf { .. }) && job.due_at_ms != job.created_at_ms {
@@ -166,7 +173,7 @@ impl Store {
             return Ok(Ingested::Duplicate);
         }
         let ingest = self.db.generate_id()?;
-        let jobs = self.new_jobs(&event.id, new_jobs, event.received_at_ms, ingest, false)?;
+        let jobs = self.new_jobs(&event.id, new_jobs, event.received_at_ms, event.received_at_ms, ingest, false)?;
         self.enqueue(&jobs)?;
         let received = event.received_at_ms.to_be_bytes();
         let record = record_key(event.received_at_ms, &event.id);
@@ -191,7 +198,15 @@ impl Store {
 
     /// Jobs for one event, due at `at_ms`. Each `any` member knows its siblings, so the first
     /// success can cancel them.
-    fn new_jobs(&self, event_id: &str, new: &[NewJob], at_ms: u64, ingest: u64, replay: bool) -> Result<Vec<Job>> {
+    fn new_jobs(
+        &self,
+        event_id: &str,
+        new: &[NewJob],
+        at_ms: u64,
+        received_at_ms: u64,
+        ingest: u64,
+        replay: bool,
+    ) -> Result<Vec<Job>> {
         let mut jobs = Vec::with_capacity(new.len());
         for n in new {
             jobs.push(Job {
@@ -207,6 +222,7 @@ impl Store {
                 siblings: Vec::new(),
                 ingest,
                 replay,
+                received_at_ms,
             });
         }
         let members: Vec<(String, JobId, Delivery)> =
@@ -407,8 +423,11 @@ impl Store {
             return Ok(Settled::CancelledByGroup);
         }
         let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
-        self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?;
-        self.counts.dead(&job.target, 1);
+        // Written before the lease is removed; a lease found with a dead letter at the next open
+        // is dropped, not re-queued.
+        if self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?.is_none() {
+            self.counts.dead(&job.target, 1);
+        }
         self.log(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
         self.finish(job.id)?;
         Ok(Settled::Done)
@@ -433,13 +452,16 @@ impl Store {
             if unindexed {
                 let mut prefix = event_id.to_vec();
                 prefix.push(0);
-                for tree in [&self.groups, &self.history] {
-                    for key in tree.scan_prefix(&prefix).keys() {
-                        tree.remove(key?)?;
-                    }
+                for key in self.groups.scan_prefix(&prefix).keys() {
+                    self.groups.remove(key?)?;
                 }
             }
             self.records.remove(&key)?;
+            purged += 1;
+        }
+        // History is keyed by arrival time too.
+        for key in self.history.range(..cutoff_ms.to_be_bytes().to_vec()).keys().take(batch.saturating_sub(purged)) {
+            self.history.remove(key?)?;
             purged += 1;
         }
         // Dead letters are in job-id order, which is creation order: the old ones are in front.

@@ -23,10 +23,10 @@ impl Store {
     /// Queues the committed event `event_id` again for `jobs`, as new jobs due at `now_ms` and
     /// marked as replays. `None` if the event is unknown (never received, or past retention).
     pub fn replay(&self, event_id: &str, jobs: &[NewJob], now_ms: u64) -> Result<Option<Vec<Job>>> {
-        let Some((_, ingest)) = self.committed(event_id)? else {
+        let Some((received, ingest)) = self.committed(event_id)? else {
             return Ok(None);
         };
-        let jobs = self.new_jobs(event_id, jobs, now_ms, ingest, true)?;
+        let jobs = self.new_jobs(event_id, jobs, now_ms, received, ingest, true)?;
         self.enqueue(&jobs)?;
         for job in &jobs {
             self.log(job, Outcome::Replayed, now_ms)?;
@@ -38,20 +38,22 @@ impl Store {
         self.dead.get(id.to_be_bytes())?.map(|v| decode(&v, "dead letter")).transpose()
     }
 
-    /// Dead letters in job order (oldest first) after `after`, for `target` if given: up to
-    /// `limit` of them, looking at no more than `scan` entries. Returns the page and where the
-    /// next one starts (`None` when the end was reached).
+    /// Dead letters in job order (oldest first) after `after` and before `upto`, for `target` if
+    /// given: up to `limit` of them, looking at no more than `scan` entries. Returns the page and
+    /// where the next one starts (`None` when the end was reached).
     pub fn dead_letters_page(
         &self,
         target: Option<&str>,
         after: Option<JobId>,
+        upto: Option<JobId>,
         limit: usize,
         scan: usize,
     ) -> Result<(Vec<DeadLetter>, Option<JobId>)> {
         let start = after.map_or(0, |id| id.saturating_add(1));
+        let end = upto.unwrap_or(JobId::MAX);
         let mut page = Vec::new();
         let mut last = None;
-        for (looked, entry) in self.dead.range(start.to_be_bytes()..).enumerate() {
+        for (looked, entry) in self.dead.range(start.to_be_bytes()..end.to_be_bytes()).enumerate() {
             if page.len() >= limit || looked >= scan {
                 return Ok((page, last));
             }
@@ -67,7 +69,13 @@ impl Store {
 
     /// The first `limit` dead letters.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
-        Ok(self.dead_letters_page(None, None, limit, usize::MAX)?.0)
+        Ok(self.dead_letters_page(None, None, None, limit, usize::MAX)?.0)
+    }
+
+    /// One past the newest dead letter's id: a bulk operation that stops here does not chase
+    /// letters that die again while it runs.
+    pub fn dead_letters_end(&self) -> Result<JobId> {
+        Ok(self.dead.last()?.map_or(0, |(key, _)| crate::id_from(&key).saturating_add(1)))
     }
 
     pub fn dead_letter_count(&self) -> usize {
@@ -75,22 +83,29 @@ impl Store {
     }
 
     /// Takes a dead letter out and queues its job again as a new job (attempts from zero, due at
-    /// `now_ms`, a failover group from its first member). `None` if there is no such letter.
+    /// `now_ms`, a failover group from its first member). An `any` member stays in its original
+    /// round, so it is not delivered again if another member has delivered since. `None` if
+    /// there is no such letter.
     pub fn revive_dead_letter(&self, id: JobId, now_ms: u64) -> Result<Option<Job>> {
-        let Some(value) = self.dead.remove(id.to_be_bytes())? else {
+        let Some(letter) = self.find_dead_letter(id)? else {
             return Ok(None);
         };
-        let letter: DeadLetter = decode(&value, "dead letter")?;
-        self.counts.dead(&letter.job.target, -1);
         let mut job = letter.job;
+        let died_at_target = job.target.clone();
+        let siblings = std::mem::take(&mut job.siblings);
         if let Delivery::Failover { members, member, .. } = &mut job.delivery {
             *member = 0;
             job.target = members[0].clone();
         }
-        let new = NewJob { target: job.target, delivery: job.delivery, rule: job.rule };
-        let mut jobs = self.new_jobs(&job.event_id, &[new], now_ms, job.ingest, true)?;
-        let revived = jobs.remove(0);
+        let new = NewJob { target: job.target.clone(), delivery: job.delivery.clone(), rule: job.rule.clone() };
+        let mut jobs = self.new_jobs(&job.event_id, &[new], now_ms, job.received_at_ms, job.ingest, true)?;
+        let mut revived = jobs.remove(0);
+        revived.siblings = siblings;
+        // Queued before the letter is removed: a crash between leaves both, never neither.
         self.enqueue(std::slice::from_ref(&revived))?;
+        if self.dead.remove(id.to_be_bytes())?.is_some() {
+            self.counts.dead(&died_at_target, -1);
+        }
         self.log(&revived, Outcome::Replayed, now_ms)?;
         Ok(Some(revived))
     }
@@ -112,16 +127,18 @@ impl Store {
         let mut moved = 0;
         for entry in self.queue.scan_prefix(crate::queue_prefix(target)).take(batch) {
             let (key, value) = entry?;
+            let job: Job = decode(&value, "job")?;
+            // Through a lease, so `dead_letter`'s usual path (and its group check) applies; the
+            // lease is written before the queue entry goes, as `lease_due` does.
+            self.leases.insert(job.id.to_be_bytes(), value)?;
             if self.queue.remove(&key)?.is_none() {
+                self.leases.remove(job.id.to_be_bytes())?;
                 continue;
             }
             self.counts.queued(target, -1);
-            let job: Job = decode(&value, "job")?;
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
             }
-            // Through a lease, so `dead_letter`'s usual path (and its group check) applies.
-            self.leases.insert(job.id.to_be_bytes(), value)?;
             self.dead_letter(&job, reason, now_ms)?;
             moved += 1;
         }

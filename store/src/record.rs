@@ -25,12 +25,22 @@ pub struct EventRecord {
 /// What routing decided for an event; kept so an operator can ask why an event went where it went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Disposition {
-    /// Sent to these destinations, by these rules (rule name per destination).
-    Routed { destinations: Vec<(String, String)> },
+    /// Sent to these destinations.
+    Routed { destinations: Vec<Routed> },
     /// A rule said to drop it: acknowledged to Stripe, delivered nowhere.
     Dropped { rule: String },
     /// No rule matched and there is no default destination.
     Unrouted,
+}
+
+/// One destination routing chose, the rule that chose it, and how many jobs were queued for it
+/// (one, or one per member of an `any` group): an event's state needs to know of jobs that have
+/// not been tried yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    pub destination: String,
+    pub rule: String,
+    pub jobs: u32,
 }
 
 /// How a job's destination counts as delivered.
@@ -68,6 +78,9 @@ pub struct Job {
     pub ingest: u64,
     /// Queued by an operator's replay, not by Stripe's delivery: targets are told so.
     pub replay: bool,
+    /// When the event arrived (for a replay too): history is kept in arrival order beside it, and
+    /// a job whose event retention removed can say so.
+    pub received_at_ms: u64,
 }
 
 impl Job {

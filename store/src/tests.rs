@@ -131,7 +131,7 @@ fn purge_forgets_old_events_only() {
         assert_eq!(store.complete(&job).unwrap(), 1, "b's job cancelled");
     }
     assert_eq!(store.groups.len(), 2);
-    assert_eq!(store.purge_events_before(50, 100).unwrap(), 1);
+    assert_eq!(store.purge_events_before(50, 100).unwrap(), 2, "the record and its one history entry (b cancelled)");
     assert_eq!(store.groups.len(), 1, "the old event's group state goes with it");
     assert!(store.event("evt_old").unwrap().is_none());
     assert!(store.event("evt_new").unwrap().is_some());
@@ -304,7 +304,7 @@ fn history_tells_each_job_s_story() {
     // a was in flight when b succeeded: cancelled when it settles.
     a.due_at_ms = 50;
     assert_eq!(store.retry(&a).unwrap(), Settled::CancelledByGroup);
-    let history = store.history("evt_1", 100).unwrap();
+    let history = store.history(0, "evt_1", 100).unwrap();
     let story: Vec<(&str, &Outcome)> = history.iter().map(|h| (h.target.as_str(), &h.outcome)).collect();
     assert_eq!(
         story,
@@ -312,7 +312,7 @@ fn history_tells_each_job_s_story() {
     );
     assert!(history.iter().all(|h| h.destination == "g"));
     assert_eq!(history[0].attempt, 1);
-    assert!(store.history("evt_other", 100).unwrap().is_empty());
+    assert!(store.history(0, "evt_other", 100).unwrap().is_empty());
 }
 
 #[test]
@@ -348,7 +348,7 @@ fn replay_queues_new_deliverable_jobs_marked_as_replays() {
     assert!(replayed.replay && replayed.id != first.id);
     let leased = store.lease_due("b", 10, 1).unwrap().remove(0);
     assert!(matches!(store.event_for(&leased).unwrap(), JobEvent::Ready(_)));
-    assert_eq!(store.history("evt_1", 10).unwrap()[0].outcome, Outcome::Replayed);
+    assert_eq!(store.history(0, "evt_1", 10).unwrap()[0].outcome, Outcome::Replayed);
 }
 
 #[test]
@@ -361,13 +361,13 @@ fn dead_letters_page_by_target_revive_and_purge() {
         let job = store.lease_due(target, 10, 1).unwrap().remove(0);
         store.dead_letter(&job, "HTTP 500", 20).unwrap();
     }
-    let (page, next) = store.dead_letters_page(Some("a"), None, 1, 100).unwrap();
+    let (page, next) = store.dead_letters_page(Some("a"), None, None, 1, 100).unwrap();
     assert_eq!(page[0].job.event_id, "evt_0");
-    let (page, next) = store.dead_letters_page(Some("a"), next, 1, 100).unwrap();
+    let (page, next) = store.dead_letters_page(Some("a"), next, None, 1, 100).unwrap();
     assert_eq!(page[0].job.event_id, "evt_2");
-    assert_eq!(store.dead_letters_page(Some("a"), next, 1, 100).unwrap(), (vec![], None));
+    assert_eq!(store.dead_letters_page(Some("a"), next, None, 1, 100).unwrap(), (vec![], None));
     // A bounded scan stops early and says where to go on.
-    let (page, next) = store.dead_letters_page(Some("b"), None, 10, 1).unwrap();
+    let (page, next) = store.dead_letters_page(Some("b"), None, None, 10, 1).unwrap();
     assert!(page.is_empty() && next.is_some());
 
     let revived = store.revive_dead_letter(page_id(&store, "evt_0"), 30).unwrap().unwrap();
@@ -407,8 +407,8 @@ fn retention_takes_history_and_dead_letters_with_the_event() {
         store.dead_letter(&job, "HTTP 500", 1000).unwrap();
     }
     store.purge_events_before(500, 100).unwrap();
-    assert!(store.history("evt_old", 10).unwrap().is_empty());
-    assert_eq!(store.history("evt_new", 10).unwrap().len(), 1);
+    assert!(store.history(10, "evt_old", 10).unwrap().is_empty());
+    assert_eq!(store.history(1000, "evt_new", 10).unwrap().len(), 1);
     let dead: Vec<String> = store.dead_letters(10).unwrap().into_iter().map(|d| d.job.event_id).collect();
     assert_eq!(dead, ["evt_new"]);
     assert_eq!(store.dead_letter_count(), 1);
@@ -443,4 +443,37 @@ fn a_replay_to_a_delivered_any_group_is_a_new_round() {
     assert_eq!(b.len(), 1, "the replay's members are not cancelled by the first round's success");
     store.complete(&b[0]).unwrap();
     assert_eq!(store.queued("a"), 0, "and the replay round cancels its own other member");
+}
+
+#[test]
+fn a_lease_left_behind_by_a_dead_letter_is_not_requeued() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+        let job = store.lease_due("a", 0, 1).unwrap().remove(0);
+        // A crash between writing the dead letter and removing the lease.
+        let letter = DeadLetter { job: job.clone(), error: "HTTP 500".into(), died_at_ms: 1 };
+        store.dead.insert(job.id.to_be_bytes(), encode(&letter).unwrap()).unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!((store.queued("a"), store.in_flight(), store.dead_letter_count()), (0, 0, 1));
+}
+
+#[test]
+fn a_bulk_dead_letter_pass_stops_at_where_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    let job = store.lease_due("a", 0, 1).unwrap().remove(0);
+    store.dead_letter(&job, "x", 1).unwrap();
+    let end = store.dead_letters_end().unwrap();
+    // Revived, and dead again: a new, later letter the pass must not reach.
+    let revived = store.revive_dead_letter(job.id, 2).unwrap().unwrap();
+    let again = store.lease_due("a", 2, 1).unwrap().remove(0);
+    assert_eq!(again.id, revived.id);
+    store.dead_letter(&again, "x", 3).unwrap();
+    assert_eq!(store.dead_letters_page(None, None, Some(end), 10, 10).unwrap(), (vec![], None));
+    assert_eq!(store.dead_letters_page(None, None, None, 10, 10).unwrap().0.len(), 1);
 }

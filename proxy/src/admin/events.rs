@@ -14,8 +14,13 @@ use crate::config::Config;
 use crate::ingress::{plan, unix_now_ms};
 use crate::route::Decision;
 
-/// Most history entries shown for one event.
+/// Most history entries shown for one event (the newest).
 const MAX_HISTORY: usize = 1_000;
+/// Most history entries read to tell an event's state in a listing (the newest: the last word of
+/// each job is what counts).
+const STATE_HISTORY: usize = 100;
+/// Most events whose history one listing reads; with [`STATE_HISTORY`] it bounds a request's work.
+const MAX_STATE_READS: usize = 2_000;
 
 /// Where an event (or one of its destinations) stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,40 +67,59 @@ pub struct DestinationState {
 }
 
 /// Folds an event's history into the state of each destination routing chose (and of any a
-/// replay added), and of the event as a whole.
+/// replay added), and of the event as a whole. A destination is delivered once any of its jobs
+/// answered 2xx; dead once every job it has is settled (dead-lettered, purged, cancelled,
+/// discarded) and one died; pending otherwise, including while a job routing queued has no
+/// history yet (an `any` member not tried so far).
 pub fn event_state(head: &EventHead, history: &[HistoryEntry]) -> (State, Vec<DestinationState>) {
-    let mut destinations: Vec<DestinationState> = match &head.disposition {
+    // Jobs routing queued per destination; replays add theirs through `Replayed` entries.
+    let mut destinations: Vec<(DestinationState, u32)> = match &head.disposition {
         Disposition::Dropped { .. } => return (State::Dropped, Vec::new()),
         Disposition::Unrouted if history.is_empty() => return (State::Unrouted, Vec::new()),
         Disposition::Unrouted => Vec::new(),
         Disposition::Routed { destinations } => destinations
             .iter()
-            .map(|(name, rule)| DestinationState { name: name.clone(), rule: rule.clone(), state: State::Pending })
+            .map(|d| {
+                let state =
+                    DestinationState { name: d.destination.clone(), rule: d.rule.clone(), state: State::Pending };
+                (state, d.jobs)
+            })
             .collect(),
     };
-    // Each job's last word; jobs are grouped by destination.
+    // Each job's last word, and which jobs a replay queued.
     let mut last: HashMap<u64, (&str, &Outcome)> = HashMap::new();
+    let mut replayed: Vec<u64> = Vec::new();
     for h in history {
         last.insert(h.job, (&h.destination, &h.outcome));
-        if !destinations.iter().any(|d| d.name == h.destination) {
+        if h.outcome == Outcome::Replayed {
+            replayed.push(h.job);
+        }
+        if !destinations.iter().any(|(d, _)| d.name == h.destination) {
             let rule = "replay".to_owned();
-            destinations.push(DestinationState { name: h.destination.clone(), rule, state: State::Pending });
+            destinations.push((DestinationState { name: h.destination.clone(), rule, state: State::Pending }, 0));
         }
     }
-    for d in &mut destinations {
-        let outcomes: Vec<&Outcome> = last.values().filter(|(dest, _)| *dest == d.name).map(|(_, o)| *o).collect();
+    let dead = |o: &Outcome| matches!(o, Outcome::DeadLettered { .. } | Outcome::Purged);
+    let settled = |o: &Outcome| dead(o) || matches!(o, Outcome::Cancelled | Outcome::Discarded { .. });
+    for (d, routed_jobs) in &mut destinations {
+        let jobs: Vec<(u64, &Outcome)> =
+            last.iter().filter(|(_, (dest, _))| *dest == d.name).map(|(id, (_, o))| (*id, *o)).collect();
+        let routed_seen = jobs.iter().filter(|(id, _)| !replayed.contains(id)).count() as u32;
         let delivered =
             history.iter().any(|h| h.destination == d.name && matches!(h.outcome, Outcome::Delivered { .. }));
-        let dead = |o: &&Outcome| matches!(o, Outcome::DeadLettered { .. } | Outcome::Purged);
-        let settled = |o: &&Outcome| dead(o) || matches!(o, Outcome::Cancelled | Outcome::Discarded { .. });
         d.state = if delivered {
             State::Delivered
-        } else if !outcomes.is_empty() && outcomes.iter().all(settled) && outcomes.iter().any(dead) {
+        } else if routed_seen >= *routed_jobs
+            && !jobs.is_empty()
+            && jobs.iter().all(|(_, o)| settled(o))
+            && jobs.iter().any(|(_, o)| dead(o))
+        {
             State::Dead
         } else {
             State::Pending
         };
     }
+    let destinations: Vec<DestinationState> = destinations.into_iter().map(|(d, _)| d).collect();
     let state = if destinations.iter().any(|d| d.state == State::Dead) {
         State::Dead
     } else if destinations.iter().all(|d| d.state == State::Delivered) {
@@ -148,13 +172,14 @@ impl Filter {
         mut take: impl FnMut(&EventHead, &[HistoryEntry]) -> Result<bool, Refusal>,
     ) -> Result<Option<EventCursor>, Refusal> {
         let mut events = admin.store.events_newest_first(self.before.as_ref(), self.since_ms);
-        let mut looked = 0;
+        let (mut looked, mut read) = (0, 0);
         for head in events.by_ref() {
             let head = head?;
             looked += 1;
             let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
             if self.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
-                let history = admin.store.history(&head.id, MAX_HISTORY)?;
+                read += 1;
+                let history = admin.store.history(head.received_at_ms, &head.id, STATE_HISTORY)?;
                 let (state, dests) = event_state(&head, &history);
                 let target_ok = self
                     .target
@@ -164,7 +189,7 @@ impl Filter {
                     return Ok(Some(cursor));
                 }
             }
-            if looked >= MAX_SCAN {
+            if looked >= MAX_SCAN || read >= MAX_STATE_READS {
                 return Ok(Some(cursor));
             }
         }
@@ -186,7 +211,7 @@ impl Admin {
 
     pub(super) fn show_event(&self, _config: &Config, id: &str) -> Answer {
         let record = self.store.event(id)?.ok_or_else(|| Refusal::not_found(format!("no event {id}")))?;
-        let history = self.store.history(id, MAX_HISTORY)?;
+        let history = self.store.history(record.received_at_ms, id, MAX_HISTORY)?;
         let head = EventHead {
             id: record.id.clone(),
             event_type: record.event_type.clone(),
@@ -264,8 +289,8 @@ impl Admin {
         match &head.disposition {
             Disposition::Routed { destinations } => {
                 let mut chosen = Vec::new();
-                for (name, rule) in destinations {
-                    chosen.push((destination(config, name)?, rule.as_str()));
+                for d in destinations {
+                    chosen.push((destination(config, &d.destination)?, d.rule.as_str()));
                 }
                 Ok(plan(config, &Decision::Deliver(chosen)).0)
             }
@@ -364,16 +389,17 @@ pub(super) fn dead_letter_json(d: &DeadLetter) -> Value {
     })
 }
 
-/// RFC 3339 in UTC, to the millisecond.
+/// RFC 3339 in UTC, to the millisecond (clamped to year 9999, which RFC 3339 cannot go past).
 pub(crate) fn time(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    const END_OF_9999_MS: u64 = 253_402_300_799_999;
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(END_OF_9999_MS))).to_string()
 }
 
 /// A point in time as an operator writes it: RFC 3339 (`2026-11-24T10:00:00Z`), unix seconds, or
 /// a duration meaning that long ago (`2h`).
 pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(secs * 1000);
+        return secs.checked_mul(1000).ok_or_else(|| format!("{s} is too far in the future"));
     }
     if let Ok(ago) = humantime::parse_duration(s) {
         return Ok(now_ms.saturating_sub(ago.as_millis() as u64));
@@ -410,7 +436,15 @@ mod tests {
     }
 
     fn routed(names: &[&str]) -> Disposition {
-        Disposition::Routed { destinations: names.iter().map(|n| (n.to_string(), "r".to_string())).collect() }
+        routed_jobs(&names.iter().map(|n| (*n, 1)).collect::<Vec<_>>())
+    }
+
+    fn routed_jobs(names: &[(&str, u32)]) -> Disposition {
+        let destinations = names
+            .iter()
+            .map(|(n, jobs)| fanout_store::Routed { destination: n.to_string(), rule: "r".into(), jobs: *jobs })
+            .collect();
+        Disposition::Routed { destinations }
     }
 
     fn failed() -> Outcome {
@@ -431,9 +465,13 @@ mod tests {
         // A dead letter replayed is pending again, and delivered once its replay is.
         let revived = [entry(2, "b", dead.clone()), entry(3, "b", Outcome::Replayed)];
         assert_eq!(event_state(&head(routed(&["b"])), &revived).0, State::Pending);
-        // An `any` group: one member dead, the other still retrying, is not dead.
-        let group = [entry(4, "g", dead), entry(5, "g", failed())];
-        assert_eq!(event_state(&head(routed(&["g"])), &group).0, State::Pending);
+        // An `any` group of two: one member dead, the other retrying or not yet tried, is not dead.
+        let group = [entry(4, "g", dead.clone()), entry(5, "g", failed())];
+        assert_eq!(event_state(&head(routed_jobs(&[("g", 2)])), &group).0, State::Pending);
+        let untried = [entry(4, "g", dead.clone())];
+        assert_eq!(event_state(&head(routed_jobs(&[("g", 2)])), &untried).0, State::Pending);
+        let both = [entry(4, "g", dead.clone()), entry(5, "g", Outcome::Cancelled), entry(5, "g", dead.clone())];
+        assert_eq!(event_state(&head(routed_jobs(&[("g", 2)])), &both).0, State::Dead);
         assert_eq!(event_state(&head(Disposition::Dropped { rule: "noise".into() }), &[]).0, State::Dropped);
         assert_eq!(event_state(&head(Disposition::Unrouted), &[]).0, State::Unrouted);
         // An unrouted event replayed to a target shows that destination.
@@ -448,6 +486,8 @@ mod tests {
         assert_eq!(parse_time("1h", now).ok(), Some(now - 3_600_000));
         assert_eq!(parse_time("2026-11-24T00:00:00Z", now).ok(), Some(1_795_478_400_000));
         assert!(parse_time("yesterday-ish", now).is_err());
+        assert!(parse_time("99999999999999999", now).is_err(), "overflow is an error, not a panic");
+        assert_eq!(time(u64::MAX), "9999-12-31T23:59:59.999Z");
         assert_eq!(time(1_795_478_400_000), "2026-11-24T00:00:00.000Z");
     }
 }

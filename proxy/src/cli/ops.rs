@@ -88,7 +88,7 @@ pub(super) async fn call_with_body(
         }
         url = format!("{url}?{}", q.finish());
     }
-    let mut req = Request::builder().method(method).uri(&url);
+    let mut req = Request::builder().method(method).uri(&url).header(http::header::CONTENT_TYPE, "application/json");
     if let Some(token) = &admin.token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -352,8 +352,10 @@ pub async fn dead_letters(admin: &AdminArgs, args: DeadLetterArgs) -> anyhow::Re
         done += v[verb].as_u64().unwrap_or(0);
         skipped.extend(v["skipped"].as_array().cloned().unwrap_or_default());
         let Some(next) = v["next_cursor"].as_str() else { break };
-        query.retain(|(k, _)| *k != "cursor");
+        // The pass ends where the first call began, so letters that die again are not chased.
+        query.retain(|(k, _)| *k != "cursor" && *k != "upto");
         query.push(("cursor", next.to_owned()));
+        query.push(("upto", s(&v["upto"])));
     }
     report_batch(admin, verb, done, &skipped, "dead letters");
     Ok(())

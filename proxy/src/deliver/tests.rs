@@ -24,6 +24,7 @@ fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
         siblings: Vec::new(),
         ingest: 0,
         replay: false,
+        received_at_ms: 1_000_000,
     }
 }
 
@@ -87,6 +88,29 @@ fn failover_moves_to_the_next_member_at_once_then_backs_off_from_the_first() {
 fn a_job_for_a_target_no_longer_configured_is_dead_lettered() {
     match next_step(job("gone", Delivery::Target, 1), "x".into(), &config(), 1_000_001) {
         Step::Dead(_, reason) => assert!(reason.contains("no longer configured"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failover_job_follows_the_group_as_reloaded() {
+    let cfg = Config::parse(
+        "t.yaml",
+        "sources:\n  - {name: s, path: /in, secrets: [x]}\ntargets:\n  - {name: a, url: \"http://h/a\", secret: x}\n  - {name: c, url: \"http://h/c\", secret: x}\ngroups:\n  - {name: g, mode: failover, members: [a, c]}\n",
+        |_| None,
+    )
+    .unwrap();
+    // Queued when the group was [a, b]; b has since been replaced by c.
+    let old = |member| Delivery::Failover { group: "g".into(), members: vec!["a".into(), "b".into()], member };
+    match next_step(job("a", old(0), 1), "HTTP 500".into(), &cfg, 1_000_500) {
+        Step::Retry(j) => {
+            assert_eq!((j.target.as_str(), j.due_at_ms), ("c", 1_000_500), "on to the new member at once")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Failing on b, which left the group: the walk goes on from the start.
+    match next_step(job("b", old(1), 2), "HTTP 500".into(), &cfg, 1_000_500) {
+        Step::Retry(j) => assert_eq!(j.target, "a"),
         other => panic!("{other:?}"),
     }
 }

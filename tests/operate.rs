@@ -207,7 +207,6 @@ async fn sigterm_finishes_what_it_received_cuts_off_deliveries_and_loses_nothing
         conn.write_all(head.as_bytes()).unwrap();
         conn.write_all(&body.as_bytes()[..10]).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let stopped_at = std::time::Instant::now();
         bin.signal("TERM");
         tokio::time::sleep(Duration::from_millis(300)).await;
         conn.write_all(&body.as_bytes()[10..]).unwrap();
@@ -215,9 +214,9 @@ async fn sigterm_finishes_what_it_received_cuts_off_deliveries_and_loses_nothing
         conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = conn.read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "the request in progress is acknowledged: {answer:?}");
+        // The target's 60 s timeout would outlast WITHIN: exiting at all shows the grace cut it off.
         let (status, log) = bin.wait_exit(WITHIN).await;
         assert!(status.is_some_and(|s| s.success()), "exit 0 expected, got {status:?}; log:\n{log}");
-        assert!(stopped_at.elapsed() < Duration::from_secs(8), "the 1 s grace bounds the stop: {:?}", stopped_at.elapsed());
         assert!(log.contains("cut off and re-queued"), "{log}");
 
         // Restarted against a target that answers: both events arrive, once each.

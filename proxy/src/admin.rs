@@ -121,6 +121,10 @@ impl Admin {
             (&Method::GET, ["targets"]) => Ok(json_response(StatusCode::OK, &self.targets(&config))),
             (&Method::POST, ["targets", name, "pause"]) => self.pause(name, true),
             (&Method::POST, ["targets", name, "resume"]) => self.pause(name, false),
+            (&Method::GET, ["owners"]) => self.list_owners(&query),
+            (&Method::GET, ["owners", id]) => self.show_owner(id),
+            (&Method::PUT, ["owners", id]) => self.set_owner(&config, id, req).await,
+            (&Method::DELETE, ["owners", id]) => self.disown(id),
             _ => Err(Refusal::not_found(format!("no admin route {method} {}", req.uri().path()))),
         }
     }
@@ -313,7 +317,8 @@ impl Admin {
                 let due = self.store.next_due_ms(&t.name).ok().flatten();
                 json!({
                     "name": t.name,
-                    "url": t.url.to_string(),
+                    "url": t.endpoint.to_string(),
+                    "inbox": s.inbox,
                     "paused": s.paused,
                     "queued": counts.queued.get(&t.name).copied().unwrap_or(0),
                     "in_flight": s.in_flight,
@@ -335,6 +340,82 @@ impl Admin {
         }
         Ok(json_response(StatusCode::OK, &json!({ "target": name, "paused": paused })))
     }
+}
+
+/// Sticky ownership, for operators: who owns an object, and setting it by hand.
+impl Admin {
+    fn list_owners(&self, query: &Query) -> Answer {
+        let (page, next) =
+            self.store.owners_page(query.get("cursor"), query.get("destination"), query.limit()?, MAX_SCAN)?;
+        let items: Vec<Value> = page.iter().map(|(id, o)| owner_json(id, o)).collect();
+        Ok(json_response(StatusCode::OK, &json!({ "owners": items, "next_cursor": next })))
+    }
+
+    fn show_owner(&self, id: &str) -> Answer {
+        match self.store.owner(id)? {
+            Some(owner) => Ok(json_response(StatusCode::OK, &owner_json(id, &owner))),
+            None => Err(Refusal::not_found(format!("no environment owns {id:?}"))),
+        }
+    }
+
+    /// `{"owner": "alice"}` (or a list): routing sends the object's unrouted events there.
+    async fn set_owner(&self, config: &Config, id: &str, req: Request<Incoming>) -> Answer {
+        let body = Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| Refusal::bad(format!("cannot read the body: {e}")))?
+            .to_bytes();
+        #[derive(serde::Deserialize)]
+        struct SetOwner {
+            owner: OneOrMany,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let set: SetOwner = serde_json::from_slice(&body)
+            .map_err(|e| Refusal::bad(format!("expected {{\"owner\": \"<destination>\"}}: {e}")))?;
+        let destinations = match set.owner {
+            OneOrMany::One(d) => vec![d],
+            OneOrMany::Many(d) => d,
+        };
+        if id.is_empty() || destinations.is_empty() {
+            return Err(Refusal::bad("name an object id and at least one destination"));
+        }
+        let known = &config.router.destinations;
+        if let Some(unknown) = destinations.iter().find(|d| !known.iter().any(|k| &k.name == *d)) {
+            let names: Vec<&str> = known.iter().map(|k| k.name.as_str()).collect();
+            return Err(Refusal::bad(format!(
+                "{unknown:?} is neither a target nor a group (known: {})",
+                names.join(", ")
+            )));
+        }
+        let owner =
+            fanout_store::Owner { destinations, via: "manual".to_owned(), event_id: None, at_ms: unix_now_ms() };
+        self.store.claim(&[id.to_owned()], &owner)?;
+        tracing::info!(object = id, owner = ?owner.destinations, "ownership set by hand");
+        Ok(json_response(StatusCode::OK, &owner_json(id, &owner)))
+    }
+
+    fn disown(&self, id: &str) -> Answer {
+        if self.store.disown(id)? {
+            Ok(json_response(StatusCode::OK, &json!({ "id": id, "disowned": true })))
+        } else {
+            Err(Refusal::not_found(format!("no environment owns {id:?}")))
+        }
+    }
+}
+
+fn owner_json(id: &str, o: &fanout_store::Owner) -> Value {
+    json!({
+        "id": id,
+        "owner": o.destinations,
+        "via": o.via,
+        "event_id": o.event_id,
+        "since": events::time(o.at_ms),
+    })
 }
 
 fn job_id(s: &str) -> Result<JobId, Refusal> {

@@ -9,11 +9,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 
 mod backfill;
+mod demo;
+mod listen;
 mod ops;
 
 use crate::config::{Config, RetryPolicy};
 use crate::reload::Overrides;
-use crate::route::{Action, Condition, Decision, DestinationKind, Router};
+use crate::route::{Action, Condition, Decision, DestinationKind, KnownOwner, Router};
 use crate::{ingress, reload, serve, signature, tls};
 
 pub use ops::AdminArgs;
@@ -59,8 +61,19 @@ pub enum Command {
         #[arg(default_value = "routing.yaml")]
         config: PathBuf,
     },
-    /// Dry run: which destinations an event would go to, and which rule decided.
-    Route { config: PathBuf, event: PathBuf },
+    /// Dry run: which destinations an event would go to, and which rule (or owner) decided.
+    Route {
+        config: PathBuf,
+        event: PathBuf,
+        /// Pretend an object is owned: `cus_123=alice` (repeatable).
+        #[arg(long = "owner", value_name = "ID=DESTINATION")]
+        owners: Vec<String>,
+        /// Ask the running proxy's admin API who owns the objects the event references.
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print a valid Stripe-Signature header for an event file.
     Sign {
         #[arg(long, env = "FANOUT_SIGN_SECRET", hide_env_values = true)]
@@ -148,6 +161,43 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Who owns a Stripe object: its unrouted events go there (sticky ownership routing).
+    Owner {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List owned objects, optionally of one destination.
+    Owners {
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a destination the owner of a Stripe object (`fanout own cus_123 alice`).
+    Own {
+        id: String,
+        #[arg(required = true)]
+        destinations: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Forget who owns a Stripe object.
+    Disown {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Receive your inbox's events on this machine and forward them to your local app (like
+    /// `stripe listen`), through the proxy: no tunnel needed.
+    Listen(listen::ListenArgs),
+    /// Run a self-contained demo: the proxy, three local apps, a developer's `listen`, and a
+    /// realistic sequence of signed events, printing where each went and why.
+    Demo,
     /// Fetch events from Stripe's Events API since a time and ingest those the proxy has not seen
     /// (after an outage), through the same routing and dedup as webhooks. Needs STRIPE_API_KEY.
     Backfill {
@@ -180,11 +230,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", describe(&config, &cfg));
             Ok(())
         }
-        Command::Route { config, event } => {
+        Command::Route { config, event, owners, live, admin } => {
             let cfg = Config::load(&config)?;
             let json: serde_json::Value =
                 serde_json::from_slice(&read(&event)?).with_context(|| format!("{} is not JSON", event.display()))?;
-            print!("{}", explain(&cfg.router, &cfg.router.route(&json)));
+            let mut known = Vec::new();
+            for pair in &owners {
+                let (id, dest) =
+                    pair.split_once('=').with_context(|| format!("--owner {pair:?} is not ID=DESTINATION"))?;
+                known.push((
+                    id.to_owned(),
+                    KnownOwner { destinations: vec![dest.to_owned()], via: "--owner".to_owned() },
+                ));
+            }
+            if live {
+                known.extend(ops::live_owners(&admin, &cfg.router.references(&json)).await?);
+            }
+            let lookup = |id: &str| known.iter().find(|(k, _)| k == id).map(|(_, o)| o.clone());
+            print!("{}", explain(&cfg.router, &cfg.router.route_with(&json, &lookup)));
             Ok(())
         }
         Command::Sign { secret, timestamp, event } => {
@@ -207,6 +270,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Targets { admin } => ops::targets(&admin).await,
         Command::Pause { target, admin } => ops::pause(&admin, &target, true).await,
         Command::Resume { target, admin } => ops::pause(&admin, &target, false).await,
+        Command::Owner { id, admin } => ops::owner(&admin, &id).await,
+        Command::Owners { destination, limit, cursor, admin } => ops::owners(&admin, destination, limit, cursor).await,
+        Command::Own { id, destinations, admin } => ops::own(&admin, &id, &destinations).await,
+        Command::Disown { id, admin } => ops::own(&admin, &id, &[]).await,
+        Command::Listen(args) => listen::run(args).await,
+        Command::Demo => demo::run().await,
         Command::Backfill { since, types, stripe_api, stripe_key, source, admin } => {
             backfill::run(&admin, &since, &types, &stripe_api, &stripe_key, source.as_deref()).await
         }
@@ -290,7 +359,7 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
             out,
             "  {:<12} {}  secret {}  timeout {}  concurrency {}  retry {}",
             t.name,
-            t.url,
+            t.endpoint,
             t.secret,
             d(t.timeout),
             t.concurrency,
@@ -386,6 +455,16 @@ pub fn explain(router: &Router, decision: &Decision<'_>) -> String {
                     }
                 };
                 format!("{} ({kind}) by rule {rule:?}\n", dest.name)
+            })
+            .collect(),
+        Decision::Owned { object, destinations, via } => destinations
+            .iter()
+            .map(|&d| {
+                let dest = &router.destinations[d];
+                format!(
+                    "{} by ownership: no rule matched, and {object} belongs to it (claimed by rule {via:?})\n",
+                    dest.name
+                )
             })
             .collect(),
     }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::Digest;
 use wildmatch::WildMatch;
 
-use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Router, Rule};
+use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Offline, Router, Rule};
 
 /// A webhook signing secret. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -81,6 +82,23 @@ impl Config {
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
     }
+
+    /// The inbox a `fanout listen` token opens. Every inbox's token is compared, in constant
+    /// time, so neither the match nor its position leaks through timing.
+    pub fn inbox_for_token(&self, token: &str) -> Option<&Target> {
+        use subtle::ConstantTimeEq;
+        let given = sha2::Sha256::digest(token.as_bytes());
+        let mut found = None;
+        for t in &self.targets {
+            if let Endpoint::Inbox { token: own } = &t.endpoint {
+                let own = sha2::Sha256::digest(own.0.as_bytes());
+                if bool::from(own.ct_eq(&given)) {
+                    found = Some(t);
+                }
+            }
+        }
+        found
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,11 +144,11 @@ pub struct Source {
     pub allow_livemode: bool,
 }
 
-/// One environment's webhook endpoint.
+/// One environment's webhook endpoint, or a developer's inbox.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub name: String,
-    pub url: http::Uri,
+    pub endpoint: Endpoint,
     /// The secret the target's own Stripe SDK verifies with; every attempt is signed with it.
     pub secret: Secret,
     pub timeout: Duration,
@@ -139,6 +157,31 @@ pub struct Target {
     /// An extra CA (PEM) trusted for this target besides the platform's roots: internal staging
     /// often has a private CA.
     pub ca: Option<PathBuf>,
+}
+
+/// Where a target's deliveries go.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// POSTed to this URL.
+    Url(http::Uri),
+    /// Queued until a `fanout listen` holding this token fetches them (a laptop behind NAT
+    /// cannot be posted to).
+    Inbox { token: Secret },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Url(url) => write!(f, "{url}"),
+            Endpoint::Inbox { .. } => f.write_str("inbox (fetched by fanout listen)"),
+        }
+    }
+}
+
+impl Target {
+    pub fn is_inbox(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Inbox { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +235,8 @@ struct RawConfig {
     #[serde(default)]
     routes: Vec<RawRoute>,
     default: Option<OneOrMany<String>>,
+    #[serde(default)]
+    affinity: RawAffinity,
 }
 
 #[derive(Deserialize)]
@@ -240,7 +285,11 @@ struct RawRetry {
 #[serde(deny_unknown_fields)]
 struct RawTarget {
     name: String,
-    url: String,
+    #[serde(default)]
+    kind: RawTargetKind,
+    url: Option<String>,
+    /// An inbox's `fanout listen` token.
+    token: Option<String>,
     secret: String,
     #[serde(default = "default_target_timeout")]
     timeout: String,
@@ -250,6 +299,50 @@ struct RawTarget {
     retry: RawRetry,
     ca: Option<String>,
 }
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawTargetKind {
+    #[default]
+    Http,
+    Inbox,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffline {
+    after: String,
+    fallback: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAffinity {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    fields: Option<Vec<String>>,
+}
+
+impl Default for RawAffinity {
+    fn default() -> Self {
+        RawAffinity { enabled: true, fields: None }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The references sticky ownership follows by default: the object itself, then the objects it
+/// points at, most specific first (the first owned one decides).
+pub const DEFAULT_AFFINITY_FIELDS: [&str; 6] = [
+    "data.object.id",
+    "data.object.subscription",
+    "data.object.invoice",
+    "data.object.payment_intent",
+    "data.object.charge",
+    "data.object.customer",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +363,8 @@ struct RawRoute {
     drop: bool,
     #[serde(default, rename = "continue")]
     continue_matching: bool,
+    /// For inbox destinations: what happens while nobody listens (default: hold).
+    offline: Option<RawOffline>,
 }
 
 #[derive(Deserialize, Default)]
@@ -496,6 +591,16 @@ impl Resolver<'_> {
             if !path.starts_with('/') {
                 return Err(self.err(&s.path, format!("source {:?}: path {path:?} must start with '/'", s.name)));
             }
+            if path.starts_with(crate::inbox::PATH_PREFIX) {
+                return Err(self.err(
+                    &s.path,
+                    format!(
+                        "source {:?}: paths under {} are fanout's own (developer inboxes)",
+                        s.name,
+                        crate::inbox::PATH_PREFIX
+                    ),
+                ));
+            }
             if sources.iter().any(|o| o.path == path || o.name == s.name) {
                 return Err(self.err(&s.path, format!("source {:?}: another source has the same name or path", s.name)));
             }
@@ -525,15 +630,7 @@ impl Resolver<'_> {
         let mut targets = Vec::new();
         for t in raw.targets {
             self.name("target", &t.name, &mut names)?;
-            let url_text = self.expand(&t.url)?;
-            let url: http::Uri = url_text
-                .parse()
-                .map_err(|e| self.err(&t.url, format!("target {:?}: url {url_text:?} is not a URL ({e})", t.name)))?;
-            if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-                return Err(
-                    self.err(&t.url, format!("target {:?}: url must be http:// or https:// with a host", t.name))
-                );
-            }
+            let endpoint = self.endpoint(&t)?;
             let secret = self.expand(&t.secret)?;
             if secret.is_empty() {
                 return Err(self.err(&t.name, format!("target {:?}: secret is empty", t.name)));
@@ -546,7 +643,7 @@ impl Resolver<'_> {
                 retry: self.retry(&global_retry, &t.retry)?,
                 ca: t.ca.as_deref().map(|p| self.file(&format!("target {:?}: ca", t.name), p)).transpose()?,
                 name: t.name,
-                url,
+                endpoint,
                 secret: Secret(secret),
                 concurrency: t.concurrency,
             });
@@ -572,6 +669,15 @@ impl Resolver<'_> {
                 })?;
                 if members.contains(&i) {
                     return Err(self.err(m, format!("group {:?} lists {m:?} twice", g.name)));
+                }
+                if targets[i].is_inbox() {
+                    return Err(self.err(
+                        m,
+                        format!(
+                            "group {:?}: member {m:?} is an inbox; inboxes cannot be group members (give the route an `offline` fallback instead)",
+                            g.name
+                        ),
+                    ));
                 }
                 members.push(i);
             }
@@ -628,10 +734,13 @@ impl Resolver<'_> {
                 (None, true) => Action::Drop,
                 (Some(to), false) => action(&place, &r.name, to.into_vec())?,
             };
+            let offline =
+                r.offline.map(|o| self.offline(&place, &r.name, o, &action, &destinations, &targets)).transpose()?;
             rules.push(Rule {
                 when: self.conditions(&place, r.when)?,
                 action,
                 continue_matching: r.continue_matching,
+                offline,
                 name: r.name,
             });
         }
@@ -667,8 +776,93 @@ impl Resolver<'_> {
             admin: self.admin(raw.admin)?,
             sources,
             targets,
-            router: Router { destinations, rules, default },
+            router: Router { destinations, rules, default, affinity: self.affinity(raw.affinity)? },
         })
+    }
+
+    fn endpoint(&self, t: &RawTarget) -> Result<Endpoint, ConfigError> {
+        let place = format!("target {:?}", t.name);
+        match (&t.kind, &t.url, &t.token) {
+            (RawTargetKind::Http, Some(url), None) => {
+                let url_text = self.expand(url)?;
+                let url: http::Uri = url_text
+                    .parse()
+                    .map_err(|e| self.err(url, format!("{place}: url {url_text:?} is not a URL ({e})")))?;
+                if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+                    return Err(self.err(&url_text, format!("{place}: url must be http:// or https:// with a host")));
+                }
+                Ok(Endpoint::Url(url))
+            }
+            (RawTargetKind::Http, None, _) => Err(self.err(
+                &t.name,
+                format!("{place}: needs a `url` (or `kind: inbox` and a `token`, for a developer's `fanout listen`)"),
+            )),
+            (RawTargetKind::Http, Some(_), Some(_)) => {
+                Err(self.err(&t.name, format!("{place}: `token` is for `kind: inbox` targets")))
+            }
+            (RawTargetKind::Inbox, Some(_), _) => Err(self
+                .err(&t.name, format!("{place}: an inbox has no url (its listener fetches its events); remove `url`"))),
+            (RawTargetKind::Inbox, None, None) => Err(self.err(
+                &t.name,
+                format!("{place}: an inbox needs a `token` for its `fanout listen` (e.g. ${{ALICE_INBOX_TOKEN}})"),
+            )),
+            (RawTargetKind::Inbox, None, Some(token)) => {
+                let token = self.expand(token)?;
+                if token.len() < 16 {
+                    return Err(self.err(&t.name, format!("{place}: an inbox token must be at least 16 characters")));
+                }
+                Ok(Endpoint::Inbox { token: Secret(token) })
+            }
+        }
+    }
+
+    fn offline(
+        &self,
+        place: &str,
+        anchor: &str,
+        raw: RawOffline,
+        action: &Action,
+        destinations: &[Destination],
+        targets: &[Target],
+    ) -> Result<Offline, ConfigError> {
+        let is_inbox = |d: &usize| matches!(destinations[*d].kind, DestinationKind::Target(i) if targets[i].is_inbox());
+        if !matches!(action, Action::Deliver(to) if to.iter().any(is_inbox)) {
+            return Err(self.err_near(
+                anchor,
+                "offline",
+                format!("{place}: `offline` applies to inbox destinations, and `to` lists none"),
+            ));
+        }
+        let name = self.expand(&raw.fallback)?;
+        let fallback = match destinations.iter().find(|d| d.name == name).map(|d| &d.kind) {
+            Some(DestinationKind::Target(i)) if !targets[*i].is_inbox() => vec![*i],
+            Some(DestinationKind::Group { mode: GroupMode::Failover, members }) => members.clone(),
+            _ => {
+                return Err(self.err_near(
+                    anchor,
+                    "fallback",
+                    format!(
+                        "{place}: offline fallback {name:?} must be a target that is not an inbox, or a failover group"
+                    ),
+                ))
+            }
+        };
+        Ok(Offline { after: self.duration("after", &raw.after)?, fallback, fallback_name: name })
+    }
+
+    fn affinity(&self, raw: RawAffinity) -> Result<Option<Vec<Vec<String>>>, ConfigError> {
+        if !raw.enabled {
+            return Ok(None);
+        }
+        let fields = match raw.fields {
+            Some(f) => f.iter().map(|p| self.expand(p)).collect::<Result<Vec<_>, _>>()?,
+            None => DEFAULT_AFFINITY_FIELDS.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let paths: Vec<Vec<String>> = fields.iter().map(|p| p.split('.').map(str::to_owned).collect()).collect();
+        if paths.is_empty() || paths.iter().flatten().any(String::is_empty) {
+            return Err(self.err("affinity", "affinity.fields: list dotted paths like data.object.customer"));
+        }
+        Ok(Some(paths))
     }
 
     /// A path to a file that must exist (a PEM file, say); relative paths are as written.

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use bytes::Bytes;
 use fanout_store::{Delivery, Job, JobEvent, Outcome, Settled, Store};
-use http::{header, HeaderValue, Request};
+use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, LiveConfig, RetryPolicy, Target};
+use crate::config::{Config, Endpoint, LiveConfig, RetryPolicy, Target};
 use crate::ingress::{unix_now_ms, unix_now_secs};
 use crate::metrics::{Metrics, TargetLabel};
 use crate::route::DestinationKind;
@@ -76,6 +76,9 @@ impl Clients {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct TargetStatus {
     pub paused: bool,
+    /// For an inbox: whether a listener is connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<InboxStatus>,
     pub in_flight: usize,
     pub last_success_ms: Option<u64>,
     pub last_failure_ms: Option<u64>,
@@ -89,6 +92,8 @@ struct TargetState {
     last: Mutex<TargetStatus>,
     /// Stops this worker alone (its target was removed from the config).
     stop: CancellationToken,
+    /// Set for an inbox target: its offers and listeners.
+    inbox: Option<Arc<InboxState>>,
 }
 
 /// A job whose event is still uncommitted after this long is an orphan of a crashed ingest;
@@ -131,9 +136,7 @@ impl Deliveries {
     }
 
     pub fn wake(&self, target: &str) {
-        if let Some(state) = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(target) {
-            state.wake.notify_one();
-        }
+        self.shared.wake(target);
     }
 
     /// Brings the workers in line with the live config (after a reload): starts one for each new
@@ -150,8 +153,11 @@ impl Deliveries {
             tracing::warn!(target = %name, "target removed from the config: its worker stopped");
         }
         for target in &config.targets {
-            if workers.contains_key(&target.name) {
-                continue;
+            match workers.get(&target.name) {
+                Some(state) if state.inbox.is_some() == target.is_inbox() => continue,
+                // Became an inbox, or stopped being one: the other kind of worker takes its queue.
+                Some(state) => state.stop.cancel(),
+                None => {}
             }
             let paused = self.shared.store.is_paused(&target.name).unwrap_or_else(|e| {
                 tracing::error!(target = %target.name, "cannot read whether the target is paused: {e}");
@@ -163,10 +169,18 @@ impl Deliveries {
                 in_flight: AtomicUsize::new(0),
                 last: Mutex::default(),
                 stop: self.shared.shutdown.child_token(),
+                inbox: target.is_inbox().then(|| Arc::new(InboxState::new(unix_now_ms()))),
             });
             workers.insert(target.name.clone(), state.clone());
-            let worker = Worker { name: target.name.clone(), state, shared: self.shared.clone() };
-            self.shared.tasks.spawn(worker.run());
+            match state.inbox.clone() {
+                Some(inbox) => {
+                    self.shared.tasks.spawn(inbox::maintain(self.shared.clone(), target.name.clone(), state, inbox));
+                }
+                None => {
+                    let worker = Worker { name: target.name.clone(), state, shared: self.shared.clone() };
+                    self.shared.tasks.spawn(worker.run());
+                }
+            }
         }
         drop(workers);
         if !removed.is_empty() {
@@ -220,7 +234,8 @@ impl Deliveries {
         };
         self.shared.store.set_paused(target, paused)?;
         state.paused.store(paused, Ordering::SeqCst);
-        state.wake.notify_one();
+        drop(workers);
+        self.shared.wake(target);
         tracing::info!(target, paused, "target {}", if paused { "paused" } else { "resumed" });
         Ok(true)
     }
@@ -233,6 +248,7 @@ impl Deliveries {
             .map(|(name, state)| {
                 let mut status = state.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 status.paused = state.paused.load(Ordering::SeqCst);
+                status.inbox = state.inbox.as_ref().map(|i| i.status(unix_now_ms()));
                 status.in_flight = state.in_flight.load(Ordering::SeqCst);
                 (name.clone(), status)
             })
@@ -293,20 +309,72 @@ impl Worker {
         }
     }
 
-    async fn attempt(&self, config: &Config, mut job: Job) {
-        let store = &self.shared.store;
+    async fn attempt(&self, config: &Config, job: Job) {
         let Some(target) = config.target(&self.name) else { return };
-        let event = match store.event_for(&job) {
-            Ok(JobEvent::Ready(event)) => Ok(event),
+        let Endpoint::Url(url) = &target.endpoint else { return };
+        let (mut job, event) = match self.shared.load_event(config, job) {
+            Loaded::Ready(job, event) => (job, Ok(event)),
+            Loaded::Unreadable(job, error) => (job, Err(Failure { status: None, error })),
+            Loaded::Settled => return,
+        };
+        job.attempt += 1;
+        let started = Instant::now();
+        let client = self.shared.clients.read().unwrap_or_else(|p| p.into_inner()).for_target(&target.name).clone();
+        let result = match event {
+            Ok(event) => {
+                tokio::select! {
+                    result = send(&client, target, url, &job, Bytes::from(event.body)) => result,
+                    _ = self.shared.abort.cancelled() => {
+                        // Shutdown deadline: the lease stays and is handed back to the queue.
+                        tracing::info!(event_id = %job.event_id, target = %target.name, "attempt cut off by shutdown; re-queued");
+                        return;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        self.shared.settle(config, &self.state, &self.name, job, result, started.elapsed());
+    }
+}
+
+/// What a worker (or an inbox) finds when it loads a leased job's event.
+pub(crate) enum Loaded {
+    Ready(Job, fanout_store::EventRecord),
+    /// The store could not be read: a failed attempt with this error.
+    Unreadable(Job, String),
+    /// Not to be attempted now; already put back, dead-lettered or dropped.
+    Settled,
+}
+
+impl Shared {
+    /// New or re-queued work for `target`: its worker looks at its queue, or its inbox's waiting
+    /// polls do.
+    fn wake(&self, target: &str) {
+        if let Some(state) = self.workers.read().unwrap_or_else(|p| p.into_inner()).get(target) {
+            match &state.inbox {
+                Some(inbox) => inbox.arrived.notify_waiters(),
+                None => state.wake.notify_one(),
+            }
+        }
+    }
+
+    /// The event a leased job delivers. Jobs whose ingest is still committing are put back for a
+    /// moment (not an attempt); those of an ingest that never committed or lost a race are
+    /// dropped; those whose event retention removed are dead-lettered.
+    fn load_event(&self, config: &Config, mut job: Job) -> Loaded {
+        let store = &self.store;
+        let target = job.target.clone();
+        match store.event_for(&job) {
+            Ok(JobEvent::Ready(event)) => Loaded::Ready(job, event),
             Ok(JobEvent::Uncommitted)
                 if unix_now_ms().saturating_sub(job.created_at_ms) <= ORPHAN_AFTER.as_millis() as u64 =>
             {
                 // Its ingest is still writing: not an attempt, look again shortly.
                 job.due_at_ms = unix_now_ms() + UNCOMMITTED_RECHECK.as_millis() as u64;
                 if let Err(e) = store.retry(&job) {
-                    tracing::error!(event_id = %job.event_id, target = %target.name, "cannot re-queue a job: {e}");
+                    tracing::error!(event_id = %job.event_id, %target, "cannot re-queue a job: {e}");
                 }
-                return;
+                Loaded::Settled
             }
             Ok(JobEvent::Uncommitted)
                 if job.received_at_ms < unix_now_ms().saturating_sub(config.retention.as_millis() as u64) =>
@@ -318,52 +386,59 @@ impl Worker {
                     humantime::format_duration(config.retention)
                 );
                 if let Err(e) = store.dead_letter(&job, &reason, unix_now_ms()) {
-                    tracing::error!(event_id = %job.event_id, target = %target.name, "cannot dead-letter a job: {e}");
+                    tracing::error!(event_id = %job.event_id, %target, "cannot dead-letter a job: {e}");
                 }
-                tracing::warn!(event_id = %job.event_id, target = %target.name, "dead-lettered: {reason}");
-                return;
+                tracing::warn!(event_id = %job.event_id, %target, "dead-lettered: {reason}");
+                Loaded::Settled
             }
             Ok(JobEvent::Uncommitted) => {
-                return self.drop_job(
+                self.drop_job(
                     &job,
                     "its event was never committed (a crash during ingest, before the 2xx; Stripe resends such events)",
                 );
+                Loaded::Settled
             }
             Ok(JobEvent::Superseded) => {
-                return self.drop_job(&job, "another copy of its event was committed and is delivered instead");
+                self.drop_job(&job, "another copy of its event was committed and is delivered instead");
+                Loaded::Settled
             }
-            Err(e) => Err(Failure { status: None, error: format!("cannot read the event from the store: {e}") }),
-        };
-        job.attempt += 1;
-        let started = Instant::now();
-        let client = self.shared.clients.read().unwrap_or_else(|p| p.into_inner()).for_target(&target.name).clone();
-        let result = match event {
-            Ok(event) => {
-                tokio::select! {
-                    result = send(&client, target, &job, Bytes::from(event.body)) => result,
-                    _ = self.shared.abort.cancelled() => {
-                        // Shutdown deadline: the lease stays and is handed back to the queue.
-                        tracing::info!(event_id = %job.event_id, target = %target.name, "attempt cut off by shutdown; re-queued");
-                        return;
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let latency = started.elapsed();
+            Err(e) => Loaded::Unreadable(job, format!("cannot read the event from the store: {e}")),
+        }
+    }
+
+    /// Forgets a job that must never be delivered.
+    fn drop_job(&self, job: &Job, why: &str) {
+        tracing::warn!(event_id = %job.event_id, target = %job.target, "dropped a job: {why}");
+        if let Err(e) = self.store.discard(job, why, unix_now_ms()) {
+            tracing::error!(event_id = %job.event_id, target = %job.target, "cannot drop a job: {e}");
+        }
+    }
+
+    /// Records an attempt's outcome (metrics, status, history) and settles the job: complete,
+    /// retry, fail over or dead-letter. A store error leaves the lease, re-offered at next start.
+    fn settle(
+        &self,
+        config: &Config,
+        state: &TargetState,
+        name: &str,
+        job: Job,
+        result: Result<u16, Failure>,
+        latency: Duration,
+    ) {
+        let store = &self.store;
         let latency_ms = latency.as_millis() as u64;
         let now = unix_now_ms();
-        self.shared
-            .metrics
+        self.metrics
             .delivery_latency
-            .get_or_create(&TargetLabel { target: target.name.clone() })
+            .get_or_create(&TargetLabel { target: name.to_owned() })
             .observe(latency.as_secs_f64());
         let (event_id, attempt) = (job.event_id.clone(), job.attempt);
+        let note = |f: &dyn Fn(&mut TargetStatus)| f(&mut state.last.lock().unwrap_or_else(|p| p.into_inner()));
         let settled = match result {
             Ok(status) => {
-                tracing::info!(%event_id, target = %target.name, attempt, status, latency_ms, "delivered");
-                self.shared.metrics.delivery(&target.name, "delivered");
-                self.note(|s| s.last_success_ms = Some(now));
+                tracing::info!(%event_id, target = %name, attempt, status, latency_ms, "delivered");
+                self.metrics.delivery(name, "delivered");
+                note(&|s| s.last_success_ms = Some(now));
                 store.log(&job, Outcome::Delivered { status, latency_ms }, now).and_then(|()| store.complete(&job)).map(
                     |cancelled| {
                         if cancelled > 0 {
@@ -373,41 +448,30 @@ impl Worker {
                 )
             }
             Err(failure) => {
-                tracing::warn!(%event_id, target = %target.name, attempt, latency_ms, "delivery failed: {}", failure.error);
-                self.note(|s| {
+                tracing::warn!(%event_id, target = %name, attempt, latency_ms, "delivery failed: {}", failure.error);
+                note(&|s| {
                     s.last_failure_ms = Some(now);
                     s.last_error = Some(failure.error.clone());
                 });
-                self.settle_failure(config, job, failure, latency_ms, now)
+                self.settle_failure(config, name, job, failure, latency_ms, now)
             }
         };
         if let Err(e) = settled {
             // The lease stays; the job is re-offered at the next start.
-            tracing::error!(%event_id, target = %target.name, "cannot record the delivery outcome: {e}");
-        }
-    }
-
-    fn note(&self, f: impl FnOnce(&mut TargetStatus)) {
-        f(&mut self.state.last.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    /// Forgets a job that must never be delivered.
-    fn drop_job(&self, job: &Job, why: &str) {
-        tracing::warn!(event_id = %job.event_id, target = %self.name, "dropped a job: {why}");
-        if let Err(e) = self.shared.store.discard(job, why, unix_now_ms()) {
-            tracing::error!(event_id = %job.event_id, target = %self.name, "cannot drop a job: {e}");
+            tracing::error!(%event_id, target = %name, "cannot record the delivery outcome: {e}");
         }
     }
 
     fn settle_failure(
         &self,
         config: &Config,
+        name: &str,
         job: Job,
         failure: Failure,
         latency_ms: u64,
         now: u64,
     ) -> fanout_store::Result<()> {
-        let store = &self.shared.store;
+        let store = &self.store;
         let event_id = job.event_id.clone();
         let step = next_step(job, failure.error.clone(), config, now);
         let (job, retry_at_ms) = match &step {
@@ -416,25 +480,23 @@ impl Worker {
         };
         let outcome = Outcome::Failed { status: failure.status, latency_ms, error: failure.error, retry_at_ms };
         // Logged under the target that was tried (a failover step has already moved the job on).
-        let tried = Job { target: self.name.clone(), ..job.clone() };
+        let tried = Job { target: name.to_owned(), ..job.clone() };
         store.log(&tried, outcome, now)?;
         match step {
             Step::Retry(job) => {
-                self.shared.metrics.delivery(&self.name, "failed");
+                self.metrics.delivery(name, "failed");
                 let (target, due_in) = (job.target.clone(), job.due_at_ms.saturating_sub(now));
                 if store.retry(&job)? == Settled::CancelledByGroup {
                     tracing::info!(%event_id, "not retried: its group was delivered by another member");
-                } else if target != self.name {
+                } else if target != name {
                     tracing::info!(%event_id, next = %target, "failing over to the next group member");
-                    if let Some(state) = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(&target) {
-                        state.wake.notify_one();
-                    }
+                    self.wake(&target);
                 } else {
                     tracing::debug!(%event_id, due_in_ms = due_in, "retry scheduled");
                 }
             }
             Step::Dead(job, reason) => {
-                self.shared.metrics.delivery(&self.name, "dead_lettered");
+                self.metrics.delivery(name, "dead_lettered");
                 if store.dead_letter(&job, &reason, now)? == Settled::Done {
                     tracing::warn!(%event_id, target = %job.target, "dead-lettered: {reason}");
                 }
@@ -450,35 +512,44 @@ struct Failure {
     error: String,
 }
 
-/// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.
-async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> Result<u16, Failure> {
-    let fail = |status: Option<u16>, error: String| Failure { status, error };
-    let signature = signature::sign(target.secret.as_ref(), unix_now_secs(), &body);
-    let group = match &job.delivery {
-        Delivery::Target => None,
-        Delivery::AnyOf { group } | Delivery::Failover { group, .. } => Some(group.as_str()),
-    };
-    let mut req = Request::post(target.url.clone())
-        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .header(header::USER_AGENT, concat!("fanout/", env!("CARGO_PKG_VERSION"), " (Stripe webhook proxy)"))
-        .header("stripe-signature", signature)
-        .header("fanout-event-id", job.event_id.as_str())
-        .header("fanout-delivery-id", job.id.to_string())
-        .header("fanout-attempt", job.attempt.to_string())
-        .header("fanout-target", target.name.as_str())
-        .body(Full::new(body))
-        .map_err(|e| fail(None, format!("cannot build the request: {e}")))?;
-    if let Ok(v) = HeaderValue::from_str(&job.rule) {
-        req.headers_mut().insert("fanout-route", v);
-    }
-    if let Some(v) = group.and_then(|g| HeaderValue::from_str(g).ok()) {
-        req.headers_mut().insert("fanout-group", v);
+/// The headers every delivery of `job` carries, pushed or pulled: a fresh `Stripe-Signature` over
+/// `body` with the target's own secret, and fanout's own (which event, which attempt, which rule,
+/// whether a replay) for people reading their app's logs.
+pub fn delivery_headers(target: &Target, job: &Job, body: &[u8]) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("content-type", "application/json; charset=utf-8".to_owned()),
+        ("user-agent", concat!("fanout/", env!("CARGO_PKG_VERSION"), " (Stripe webhook proxy)").to_owned()),
+        ("stripe-signature", signature::sign(target.secret.as_ref(), unix_now_secs(), body)),
+        ("fanout-event-id", job.event_id.clone()),
+        ("fanout-delivery-id", job.id.to_string()),
+        ("fanout-attempt", job.attempt.to_string()),
+        ("fanout-target", target.name.clone()),
+        ("fanout-route", job.rule.clone()),
+    ];
+    match &job.delivery {
+        Delivery::AnyOf { group } | Delivery::Failover { group, .. } => headers.push(("fanout-group", group.clone())),
+        Delivery::Target | Delivery::Inbox { .. } => {}
     }
     if job.replay {
-        req.headers_mut().insert("fanout-replay", HeaderValue::from_static("true"));
+        headers.push(("fanout-replay", "true".to_owned()));
+    }
+    headers
+}
+
+/// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.
+async fn send(client: &HttpClient, target: &Target, url: &http::Uri, job: &Job, body: Bytes) -> Result<u16, Failure> {
+    let fail = |status: Option<u16>, error: String| Failure { status, error };
+    let mut req = Request::post(url.clone())
+        .body(Full::new(body.clone()))
+        .map_err(|e| fail(None, format!("cannot build the request: {e}")))?;
+    for (name, value) in delivery_headers(target, job, &body) {
+        // A value that is not a valid header (a rule name with a newline) is left out, not fatal.
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            req.headers_mut().insert(name, v);
+        }
     }
     let exchange = async {
-        let res = client.request(req).await.map_err(|e| fail(None, connect_error(&e)))?;
+        let res = client.request(req).await.map_err(|e| fail(None, tls::error_chain(&e)))?;
         let status = res.status();
         // Read (a bounded part of) the answer so the connection can be reused, and for the error.
         let text = match Limited::new(res.into_body(), 4096).collect().await {
@@ -497,18 +568,6 @@ async fn send(client: &HttpClient, target: &Target, job: &Job, body: Bytes) -> R
         )),
         Ok(Ok((status, text))) => Err(fail(Some(status.as_u16()), format!("HTTP {status}: {text}"))),
     }
-}
-
-fn connect_error(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 /// What to do with a job whose attempt just failed.
@@ -602,6 +661,11 @@ pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
         .nth(n.saturating_sub(1).min(64) as usize)
         .unwrap_or(policy.max_delay)
 }
+
+mod inbox;
+
+use inbox::InboxState;
+pub use inbox::{InboxError, InboxStatus};
 
 #[cfg(test)]
 mod tests;

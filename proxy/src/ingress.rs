@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fanout_store::{Delivery, Disposition, EventRecord, Ingested, NewJob, Routed, Store};
+use fanout_store::{Delivery, Disposition, EventRecord, Ingested, NewJob, Owner, Routed, Store};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::Deliveries;
 use crate::metrics::{Metrics, SourceLabel};
-use crate::route::{Decision, DestinationKind, GroupMode};
+use crate::route::{Decision, DestId, DestinationKind, GroupMode, KnownOwner, Offline, DEFAULT_RULE};
 use crate::verify::{self, VerifiedEvent};
 
 pub type Body = Full<Bytes>;
@@ -114,7 +114,16 @@ impl Ingress {
         source: &str,
         event: VerifiedEvent,
     ) -> Result<Accepted, fanout_store::StoreError> {
-        let (jobs, disposition) = plan(config, &config.router.route(&event.json));
+        let owner_of = |object: &str| match self.store.owner(object) {
+            Ok(owner) => owner.map(|o| KnownOwner { destinations: o.destinations, via: o.via }),
+            Err(e) => {
+                tracing::error!(object, "cannot read the object's owner: {e}");
+                None
+            }
+        };
+        let decision = config.router.route_with(&event.json, &owner_of);
+        let (jobs, disposition) = plan(config, &decision);
+        let claims = claims(config, &decision, &event.json, &event.id);
         let record = EventRecord {
             id: event.id.clone(),
             event_type: event.event_type.clone(),
@@ -128,7 +137,10 @@ impl Ingress {
             tracing::error!(event_id = %id, "store failed; answering 503 so Stripe retries: {e}");
             e
         };
-        let ingested = self.store.ingest(&record, &jobs).map_err(failed)?;
+        let ingested = self
+            .store
+            .ingest_claiming(&record, &jobs, claims.as_ref().map(|(ids, owner)| (ids.as_slice(), owner)))
+            .map_err(failed)?;
         // Also for a duplicate: the first copy may still be on its way to disk.
         self.store.durable().await.map_err(failed)?;
         match ingested {
@@ -164,40 +176,81 @@ impl Ingress {
 
 /// Turns a routing decision into the jobs to queue and the disposition to record.
 pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Disposition) {
-    match decision {
-        Decision::Drop { rule } => (Vec::new(), Disposition::Dropped { rule: (*rule).to_owned() }),
-        Decision::Unrouted => (Vec::new(), Disposition::Unrouted),
-        Decision::Deliver(chosen) => {
-            let mut jobs = Vec::new();
-            let mut destinations = Vec::new();
-            for &(dest, rule) in chosen {
-                let dest = &config.router.destinations[dest];
-                let before = jobs.len();
-                let target = |i: usize| config.targets[i].name.clone();
-                let job = |target, delivery| NewJob { target, delivery, rule: rule.to_owned() };
-                match &dest.kind {
-                    DestinationKind::Target(i) => jobs.push(job(target(*i), Delivery::Target)),
-                    DestinationKind::Group { mode: GroupMode::Any, members } => {
-                        for &m in members {
-                            jobs.push(job(target(m), Delivery::AnyOf { group: dest.name.clone() }));
-                        }
-                    }
-                    DestinationKind::Group { mode: GroupMode::Failover, members } => {
-                        let names: Vec<String> = members.iter().map(|&m| target(m)).collect();
-                        let delivery =
-                            Delivery::Failover { group: dest.name.clone(), members: names.clone(), member: 0 };
-                        jobs.push(job(names[0].clone(), delivery));
-                    }
-                }
-                destinations.push(Routed {
-                    destination: dest.name.clone(),
-                    rule: rule.to_owned(),
-                    jobs: (jobs.len() - before) as u32,
-                });
-            }
-            (jobs, Disposition::Routed { destinations })
+    let chosen: Vec<(DestId, String, Option<&Offline>)> = match decision {
+        Decision::Drop { rule } => return (Vec::new(), Disposition::Dropped { rule: (*rule).to_owned() }),
+        Decision::Unrouted => return (Vec::new(), Disposition::Unrouted),
+        Decision::Deliver(chosen) => chosen
+            .iter()
+            .map(|&(dest, rule)| (dest, rule.to_owned(), config.router.rule(rule).and_then(|r| r.offline.as_ref())))
+            .collect(),
+        // Routed like the event that claimed the object, offline fallback included.
+        Decision::Owned { object, destinations, via } => {
+            let offline = config.router.rule(via).and_then(|r| r.offline.as_ref());
+            destinations.iter().map(|&dest| (dest, format!("owner:{object}"), offline)).collect()
         }
+    };
+    let mut jobs = Vec::new();
+    let mut destinations = Vec::new();
+    for (dest, rule, offline) in chosen {
+        let dest = &config.router.destinations[dest];
+        let before = jobs.len();
+        let target = |i: usize| config.targets[i].name.clone();
+        let job = |target, delivery| NewJob { target, delivery, rule: rule.clone() };
+        match &dest.kind {
+            DestinationKind::Target(i) => {
+                let delivery = match offline {
+                    Some(o) if config.targets[*i].is_inbox() => Delivery::Inbox {
+                        fallback: o.fallback.iter().map(|&m| target(m)).collect(),
+                        offline_after_ms: o.after.as_millis() as u64,
+                    },
+                    _ => Delivery::Target,
+                };
+                jobs.push(job(target(*i), delivery));
+            }
+            DestinationKind::Group { mode: GroupMode::Any, members } => {
+                for &m in members {
+                    jobs.push(job(target(m), Delivery::AnyOf { group: dest.name.clone() }));
+                }
+            }
+            DestinationKind::Group { mode: GroupMode::Failover, members } => {
+                let names: Vec<String> = members.iter().map(|&m| target(m)).collect();
+                let delivery = Delivery::Failover { group: dest.name.clone(), members: names.clone(), member: 0 };
+                jobs.push(job(names[0].clone(), delivery));
+            }
+        }
+        destinations.push(Routed {
+            destination: dest.name.clone(),
+            rule: rule.clone(),
+            jobs: (jobs.len() - before) as u32,
+        });
     }
+    (jobs, Disposition::Routed { destinations })
+}
+
+/// The objects an event makes its destinations the owners of: those it references, when a rule
+/// (not the default) or an owner routed it. Later events about them follow.
+pub fn claims(
+    config: &Config,
+    decision: &Decision<'_>,
+    event: &serde_json::Value,
+    event_id: &str,
+) -> Option<(Vec<String>, Owner)> {
+    let names = |ids: &mut dyn Iterator<Item = DestId>| -> Vec<String> {
+        ids.map(|d| config.router.destinations[d].name.clone()).collect()
+    };
+    let (destinations, via) = match decision {
+        Decision::Deliver(chosen) if chosen.iter().all(|(_, rule)| *rule != DEFAULT_RULE) => {
+            (names(&mut chosen.iter().map(|(d, _)| *d)), chosen[0].1.to_owned())
+        }
+        Decision::Owned { destinations, via, .. } => (names(&mut destinations.iter().copied()), via.clone()),
+        _ => return None,
+    };
+    let ids = config.router.references(event);
+    if ids.is_empty() {
+        return None;
+    }
+    let owner = Owner { destinations, via, event_id: Some(event_id.to_owned()), at_ms: unix_now_ms() };
+    Some((ids, owner))
 }
 
 fn store_failed(_: &fanout_store::StoreError) -> Response<Body> {

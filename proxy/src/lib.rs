@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod inbox;
 pub mod ingress;
 pub mod metrics;
 pub mod reload;

@@ -1,6 +1,10 @@
 //! Decides where an event goes. Rules from `routing.yaml` are tried in order over the parsed event;
 //! the first that matches decides, unless it says `continue`, in which case its destinations are
-//! added and the next rules are tried too. No rule matched: the default destination, if any.
+//! added and the next rules are tried too. No rule matched: the owner of the first object the
+//! event references that has one (sticky ownership), else the default destination, if any.
+//!
+//! Precedence, and why: an explicit rule is what someone wrote for this event, so it wins; an
+//! owner is a fact about an object (who created it), better than the catch-all default.
 //!
 //! Invariant: pure functions over plain data, no I/O — the same code answers `fanout route` (dry
 //! run) and live traffic.
@@ -40,6 +44,18 @@ pub struct Rule {
     pub when: Vec<Condition>,
     pub action: Action,
     pub continue_matching: bool,
+    /// For inbox destinations: where events go while nobody listens (none: they wait).
+    pub offline: Option<Offline>,
+}
+
+/// What happens to an inbox's events while no listener is connected (a route's `offline`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offline {
+    /// How long nobody must have listened before events move on.
+    pub after: std::time::Duration,
+    /// A target, or a failover group's members in order, that takes them instead.
+    pub fallback: Vec<usize>,
+    pub fallback_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -79,10 +95,25 @@ pub struct FieldTest {
 pub enum Decision<'r> {
     /// Deliver to each destination; the name of the rule that chose it beside it.
     Deliver(Vec<(DestId, &'r str)>),
+    /// No rule matched; the event references `object`, which routing sent to these destinations
+    /// before (by the rule `via`).
+    Owned {
+        object: String,
+        destinations: Vec<DestId>,
+        via: String,
+    },
     Drop {
         rule: &'r str,
     },
     Unrouted,
+}
+
+/// The owner routing remembered for an object: destination names and the rule that first chose
+/// them. Names, not indices, because ownership outlives config reloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownOwner {
+    pub destinations: Vec<String>,
+    pub via: String,
 }
 
 /// The name under which the default destination shows up as "the rule that matched".
@@ -93,10 +124,19 @@ pub struct Router {
     pub destinations: Vec<Destination>,
     pub rules: Vec<Rule>,
     pub default: Option<Action>,
+    /// Paths of the object ids sticky ownership records and follows, most specific first; none:
+    /// ownership is off.
+    pub affinity: Option<Vec<Vec<String>>>,
 }
 
 impl Router {
+    /// Routing by the rules alone (no ownership known).
     pub fn route(&self, event: &Value) -> Decision<'_> {
+        self.route_with(event, &|_| None)
+    }
+
+    /// Routing with `owner` telling who owns an object id (the store, for live traffic).
+    pub fn route_with(&self, event: &Value, owner: &dyn Fn(&str) -> Option<KnownOwner>) -> Decision<'_> {
         let mut chosen: Vec<(DestId, &str)> = Vec::new();
         let mut matched = false;
         for rule in &self.rules {
@@ -114,6 +154,9 @@ impl Router {
             }
         }
         if !matched {
+            if let Some(owned) = self.owned(event, owner) {
+                return owned;
+            }
             match &self.default {
                 Some(Action::Drop) => return Decision::Drop { rule: DEFAULT_RULE },
                 Some(Action::Deliver(dests)) => add(&mut chosen, dests, DEFAULT_RULE),
@@ -125,6 +168,49 @@ impl Router {
         } else {
             Decision::Deliver(chosen)
         }
+    }
+}
+
+impl Router {
+    /// The object ids `event` carries, in `affinity` order without repeats: a plain id string, or
+    /// an expanded object's `id`.
+    pub fn references(&self, event: &Value) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for path in self.affinity.iter().flatten() {
+            let id = match lookup(event, path) {
+                Some(Value::String(s)) => s.as_str(),
+                Some(Value::Object(o)) => match o.get("id") {
+                    Some(Value::String(s)) => s.as_str(),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if !id.is_empty() && id.len() <= 255 && !ids.iter().any(|i| i == id) {
+                ids.push(id.to_owned());
+            }
+        }
+        ids
+    }
+
+    /// The first referenced object with an owner whose destinations are still configured.
+    fn owned(&self, event: &Value, owner: &dyn Fn(&str) -> Option<KnownOwner>) -> Option<Decision<'_>> {
+        for object in self.references(event) {
+            let Some(known) = owner(&object) else { continue };
+            let destinations: Vec<DestId> = known
+                .destinations
+                .iter()
+                .filter_map(|name| self.destinations.iter().position(|d| &d.name == name))
+                .collect();
+            if !destinations.is_empty() {
+                return Some(Decision::Owned { object, destinations, via: known.via });
+            }
+        }
+        None
+    }
+
+    /// The rule called `name`, if the config still has it.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
     }
 }
 
@@ -211,12 +297,13 @@ mod tests {
     }
 
     fn rule(name: &str, when: Vec<Condition>, to: &[DestId], cont: bool) -> Rule {
-        Rule { name: name.into(), when, action: Action::Deliver(to.to_vec()), continue_matching: cont }
+        Rule { name: name.into(), when, action: Action::Deliver(to.to_vec()), continue_matching: cont, offline: None }
     }
 
     fn router(rules: Vec<Rule>, default: Option<Action>) -> Router {
         let dest = |name: &str, i| Destination { name: name.into(), kind: DestinationKind::Target(i) };
-        Router { destinations: vec![dest("a", 0), dest("b", 1), dest("c", 2)], rules, default }
+        let affinity = Some(["data.object.id", "data.object.subscription", "data.object.customer"].map(path).to_vec());
+        Router { destinations: vec![dest("a", 0), dest("b", 1), dest("c", 2)], rules, default, affinity }
     }
 
     fn invoice(env: &str) -> Value {
@@ -266,12 +353,46 @@ mod tests {
     fn drop_and_unrouted() {
         let livemode = vec![Condition::Livemode(false)];
         let r = router(
-            vec![Rule { name: "quiet".into(), when: livemode, action: Action::Drop, continue_matching: false }],
+            vec![Rule {
+                name: "quiet".into(),
+                when: livemode,
+                action: Action::Drop,
+                continue_matching: false,
+                offline: None,
+            }],
             None,
         );
         assert_eq!(r.route(&invoice("x")), Decision::Drop { rule: "quiet" });
         assert_eq!(r.route(&json!({"livemode": true})), Decision::Unrouted);
         let r = router(vec![], Some(Action::Drop));
         assert_eq!(r.route(&json!({})), Decision::Drop { rule: DEFAULT_RULE });
+    }
+
+    #[test]
+    fn an_owner_decides_what_no_rule_matched_before_the_default() {
+        let metadata = FieldTest { equals: Some(json!("alice")), ..Default::default() };
+        let r = router(
+            vec![rule("alice", vec![field(&["data.object.metadata.env"], metadata)], &[2], false)],
+            Some(Action::Deliver(vec![0])),
+        );
+        let renewal = json!({"id": "evt_2", "type": "invoice.payment_failed",
+            "data": {"object": {"id": "in_1", "subscription": "sub_1", "customer": {"id": "cus_1", "object": "customer"}}}});
+        assert_eq!(r.references(&renewal), vec!["in_1", "sub_1", "cus_1"]);
+        let owners = |id: &str| {
+            (id == "cus_1" || id == "sub_gone")
+                .then(|| KnownOwner { destinations: vec!["c".into()], via: "alice".into() })
+        };
+        assert_eq!(
+            r.route_with(&renewal, &owners),
+            Decision::Owned { object: "cus_1".into(), destinations: vec![2], via: "alice".into() }
+        );
+        // Without an owner: the default.
+        assert_eq!(r.route(&renewal), Decision::Deliver(vec![(0, DEFAULT_RULE)]));
+        // A matching rule wins over the owner.
+        let tagged = json!({"data": {"object": {"customer": "cus_1", "metadata": {"env": "alice"}}}});
+        assert_eq!(r.route_with(&tagged, &owners), Decision::Deliver(vec![(2, "alice")]));
+        // An owner whose destinations are gone from the config is passed over.
+        let gone = |_: &str| Some(KnownOwner { destinations: vec!["removed".into()], via: "x".into() });
+        assert_eq!(r.route_with(&renewal, &gone), Decision::Deliver(vec![(0, DEFAULT_RULE)]));
     }
 }

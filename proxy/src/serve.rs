@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::Admin;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::{Clients, Deliveries};
+use crate::inbox::{InboxApi, PATH_PREFIX};
 use crate::ingress::{unix_now_ms, Body, Ingress};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::tls::{self, TlsError};
@@ -105,9 +107,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ingress: ingress.clone(),
         scrape: Default::default(),
     });
+    let inbox = Arc::new(InboxApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });
+    // One listener for Stripe and for developers' `fanout listen`: both must reach it.
+    type Answering = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
+    let webhooks = move |req: Request<Incoming>| -> Answering {
+        if req.uri().path().starts_with(PATH_PREFIX) {
+            Box::pin(inbox.clone().handle(req))
+        } else {
+            Box::pin(ingress.clone().handle(req))
+        }
+    };
     let listeners = Listeners { header_timeout, accepting: accepting.clone(), connections: connections.clone() };
     let background = vec![
-        tokio::spawn(listeners.clone().accept(listener, tls, move |req| ingress.clone().handle(req))),
+        tokio::spawn(listeners.clone().accept(listener, tls, webhooks)),
         tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
         tokio::spawn(sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
     ];

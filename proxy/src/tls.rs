@@ -90,3 +90,16 @@ pub fn client(extra_ca: Option<&Path>) -> Result<HttpClient, TlsError> {
         .build();
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
 }
+
+/// An error with its sources, one after the other: hyper's "client error (Connect)" alone does not
+/// say "connection refused".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

@@ -15,13 +15,15 @@ mod commit;
 mod counts;
 mod history;
 mod operator;
+mod owners;
 mod record;
 
 pub use counts::TargetCounts;
 pub use history::EventCursor;
+pub use owners::{OwnerCursor, OwnersPage};
 pub use record::{
     DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob, Outcome,
-    Routed,
+    Owner, Routed, Sweep,
 };
 
 use std::path::{Path, PathBuf};
@@ -88,6 +90,8 @@ pub struct Store {
     history: Tree,
     /// target -> () ; targets an operator paused (kept across restarts).
     paused: Tree,
+    /// Stripe object id -> Owner ; sticky ownership routing (see `owners.rs`).
+    owners: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
 }
@@ -122,6 +126,7 @@ impl Store {
             dead: tree("dead")?,
             history: tree("history")?,
             paused: tree("paused")?,
+            owners: tree("owners")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),
             db,
@@ -169,12 +174,26 @@ impl Store {
     /// `deliver`) and retention drops such records. Two copies racing past the duplicate check
     /// are settled by a compare-and-swap on the index; the loser removes what it wrote.
     pub fn ingest(&self, event: &EventRecord, new_jobs: &[NewJob]) -> Result<Ingested> {
+        self.ingest_claiming(event, new_jobs, None)
+    }
+
+    /// [`Store::ingest`], also recording `claims` (object ids and their new owner) before the
+    /// commit point, so an acknowledged event's claims are durable with it.
+    pub fn ingest_claiming(
+        &self,
+        event: &EventRecord,
+        new_jobs: &[NewJob],
+        claims: Option<(&[String], &Owner)>,
+    ) -> Result<Ingested> {
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
         }
         let ingest = self.db.generate_id()?;
         let jobs = self.new_jobs(&event.id, new_jobs, event.received_at_ms, event.received_at_ms, ingest, false)?;
         self.enqueue(&jobs)?;
+        if let Some((ids, owner)) = claims {
+            self.claim(ids, owner)?;
+        }
         let received = event.received_at_ms.to_be_bytes();
         let record = record_key(event.received_at_ms, &event.id);
         self.records.insert(record.as_slice(), encode(event)?)?;

@@ -2,7 +2,7 @@
 //! dead letters. Each is a new job or a removal, written like any other, so the delivery workers
 //! need not know an operator was involved (beyond the `replay` flag they pass on).
 
-use crate::record::{DeadLetter, Delivery, Job, JobId, NewJob, Outcome};
+use crate::record::{DeadLetter, Delivery, Job, JobId, NewJob, Outcome, Sweep};
 use crate::{decode, Result, Store};
 
 impl Store {
@@ -124,12 +124,32 @@ impl Store {
     /// Moves every job queued for `target` to the dead letters with `reason` (the target was
     /// removed from the config), at most `batch` per call; returns how many moved.
     pub fn dead_letter_queue(&self, target: &str, reason: &str, now_ms: u64, batch: usize) -> Result<usize> {
+        self.sweep_queue(target, batch, now_ms, |_| Sweep::DeadLetter(reason.to_owned()))
+    }
+
+    /// Looks at up to `batch` jobs queued for `target` (in due order) and takes out those `decide`
+    /// does not keep: re-queued as it rewrote them (another target, another due time), or
+    /// dead-lettered. Returns how many were taken out. For work on a queue that is not an attempt:
+    /// an inbox's jobs moving to their offline fallback, or expiring unread.
+    pub fn sweep_queue(
+        &self,
+        target: &str,
+        batch: usize,
+        now_ms: u64,
+        mut decide: impl FnMut(&Job) -> Sweep,
+    ) -> Result<usize> {
         let mut moved = 0;
         for entry in self.queue.scan_prefix(crate::queue_prefix(target)).take(batch) {
             let (key, value) = entry?;
             let job: Job = decode(&value, "job")?;
-            // Through a lease, so `dead_letter`'s usual path (and its group check) applies; the
-            // lease is written before the queue entry goes, as `lease_due` does.
+            // Ok: re-queue as rewritten; Err: dead-letter with the reason.
+            let take = match decide(&job) {
+                Sweep::Keep => continue,
+                Sweep::Reroute(rewritten, reason) => Ok((*rewritten, reason)),
+                Sweep::DeadLetter(reason) => Err(reason),
+            };
+            // Through a lease, so `retry` and `dead_letter`'s usual paths (and their group
+            // checks) apply; the lease is written before the queue entry goes, as `lease_due` does.
             self.leases.insert(job.id.to_be_bytes(), value)?;
             if self.queue.remove(&key)?.is_none() {
                 self.leases.remove(job.id.to_be_bytes())?;
@@ -139,7 +159,15 @@ impl Store {
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
             }
-            self.dead_letter(&job, reason, now_ms)?;
+            match take {
+                Ok((rewritten, reason)) => {
+                    self.log(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
+                    self.retry(&rewritten)?;
+                }
+                Err(reason) => {
+                    self.dead_letter(&job, &reason, now_ms)?;
+                }
+            }
             moved += 1;
         }
         Ok(moved)

@@ -53,6 +53,10 @@ pub enum Delivery {
     AnyOf { group: String },
     /// A `failover` group: one job walks the members in order, `member` is the current one.
     Failover { group: String, members: Vec<String>, member: usize },
+    /// A developer's inbox with somewhere to go while nobody listens: held in the inbox, and moved
+    /// on to `fallback` (a target, or a failover group's members in order) once no listener has
+    /// been connected for `offline_after_ms`. Without a fallback an inbox job is a plain `Target`.
+    Inbox { fallback: Vec<String>, offline_after_ms: u64 },
 }
 
 /// One event on its way to one target.
@@ -88,7 +92,7 @@ impl Job {
     /// the group the job was queued through.
     pub fn destination(&self) -> &str {
         match &self.delivery {
-            Delivery::Target => &self.target,
+            Delivery::Target | Delivery::Inbox { .. } => &self.target,
             Delivery::AnyOf { group } | Delivery::Failover { group, .. } => group,
         }
     }
@@ -157,6 +161,33 @@ pub enum Outcome {
     Replayed,
     /// Taken out of the queue by an operator (dead letter purged).
     Purged,
+    /// Moved to another target without an attempt (an inbox nobody listened to, to its fallback).
+    Rerouted { to: String, reason: String },
+}
+
+/// What [`Store::sweep_queue`](crate::Store::sweep_queue) does with one queued job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    Keep,
+    /// Moved without an attempt: back in a queue as rewritten (another target, delivery or due
+    /// time), with the reason logged in its history.
+    Reroute(Box<Job>, String),
+    DeadLetter(String),
+}
+
+/// Which environment owns a Stripe object (a customer, subscription, invoice...): events that no
+/// rule routes but that reference it go there (sticky ownership routing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Destination names (targets or groups), as routing chose them.
+    pub destinations: Vec<String>,
+    /// How it was decided: the rule's name, `owner:<id>` when inherited from a referenced
+    /// object, or `manual`.
+    pub via: String,
+    /// The event that claimed it (none when set by hand).
+    pub event_id: Option<String>,
+    /// Last claimed; ownership expires with retention after this.
+    pub at_ms: u64,
 }
 
 /// A job that gave up, with why.

@@ -344,3 +344,40 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// A `fanout listen` process forwarding an inbox to a local app; its stdout goes to a file.
+pub struct Listen {
+    pub child: std::process::Child,
+    pub out: std::path::PathBuf,
+}
+
+impl Listen {
+    pub fn spawn(proxy: &str, token: &str, forward_to: &str, out: &std::path::Path) -> Listen {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["listen", "--proxy", proxy, "--forward-to", forward_to])
+            .env("FANOUT_INBOX_TOKEN", token)
+            .env_remove("RUST_LOG")
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+            .spawn()
+            .expect("start fanout listen");
+        Listen { child, out: out.to_owned() }
+    }
+
+    /// What it printed so far (stdout, then stderr).
+    pub fn output(&self) -> String {
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!("{}{}", read(&self.out), read(&self.out.with_extension("err")))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Listen {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

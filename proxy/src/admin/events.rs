@@ -367,6 +367,10 @@ fn history_json(h: &HistoryEntry) -> Value {
         Outcome::Discarded { reason } => ("discarded", None, None, Some(reason.as_str()), None),
         Outcome::Replayed => ("replay_queued", None, None, None, None),
         Outcome::Purged => ("purged", None, None, None, None),
+        Outcome::Rerouted { to, reason } => {
+            v["to"] = json!(to);
+            ("rerouted", None, None, Some(reason.as_str()), None)
+        }
     };
     v["outcome"] = json!(outcome);
     v["status"] = json!(status);

@@ -97,7 +97,7 @@ pub(super) async fn call_with_body(
         anyhow::anyhow!(
             "cannot reach the admin API at {}: {}. Is `fanout serve` running? Point --admin (or FANOUT_ADMIN_URL) at its admin listener",
             admin.url,
-            source_chain(&e)
+            tls::error_chain(&e)
         )
     })?;
     let status = res.status();
@@ -112,17 +112,6 @@ pub(super) async fn call_with_body(
         }
         s => bail!("the admin API answered {s}: {message}"),
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 fn print_json(v: &Value) {
@@ -409,7 +398,12 @@ pub async fn targets(admin: &AdminArgs) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .map(|t| {
-            let state = if t["paused"].as_bool() == Some(true) { "paused" } else { "running" };
+            let state = match (t["paused"].as_bool(), t["inbox"]["online"].as_bool()) {
+                (Some(true), _) => "paused",
+                (_, Some(true)) => "listening",
+                (_, Some(false)) => "offline",
+                _ => "running",
+            };
             let oldest = t["oldest_due_age_s"].as_u64().map_or("-".to_owned(), |s| format!("{s}s"));
             vec![
                 s(&t["name"]),
@@ -441,6 +435,91 @@ pub async fn pause(admin: &AdminArgs, target: &str, paused: bool) -> anyhow::Res
         println!("{target} resumed");
     }
     Ok(())
+}
+
+/// Who owns an object (sticky ownership routing).
+pub async fn owner(admin: &AdminArgs, id: &str) -> anyhow::Result<()> {
+    let v = call(admin, Method::GET, &format!("/owners/{}", encode_segment(id)), &[]).await?;
+    print_owner(admin, &v);
+    Ok(())
+}
+
+pub async fn owners(
+    admin: &AdminArgs,
+    destination: Option<String>,
+    limit: usize,
+    cursor: Option<String>,
+) -> anyhow::Result<()> {
+    let mut query = vec![("limit", limit.to_string())];
+    query.extend(destination.map(|d| ("destination", d)));
+    query.extend(cursor.map(|c| ("cursor", c)));
+    let v = call(admin, Method::GET, "/owners", &query).await?;
+    if admin.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["owners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| vec![s(&o["id"]), owner_names(o), s(&o["via"]), s(&o["event_id"]), short_time(&o["since"])])
+        .collect();
+    print!("{}", table(&["OBJECT", "OWNER", "VIA", "EVENT", "SINCE"], &rows));
+    more(&v["next_cursor"], "owners");
+    Ok(())
+}
+
+/// Sets (or, with no destination, clears) who owns an object.
+pub async fn own(admin: &AdminArgs, id: &str, destinations: &[String]) -> anyhow::Result<()> {
+    let path = format!("/owners/{}", encode_segment(id));
+    if destinations.is_empty() {
+        let v = call(admin, Method::DELETE, &path, &[]).await?;
+        if admin.json {
+            print_json(&v);
+        } else {
+            println!("{id} has no owner now: its unrouted events go to the default");
+        }
+        return Ok(());
+    }
+    let body = serde_json::json!({ "owner": destinations }).to_string();
+    let v = call_with_body(admin, Method::PUT, &path, &[], Bytes::from(body)).await?;
+    print_owner(admin, &v);
+    Ok(())
+}
+
+/// The owners the running proxy knows for these object ids (for `fanout route --live`).
+pub async fn live_owners(admin: &AdminArgs, ids: &[String]) -> anyhow::Result<Vec<(String, crate::route::KnownOwner)>> {
+    let mut known = Vec::new();
+    for id in ids {
+        match call(admin, Method::GET, &format!("/owners/{}", encode_segment(id)), &[]).await {
+            Ok(v) => {
+                let destinations =
+                    v["owner"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_owned)).collect();
+                known.push((id.clone(), crate::route::KnownOwner { destinations, via: s(&v["via"]) }));
+            }
+            // No owner: the admin API answers 404.
+            Err(e) if e.to_string().contains("404") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(known)
+}
+
+fn owner_names(o: &Value) -> String {
+    o["owner"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join(", ")
+}
+
+fn print_owner(admin: &AdminArgs, v: &Value) {
+    if admin.json {
+        print_json(v);
+    } else {
+        let by = match v["via"].as_str() {
+            Some("manual") => "set by hand".to_owned(),
+            Some(rule) => format!("claimed by rule {rule:?} with event {}", s(&v["event_id"])),
+            None => String::new(),
+        };
+        println!("{} is owned by {} ({by}, since {})", s(&v["id"]), owner_names(v), s(&v["since"]));
+    }
 }
 
 fn encode_segment(s: &str) -> String {

@@ -16,7 +16,7 @@ fn expansion_uses_the_environment_then_the_default() {
         &[("PORT", "4000")],
     )
     .unwrap();
-    assert_eq!(cfg.targets[0].url.to_string(), "http://localhost:4000/x");
+    assert_eq!(cfg.targets[0].endpoint.to_string(), "http://localhost:4000/x");
     assert_eq!(cfg.targets[0].secret.expose(), "whsec_d");
 }
 
@@ -100,4 +100,53 @@ fn a_variable_inside_a_match_value_is_expanded() {
     .unwrap();
     let ev = serde_json::json!({"data": {"object": {"metadata": {"dev": "alice"}}}});
     assert_eq!(cfg.router.route(&ev), crate::route::Decision::Deliver(vec![(0, "me")]));
+}
+
+#[test]
+fn inboxes_offline_fallbacks_and_affinity_are_checked() {
+    let inbox = "  - {name: alice, kind: inbox, token: alice-token-0123456789, secret: whsec_alice}\n";
+    let base = format!("targets:\n  - {{name: a, url: \"http://h/a\", secret: x}}\n{inbox}");
+    let cfg = parse(
+        &format!(
+            "{base}routes:\n  - {{name: mine, when: {{type: x}}, to: [alice], offline: {{after: 5m, fallback: a}}}}\naffinity: {{fields: [data.object.customer]}}\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    assert!(cfg.targets[1].is_inbox() && !cfg.targets[0].is_inbox());
+    assert_eq!(cfg.inbox_for_token("alice-token-0123456789").map(|t| t.name.as_str()), Some("alice"));
+    assert!(cfg.inbox_for_token("alice-token-012345678").is_none());
+    let offline = cfg.router.rules[0].offline.as_ref().unwrap();
+    assert_eq!((offline.after, offline.fallback.clone()), (Duration::from_secs(300), vec![0]));
+    assert_eq!(cfg.router.affinity, Some(vec![vec!["data".to_owned(), "object".to_owned(), "customer".to_owned()]]));
+    assert_eq!(parse("affinity: {enabled: false}\n", &[]).unwrap().router.affinity, None);
+    assert_eq!(parse("", &[]).unwrap().router.affinity.map(|a| a.len()), Some(DEFAULT_AFFINITY_FIELDS.len()));
+
+    let cases = [
+        (format!("{base}groups:\n  - {{name: g, mode: any, members: [a, alice]}}\n"), "is an inbox"),
+        (format!("{base}routes:\n  - {{name: r, to: [a], offline: {{after: 1m, fallback: a}}}}\n"), "`to` lists none"),
+        (
+            format!("{base}routes:\n  - {{name: r, to: [alice], offline: {{after: 1m, fallback: alice}}}}\n"),
+            "not an inbox",
+        ),
+        (
+            format!("{base}routes:\n  - {{name: r, to: [alice], offline: {{after: never, fallback: a}}}}\n"),
+            "not a duration",
+        ),
+        ("targets:\n  - {name: b, kind: inbox, secret: x}\n".to_owned(), "needs a `token`"),
+        ("targets:\n  - {name: b, kind: inbox, token: short, secret: x}\n".to_owned(), "at least 16"),
+        (
+            "targets:\n  - {name: b, kind: inbox, url: \"http://h\", token: tttttttttttttttttt, secret: x}\n"
+                .to_owned(),
+            "has no url",
+        ),
+        ("targets:\n  - {name: b, secret: x}\n".to_owned(), "needs a `url`"),
+        ("affinity: {fields: [\"a..b\"]}\n".to_owned(), "affinity.fields"),
+    ];
+    for (yaml, want) in cases {
+        let err = parse(&yaml, &[]).err().unwrap_or_else(|| panic!("accepted:\n{yaml}")).to_string();
+        assert!(err.contains(want), "expected {want:?} in {err}");
+    }
+    let err = Config::parse("r.yaml", "sources:\n  - {name: t, path: /fanout/inbox/x, secrets: [s]}\n", |_| None);
+    assert!(err.err().unwrap().to_string().contains("fanout's own"));
 }

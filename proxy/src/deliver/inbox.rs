@@ -1,0 +1,368 @@
+//! The deliver stage for inbox targets: pull instead of push. A developer's laptop behind NAT
+//! cannot be posted to, so its events wait in the inbox's queue like any target's, and a
+//! `fanout listen` fetches them (long poll), forwards each to the local app, and answers for it.
+//! An offered job stays leased until that answer; one not answered in time is a failed attempt
+//! and is offered again, so a listener that dies mid-event loses nothing.
+//!
+//! Invariant: an inbox job leaves the store exactly as a pushed one does — delivered (the local
+//! app answered 2xx), dead-lettered, or moved to its route's offline fallback — and one job is
+//! offered to one listener at a time (leasing takes it out of the queue).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fanout_store::{Delivery, Job, JobId, Sweep};
+
+use super::{Deliveries, Failure, Loaded, Shared, TargetState};
+use crate::config::{Config, Endpoint};
+use crate::inbox::{Answer, Offered};
+use crate::ingress::unix_now_ms;
+
+/// A listener counts as connected this long after its last poll or answer: it polls again as
+/// soon as it has forwarded a batch.
+const PRESENCE_WINDOW_MS: u64 = 15_000;
+
+/// Queued jobs looked at per maintenance pass (expiry, offline fallback).
+const SWEEP_BATCH: usize = 1000;
+
+/// How often expired offers and offline inboxes are looked at.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+
+/// An inbox's live state: what is offered and who is listening. In memory: after a restart,
+/// offers are leases the store hands back, and presence starts as "offline since now".
+pub struct InboxState {
+    offers: Mutex<HashMap<JobId, Offer>>,
+    presence: Mutex<Presence>,
+    /// Woken when jobs arrive, so waiting polls answer at once.
+    pub(super) arrived: tokio::sync::Notify,
+}
+
+struct Offer {
+    job: Job,
+    deadline_ms: u64,
+    offered: Instant,
+}
+
+struct Presence {
+    polling: usize,
+    /// Last poll or answer; none since this process started.
+    last_seen_ms: Option<u64>,
+    started_ms: u64,
+    /// Listener id (one per `fanout listen` process) → last seen.
+    listeners: HashMap<String, u64>,
+}
+
+/// What the admin API shows for an inbox.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct InboxStatus {
+    pub online: bool,
+    pub listeners: usize,
+    pub last_seen_ms: Option<u64>,
+    pub offered: usize,
+}
+
+impl InboxState {
+    pub(super) fn new(now_ms: u64) -> InboxState {
+        InboxState {
+            offers: Mutex::default(),
+            presence: Mutex::new(Presence {
+                polling: 0,
+                last_seen_ms: None,
+                started_ms: now_ms,
+                listeners: HashMap::new(),
+            }),
+            arrived: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
+        self.presence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn offers(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Offer>> {
+        self.offers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seen(&self, listener: &str, now_ms: u64) {
+        let mut p = self.presence();
+        p.last_seen_ms = Some(p.last_seen_ms.unwrap_or(0).max(now_ms));
+        p.listeners.insert(listener.to_owned(), now_ms);
+        p.listeners.retain(|_, at| now_ms.saturating_sub(*at) < PRESENCE_WINDOW_MS);
+    }
+
+    fn online(&self, now_ms: u64) -> bool {
+        let p = self.presence();
+        p.polling > 0 || p.last_seen_ms.is_some_and(|at| now_ms.saturating_sub(at) < PRESENCE_WINDOW_MS)
+    }
+
+    /// How long nobody has listened (zero while someone does); a restart counts as the start
+    /// of it, so a fallback's grace period is never cut short by one.
+    fn offline_for_ms(&self, now_ms: u64) -> u64 {
+        if self.online(now_ms) {
+            return 0;
+        }
+        let p = self.presence();
+        now_ms.saturating_sub(p.last_seen_ms.unwrap_or(p.started_ms))
+    }
+
+    pub fn status(&self, now_ms: u64) -> InboxStatus {
+        let online = self.online(now_ms);
+        let p = self.presence();
+        InboxStatus {
+            online,
+            listeners: p.listeners.values().filter(|at| now_ms.saturating_sub(**at) < PRESENCE_WINDOW_MS).count(),
+            last_seen_ms: p.last_seen_ms,
+            offered: self.offers().len(),
+        }
+    }
+}
+
+/// A poll in progress: the inbox counts as connected while it lasts.
+struct Polling<'a> {
+    inbox: &'a InboxState,
+    listener: &'a str,
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.inbox.presence().polling -= 1;
+        self.inbox.seen(self.listener, unix_now_ms());
+    }
+}
+
+/// Why a poll or an answer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error("{0:?} is not an inbox")]
+    NotAnInbox(String),
+    #[error("the store failed: {0}")]
+    Store(#[from] fanout_store::StoreError),
+}
+
+impl Deliveries {
+    fn inbox(&self, name: &str) -> Result<(Arc<TargetState>, Arc<InboxState>), InboxError> {
+        let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
+        let state = workers.get(name).cloned().ok_or_else(|| InboxError::NotAnInbox(name.to_owned()))?;
+        let inbox = state.inbox.clone().ok_or_else(|| InboxError::NotAnInbox(name.to_owned()))?;
+        Ok((state, inbox))
+    }
+
+    /// Live state of an inbox, for the admin API and the listen protocol.
+    pub fn inbox_status(&self, name: &str) -> Option<InboxStatus> {
+        self.inbox(name).ok().map(|(_, inbox)| inbox.status(unix_now_ms()))
+    }
+
+    /// Up to `max` events for the inbox's listener, re-signed with the inbox's secret; waits up to
+    /// `wait` for one to arrive, and answers empty when `stop` is cancelled (a shutdown).
+    pub async fn poll(
+        &self,
+        name: &str,
+        listener: &str,
+        max: usize,
+        wait: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Offered>, InboxError> {
+        let (state, inbox) = self.inbox(name)?;
+        inbox.presence().polling += 1;
+        inbox.seen(listener, unix_now_ms());
+        let _polling = Polling { inbox: &inbox, listener };
+        let until = Instant::now() + wait;
+        loop {
+            let arrived = inbox.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let config = self.shared.live.load_full();
+            if config.target(name).filter(|t| t.is_inbox()).is_none() {
+                return Err(InboxError::NotAnInbox(name.to_owned()));
+            }
+            let mut next = until.saturating_duration_since(Instant::now());
+            if !state.paused.load(std::sync::atomic::Ordering::SeqCst) {
+                let offered = self.offer(&config, &state, &inbox, name, max)?;
+                if !offered.is_empty() {
+                    return Ok(offered);
+                }
+                if let Some(due) = self.shared.store.next_due_ms(name)? {
+                    next = next.min(Duration::from_millis(due.saturating_sub(unix_now_ms())));
+                }
+            }
+            if next.is_zero() && Instant::now() >= until {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(Vec::new()),
+                _ = state.stop.cancelled() => return Ok(Vec::new()),
+                _ = arrived => {}
+                // Bounded, so a due retry or a wall-clock jump is noticed.
+                _ = tokio::time::sleep(next.min(MAINTAIN_EVERY).max(Duration::from_millis(10))) => {}
+            }
+            if Instant::now() >= until {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Leases due jobs and turns them into offers. Jobs past `max_age` are dead-lettered here
+    /// rather than handed to a listener that reconnected days later.
+    fn offer(
+        &self,
+        config: &Config,
+        state: &TargetState,
+        inbox: &InboxState,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<Offered>, InboxError> {
+        let Some(target) = config.target(name) else { return Ok(Vec::new()) };
+        let now = unix_now_ms();
+        let jobs = self.shared.store.lease_due(name, now, max)?;
+        let (mut offered, mut ready) = (Vec::new(), Vec::new());
+        for job in jobs {
+            if now.saturating_sub(job.created_at_ms) >= target.retry.max_age.as_millis() as u64 {
+                let reason = expired_reason(target.retry.max_age);
+                self.shared.store.dead_letter(&job, &reason, now)?;
+                tracing::warn!(event_id = %job.event_id, target = %name, "dead-lettered: {reason}");
+                continue;
+            }
+            match self.shared.load_event(config, job) {
+                Loaded::Ready(mut job, event) => {
+                    job.attempt += 1;
+                    ready.push((job, event));
+                }
+                Loaded::Unreadable(mut job, error) => {
+                    job.attempt += 1;
+                    self.shared.settle(config, state, name, job, Err(Failure { status: None, error }), Duration::ZERO);
+                }
+                Loaded::Settled => {}
+            }
+        }
+        // The listener forwards a batch one event at a time, each within the target's timeout;
+        // one more timeout covers the round trips. Unanswered by then: a failed attempt.
+        let deadline = now + (target.timeout * (ready.len() as u32 + 1)).as_millis() as u64;
+        let mut offers = inbox.offers();
+        for (job, event) in ready {
+            // Bodies were parsed as JSON at ingest, so they are UTF-8; sign exactly what is sent.
+            let body = String::from_utf8_lossy(&event.body).into_owned();
+            offered.push(Offered {
+                id: job.id.to_string(),
+                event_id: job.event_id.clone(),
+                event_type: event.event_type.clone(),
+                attempt: job.attempt,
+                headers: super::delivery_headers(target, &job, body.as_bytes())
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                body,
+            });
+            offers.insert(job.id, Offer { job, deadline_ms: deadline, offered: Instant::now() });
+        }
+        Ok(offered)
+    }
+
+    /// A listener's answer for an offered event: the local app's status, or why it could not be
+    /// reached. `Ok(false)`: nothing of this inbox is waiting for that answer (it expired and
+    /// will be offered again, or the id is not this inbox's).
+    pub async fn answer(&self, name: &str, listener: &str, answer: &Answer) -> Result<bool, InboxError> {
+        let (state, inbox) = self.inbox(name)?;
+        let now = unix_now_ms();
+        inbox.seen(listener, now);
+        let Some(offer) = answer.id.parse::<JobId>().ok().and_then(|id| inbox.offers().remove(&id)) else {
+            return Ok(false);
+        };
+        let result = match answer.status {
+            Some(status) if (200..300).contains(&status) => Ok(status),
+            status => Err(Failure {
+                status,
+                error: match (&answer.error, status) {
+                    (Some(e), _) => format!("local app: {e}"),
+                    (None, Some(s)) => format!("local app answered HTTP {s}"),
+                    (None, None) => "local app: no answer".to_owned(),
+                },
+            }),
+        };
+        let config = self.shared.live.load_full();
+        let latency =
+            Duration::from_millis(answer.latency_ms.unwrap_or_else(|| offer.offered.elapsed().as_millis() as u64));
+        self.shared.settle(&config, &state, name, offer.job, result, latency);
+        self.shared.store.durable().await?;
+        Ok(true)
+    }
+}
+
+fn expired_reason(max_age: Duration) -> String {
+    format!("no listener fetched it within max_age ({})", humantime::format_duration(max_age))
+}
+
+/// An inbox's background loop: offers not answered in time become failed attempts, and while
+/// nobody listens, jobs past `max_age` are dead-lettered and those whose route has an offline
+/// fallback move on once nobody has listened for its grace period.
+pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<TargetState>, inbox: Arc<InboxState>) {
+    loop {
+        tokio::select! {
+            _ = state.stop.cancelled() => break,
+            _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
+        }
+        let config = shared.live.load_full();
+        let Some(target) = config.target(&name) else { break };
+        if !matches!(target.endpoint, Endpoint::Inbox { .. }) {
+            break;
+        }
+        let now = unix_now_ms();
+        let expired: Vec<Offer> = {
+            let mut offers = inbox.offers();
+            let ids: Vec<JobId> = offers.iter().filter(|(_, o)| o.deadline_ms <= now).map(|(id, _)| *id).collect();
+            ids.iter().filter_map(|id| offers.remove(id)).collect()
+        };
+        for offer in expired {
+            let error = "no answer from the listener in time (it disconnected or the local app hung)".to_owned();
+            let latency = offer.offered.elapsed();
+            shared.settle(&config, &state, &name, offer.job, Err(Failure { status: None, error }), latency);
+        }
+        if state.paused.load(std::sync::atomic::Ordering::SeqCst)
+            || inbox.online(now)
+            || shared.store.queued(&name) == 0
+        {
+            continue;
+        }
+        let offline_for = inbox.offline_for_ms(now);
+        let max_age = target.retry.max_age;
+        let mut woken = Vec::new();
+        let swept = shared.store.sweep_queue(&name, SWEEP_BATCH, now, |job| {
+            if now.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64 {
+                return Sweep::DeadLetter(expired_reason(max_age));
+            }
+            match &job.delivery {
+                Delivery::Inbox { fallback, offline_after_ms }
+                    if !fallback.is_empty() && offline_for >= *offline_after_ms =>
+                {
+                    let moved = Job {
+                        target: fallback[0].clone(),
+                        delivery: Delivery::Failover { group: name.clone(), members: fallback.clone(), member: 0 },
+                        due_at_ms: now,
+                        ..job.clone()
+                    };
+                    woken.push(fallback[0].clone());
+                    let reason = format!(
+                        "no listener on inbox {name:?} for {}",
+                        humantime::format_duration(Duration::from_secs(offline_for / 1000))
+                    );
+                    Sweep::Reroute(Box::new(moved), reason)
+                }
+                _ => Sweep::Keep,
+            }
+        });
+        match swept {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(target = %name, moved = n, "inbox offline: jobs moved to their fallback or dead-lettered");
+                if let Err(e) = shared.store.durable().await {
+                    tracing::error!(target = %name, "cannot flush the store: {e}");
+                }
+                woken.dedup();
+                for t in woken {
+                    shared.wake(&t);
+                }
+            }
+            Err(e) => tracing::error!(target = %name, "cannot sweep the inbox queue: {e}"),
+        }
+    }
+}

@@ -191,3 +191,26 @@ async fn send_posts_a_signed_event_that_the_proxy_accepts() {
     assert!(text(&bad).contains("400"), "{}", text(&bad));
     proxy.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_to_completion_and_says_where_each_event_went() {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), fanout_cli(&["demo"], &[]))
+        .await
+        .expect("demo under a minute");
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "rule \"alice-dev\" matched",
+        "it references sub_alice1, which alice owns",
+        "Ready! Inbox alice",
+        "answers 503 (simulated outage)",
+        "delivered to staging (3 attempts)",
+        "delivered to dogfood-2 (2 attempts)",
+        "it references cus_dog1, which dogfood owns",
+        "moved to staging: no listener on inbox \"alice\"",
+        "Every event ended up with the environment that owns it",
+    ] {
+        assert!(text.contains(want), "expected {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("INVALID"), "{text}");
+}

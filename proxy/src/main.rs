@@ -5,7 +5,10 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The demo narrates on stdout; its proxy's info lines would drown the story.
+    let quiet = matches!(cli.command, fanout::cli::Command::Demo);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if quiet { "error" } else { "info" }));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Lines are written by a background thread: formatting stays on the request path, the write
     // syscall does not (it was ~20 µs of every acknowledged event; BENCHMARKS.md). Not lossy: at

@@ -19,9 +19,9 @@ use crate::config::{Config, Endpoint};
 use crate::inbox::{Answer, Offered};
 use crate::ingress::unix_now_ms;
 
-/// A listener counts as connected this long after its last poll or answer: it polls again as
-/// soon as it has forwarded a batch.
-const PRESENCE_WINDOW_MS: u64 = 15_000;
+/// A listener counts as connected while it polls or holds offered events, and this long after:
+/// it polls again as soon as it has answered for a batch.
+const PRESENCE_WINDOW_MS: u64 = 5_000;
 
 /// Queued jobs looked at per maintenance pass (expiry, offline fallback).
 const SWEEP_BATCH: usize = 1000;
@@ -93,7 +93,9 @@ impl InboxState {
 
     fn online(&self, now_ms: u64) -> bool {
         let p = self.presence();
-        p.polling > 0 || p.last_seen_ms.is_some_and(|at| now_ms.saturating_sub(at) < PRESENCE_WINDOW_MS)
+        p.polling > 0
+            || p.last_seen_ms.is_some_and(|at| now_ms.saturating_sub(at) < PRESENCE_WINDOW_MS)
+            || !self.offers().is_empty()
     }
 
     /// How long nobody has listened (zero while someone does); a restart counts as the start

@@ -298,10 +298,11 @@ where
     }
 }
 
-/// Forgets events (with their history and dead letters) older than the retention, in small
-/// batches so ingest never waits on it; and moves jobs queued for removed targets to the dead
+/// Forgets events (with their history and dead letters) and object ownership older than the
+/// retention, in small batches so ingest never waits on it; and moves jobs queued for removed targets to the dead
 /// letters.
 async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown: CancellationToken) {
+    let mut owners_from: Option<String> = None;
     loop {
         let keep = live.load().retention;
         let cutoff = unix_now_ms().saturating_sub(keep.as_millis() as u64);
@@ -317,6 +318,11 @@ async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown:
             if shutdown.is_cancelled() {
                 return;
             }
+        }
+        // Ownership is keyed by object id: a slice of it per pass, cursor kept between passes.
+        match store.purge_owners_before(cutoff, owners_from.as_deref(), 1000) {
+            Ok((_, next)) => owners_from = next,
+            Err(e) => tracing::error!("retention sweep of object owners failed: {e}"),
         }
         deliveries.sweep_orphan_queues().await;
         tokio::select! {

@@ -19,6 +19,19 @@ fn any(target: &str) -> NewJob {
     NewJob { target: target.into(), delivery: Delivery::AnyOf { group: "g".into() }, rule: "r".into() }
 }
 
+/// Opens a store just dropped: sled's background flusher can hold the directory's lock for a
+/// moment after the last handle goes.
+fn reopen(path: &std::path::Path) -> Store {
+    for _ in 0..100 {
+        match Store::open(path) {
+            Ok(store) => return store,
+            Err(StoreError::Open { .. }) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the store stayed locked after its handles were dropped");
+}
+
 fn jobs(ingested: Ingested) -> Vec<Job> {
     match ingested {
         Ingested::New(jobs) => jobs,
@@ -81,7 +94,7 @@ fn reopening_releases_in_flight_jobs() {
         assert_eq!(store.queued("a"), 0);
         store.db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.in_flight(), 0);
     assert_eq!(store.lease_due("a", 0, 1).unwrap().len(), 1);
 }
@@ -457,7 +470,7 @@ fn a_lease_left_behind_by_a_dead_letter_is_not_requeued() {
         store.dead.insert(job.id.to_be_bytes(), encode(&letter).unwrap()).unwrap();
         store.db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!((store.queued("a"), store.in_flight(), store.dead_letter_count()), (0, 0, 1));
 }
 
@@ -476,4 +489,50 @@ fn a_bulk_dead_letter_pass_stops_at_where_it_began() {
     store.dead_letter(&again, "x", 3).unwrap();
     assert_eq!(store.dead_letters_page(None, None, Some(end), 10, 10).unwrap(), (vec![], None));
     assert_eq!(store.dead_letters_page(None, None, None, 10, 10).unwrap().0.len(), 1);
+}
+
+#[test]
+fn owners_are_claimed_listed_and_expire_with_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let owner = |d: &str, at_ms| Owner { destinations: vec![d.into()], via: "r".into(), event_id: None, at_ms };
+    store.claim(&["cus_1".into(), "sub_1".into()], &owner("alice", 100)).unwrap();
+    store.claim(&["cus_2".into()], &owner("bob", 5_000)).unwrap();
+    assert_eq!(store.owner("cus_1").unwrap().unwrap().destinations, vec!["alice"]);
+    let (page, next) = store.owners_page(None, Some("alice"), 10, 100).unwrap();
+    assert_eq!(page.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["cus_1", "sub_1"]);
+    assert_eq!(next, None);
+    let (page, next) = store.owners_page(None, None, 1, 100).unwrap();
+    assert_eq!((page.len(), next.as_deref()), (1, Some("cus_1")));
+    // A pass in slices of 2 from the start: cus_1 goes, cus_2 (newer) stays, then sub_1.
+    let (purged, next) = store.purge_owners_before(1_000, None, 2).unwrap();
+    assert_eq!((purged, next.as_deref()), (1, Some("cus_2")));
+    let (purged, next) = store.purge_owners_before(1_000, next.as_deref(), 2).unwrap();
+    assert_eq!((purged, next), (1, None));
+    assert!(store.owner("cus_1").unwrap().is_none() && store.owner("sub_1").unwrap().is_none());
+    assert!(store.owner("cus_2").unwrap().is_some());
+    assert!(store.disown("cus_2").unwrap() && !store.disown("cus_2").unwrap());
+}
+
+#[test]
+fn a_sweep_reroutes_or_dead_letters_queued_jobs_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (i, id) in ["evt_1", "evt_2", "evt_3"].into_iter().enumerate() {
+        store.ingest(&event(id, 1_000 + i as u64), &[to("inbox")]).unwrap();
+    }
+    let swept = store
+        .sweep_queue("inbox", 10, 2_000, |job| match job.event_id.as_str() {
+            "evt_1" => Sweep::Reroute(Box::new(Job { target: "staging".into(), ..job.clone() }), "offline".into()),
+            "evt_2" => Sweep::DeadLetter("too old".into()),
+            _ => Sweep::Keep,
+        })
+        .unwrap();
+    assert_eq!(swept, 2);
+    assert_eq!((store.queued("inbox"), store.queued("staging"), store.dead_letter_count()), (1, 1, 1));
+    let moved = store.lease_due("staging", 5_000, 10).unwrap();
+    assert_eq!(moved[0].event_id, "evt_1");
+    let received = store.event("evt_1").unwrap().unwrap().received_at_ms;
+    let history = store.history(received, "evt_1", 10).unwrap();
+    assert!(matches!(&history[0].outcome, Outcome::Rerouted { to, reason } if to == "staging" && reason == "offline"));
 }

@@ -50,7 +50,7 @@ async fn a_renewal_without_metadata_follows_its_customer_across_a_restart() {
         assert!(eventually(WITHIN, || staging.for_event("evt_r0").len() == 1).await);
 
         // The rule sends alice's customer to alice, and alice now owns cus_123.
-        assert_eq!(send_signed(&url, &event("evt_c1", "customer.created", "alice")).await.0, 200);
+        assert_eq!(send_signed(&url, &customer_event("evt_c1", "customer.created", "alice", "cus_123")).await.0, 200);
         assert!(eventually(WITHIN, || alice.for_event("evt_c1").len() == 1).await);
         let (status, owner) = proxy.admin(Method::GET, "/owners/cus_123", None).await;
         assert_eq!(

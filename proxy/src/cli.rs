@@ -386,6 +386,19 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
         let when = if when.is_empty() { "always".to_owned() } else { when.join(" and ") };
         let cont = if r.continue_matching { "  (continue)" } else { "" };
         let _ = writeln!(out, "  {}. {:<12} when {when} -> {}{cont}", i + 1, r.name, action(&cfg.router, &r.action));
+        if let Some(o) = &r.offline {
+            let after = humantime::format_duration(o.after);
+            let _ = writeln!(out, "     {:<12} inbox offline for {after} -> {}", "", o.fallback_name);
+        }
+    }
+    match &cfg.router.affinity {
+        Some(fields) => {
+            let fields: Vec<String> = fields.iter().map(|f| f.join(".")).collect();
+            let _ = writeln!(out, "  no rule matched -> the owner of the first of {} that has one", fields.join(", "));
+        }
+        None => {
+            let _ = writeln!(out, "  (ownership routing is off)");
+        }
     }
     let default = cfg
         .router

@@ -154,11 +154,17 @@ impl Proxy {
 
 pub const SOURCE_SECRET: &str = "whsec_source_test";
 
-/// A Stripe-shaped event body.
+/// A Stripe-shaped event body, about a customer of its own (`cus_<event id>`): tests that route
+/// by rules are not meant to share objects, which would make ownership routing join in.
 pub fn event(id: &str, ty: &str, env: &str) -> String {
+    customer_event(id, ty, env, &format!("cus_{id}"))
+}
+
+/// An event about the customer `customer`.
+pub fn customer_event(id: &str, ty: &str, env: &str, customer: &str) -> String {
     serde_json::json!({
         "id": id, "object": "event", "type": ty, "livemode": false, "api_version": "2024-06-20",
-        "created": now(), "data": {"object": {"id": "cus_123", "object": "customer", "metadata": {"env": env}}}
+        "created": now(), "data": {"object": {"id": customer, "object": "customer", "metadata": {"env": env}}}
     })
     .to_string()
 }

@@ -35,8 +35,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A Stripe `invoice.paid`-shaped event padded to about `size` bytes, with a distinct id.
 pub fn event_body(run: &str, seq: u64, size: usize) -> String {
     let id = event_id(run, seq);
+    // Object ids as scattered as Stripe's random ones (each a new key for ownership claims).
+    let obj = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     let head = format!(
-        r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":1700000000,"type":"invoice.paid","livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"data":{{"object":{{"id":"in_{seq:024}","object":"invoice","customer":"cus_bench{seq:014}","subscription":"sub_bench{seq:014}","amount_due":2000,"amount_paid":2000,"currency":"usd","status":"paid","metadata":{{"env":"staging"}},"lines":{{"object":"list","data":[],"has_more":false}},"footer":""#
+        r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":1700000000,"type":"invoice.paid","livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"data":{{"object":{{"id":"in_{obj:024x}","object":"invoice","customer":"cus_{obj:014x}","subscription":"sub_{obj:014x}","amount_due":2000,"amount_paid":2000,"currency":"usd","status":"paid","metadata":{{"env":"staging"}},"lines":{{"object":"list","data":[],"has_more":false}},"footer":""#
     );
     let tail = r#""}}}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
@@ -455,6 +457,11 @@ pub fn write_config(dir: &Path, targets: &[(&str, &str)], groups: &[(&str, &[&st
         }
     }
     yaml.push_str(&format!("routes:\n  - name: everything\n    to: [{}]\n", to.join(", ")));
+    // The rule routes every event, so each claims its objects for ownership routing; `off`
+    // measures the pipeline without those writes.
+    if std::env::var("FANOUT_BENCH_AFFINITY").is_ok_and(|v| v == "off") {
+        yaml.push_str("affinity: {enabled: false}\n");
+    }
     let path = dir.join("routing.yaml");
     std::fs::write(&path, yaml).expect("write the bench config");
     path

@@ -20,6 +20,7 @@ mod record;
 
 pub use counts::TargetCounts;
 pub use history::EventCursor;
+pub use operator::QueueCursor;
 pub use owners::{OwnerCursor, OwnersPage};
 pub use record::{
     DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob, Outcome,

@@ -5,6 +5,10 @@
 use crate::record::{DeadLetter, Delivery, Job, JobId, NewJob, Outcome, Sweep};
 use crate::{decode, Result, Store};
 
+/// Where a [`Store::sweep_queue`] pass stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueCursor(Vec<u8>);
+
 impl Store {
     /// Pauses or resumes a target. A paused target keeps queueing; its worker delivers nothing.
     pub fn set_paused(&self, target: &str, paused: bool) -> Result<()> {
@@ -124,23 +128,36 @@ impl Store {
     /// Moves every job queued for `target` to the dead letters with `reason` (the target was
     /// removed from the config), at most `batch` per call; returns how many moved.
     pub fn dead_letter_queue(&self, target: &str, reason: &str, now_ms: u64, batch: usize) -> Result<usize> {
-        self.sweep_queue(target, batch, now_ms, |_| Sweep::DeadLetter(reason.to_owned()))
+        Ok(self.sweep_queue(target, None, batch, now_ms, |_| Sweep::DeadLetter(reason.to_owned()))?.0)
     }
 
-    /// Looks at up to `batch` jobs queued for `target` (in due order) and takes out those `decide`
-    /// does not keep: re-queued as it rewrote them (another target, another due time), or
-    /// dead-lettered. Returns how many were taken out. For work on a queue that is not an attempt:
-    /// an inbox's jobs moving to their offline fallback, or expiring unread.
+    /// Looks at up to `batch` jobs queued for `target` (in due order, after `from`) and takes out
+    /// those `decide` does not keep: re-queued as it rewrote them (another target, another due
+    /// time), or dead-lettered. Returns how many were taken out, and where the next pass goes on
+    /// (none: the end was reached). For work on a queue that is not an attempt: an inbox's jobs
+    /// moving to their offline fallback, or expiring unread.
     pub fn sweep_queue(
         &self,
         target: &str,
+        from: Option<&QueueCursor>,
         batch: usize,
         now_ms: u64,
         mut decide: impl FnMut(&Job) -> Sweep,
-    ) -> Result<usize> {
-        let mut moved = 0;
-        for entry in self.queue.scan_prefix(crate::queue_prefix(target)).take(batch) {
+    ) -> Result<(usize, Option<QueueCursor>)> {
+        let prefix = crate::queue_prefix(target);
+        let start = match from {
+            // Just after the last key looked at.
+            Some(QueueCursor(key)) if key.starts_with(&prefix) => [key.as_slice(), &[0]].concat(),
+            _ => prefix.clone(),
+        };
+        let mut end = prefix.clone();
+        end.pop();
+        end.push(1);
+        let (mut moved, mut seen, mut last) = (0, 0, None);
+        for entry in self.queue.range(start..end).take(batch) {
             let (key, value) = entry?;
+            seen += 1;
+            last = Some(QueueCursor(key.to_vec()));
             let job: Job = decode(&value, "job")?;
             // Ok: re-queue as rewritten; Err: dead-letter with the reason.
             let take = match decide(&job) {
@@ -170,6 +187,6 @@ impl Store {
             }
             moved += 1;
         }
-        Ok(moved)
+        Ok((moved, if seen == batch { last } else { None }))
     }
 }

@@ -521,14 +521,18 @@ fn a_sweep_reroutes_or_dead_letters_queued_jobs_and_keeps_the_rest() {
     for (i, id) in ["evt_1", "evt_2", "evt_3"].into_iter().enumerate() {
         store.ingest(&event(id, 1_000 + i as u64), &[to("inbox")]).unwrap();
     }
-    let swept = store
-        .sweep_queue("inbox", 10, 2_000, |job| match job.event_id.as_str() {
-            "evt_1" => Sweep::Reroute(Box::new(Job { target: "staging".into(), ..job.clone() }), "offline".into()),
-            "evt_2" => Sweep::DeadLetter("too old".into()),
-            _ => Sweep::Keep,
-        })
-        .unwrap();
+    let decide = |job: &Job| match job.event_id.as_str() {
+        "evt_1" => Sweep::Reroute(Box::new(Job { target: "staging".into(), ..job.clone() }), "offline".into()),
+        "evt_2" => Sweep::DeadLetter("too old".into()),
+        _ => Sweep::Keep,
+    };
+    // In passes of two: the first takes both out and says where to go on; the second reaches
+    // the end.
+    let (swept, next) = store.sweep_queue("inbox", None, 2, 2_000, decide).unwrap();
     assert_eq!(swept, 2);
+    assert!(next.is_some());
+    let (swept, next) = store.sweep_queue("inbox", next.as_ref(), 2, 2_000, decide).unwrap();
+    assert_eq!((swept, next), (0, None));
     assert_eq!((store.queued("inbox"), store.queued("staging"), store.dead_letter_count()), (1, 1, 1));
     let moved = store.lease_due("staging", 5_000, 10).unwrap();
     assert_eq!(moved[0].event_id, "evt_1");

@@ -80,6 +80,31 @@ pub(super) async fn call_with_body(
     query: &[(&str, String)],
     body: Bytes,
 ) -> anyhow::Result<Value> {
+    match exchange(admin, method, path, query, body).await? {
+        Ok(value) => Ok(value),
+        Err(not_found) => bail!("the admin API answered 404 Not Found: {not_found}"),
+    }
+}
+
+/// Like [`call_with_body`], but "no such thing" (a 404) is `Ok(None)` rather than an error.
+pub(super) async fn call_found(
+    admin: &AdminArgs,
+    method: Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Bytes,
+) -> anyhow::Result<Option<Value>> {
+    Ok(exchange(admin, method, path, query, body).await?.ok())
+}
+
+/// One request: the answer, `Ok(Err(message))` for a 404, or an error that says what to do.
+async fn exchange(
+    admin: &AdminArgs,
+    method: Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Bytes,
+) -> anyhow::Result<Result<Value, String>> {
     let mut url = format!("{}{path}", admin.url.trim_end_matches('/'));
     if !query.is_empty() {
         let mut q = form_urlencoded::Serializer::new(String::new());
@@ -106,7 +131,9 @@ pub(super) async fn call_with_body(
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     let message = value.get("error").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
     match status {
-        s if s.is_success() => Ok(value),
+        s if s.is_success() => Ok(Ok(value)),
+        // An unknown route is a version mismatch, not "no such thing".
+        StatusCode::NOT_FOUND if !message.starts_with("no admin route") => Ok(Err(message)),
         StatusCode::UNAUTHORIZED => {
             bail!("the admin API refused the request: {message}. Pass the proxy's admin.token with --token or FANOUT_ADMIN_TOKEN")
         }
@@ -491,15 +518,11 @@ pub async fn own(admin: &AdminArgs, id: &str, destinations: &[String]) -> anyhow
 pub async fn live_owners(admin: &AdminArgs, ids: &[String]) -> anyhow::Result<Vec<(String, crate::route::KnownOwner)>> {
     let mut known = Vec::new();
     for id in ids {
-        match call(admin, Method::GET, &format!("/owners/{}", encode_segment(id)), &[]).await {
-            Ok(v) => {
-                let destinations =
-                    v["owner"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_owned)).collect();
-                known.push((id.clone(), crate::route::KnownOwner { destinations, via: s(&v["via"]) }));
-            }
-            // No owner: the admin API answers 404.
-            Err(e) if e.to_string().contains("404") => {}
-            Err(e) => return Err(e),
+        let path = format!("/owners/{}", encode_segment(id));
+        if let Some(v) = call_found(admin, Method::GET, &path, &[], Bytes::new()).await? {
+            let destinations =
+                v["owner"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_owned)).collect();
+            known.push((id.clone(), crate::route::KnownOwner { destinations, via: s(&v["via"]) }));
         }
     }
     Ok(known)

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fanout_store::{Delivery, Job, JobId, Sweep};
+use fanout_store::{Delivery, Job, JobId, QueueCursor, Sweep};
 
 use super::{Deliveries, Failure, Loaded, Shared, TargetState};
 use crate::config::{Config, Endpoint};
@@ -23,7 +23,8 @@ use crate::ingress::unix_now_ms;
 /// it polls again as soon as it has answered for a batch.
 const PRESENCE_WINDOW_MS: u64 = 5_000;
 
-/// Queued jobs looked at per maintenance pass (expiry, offline fallback).
+/// Queued jobs looked at per maintenance pass (expiry, offline fallback), each pass going on
+/// where the last stopped.
 const SWEEP_BATCH: usize = 1000;
 
 /// How often expired offers and offline inboxes are looked at.
@@ -298,6 +299,9 @@ fn expired_reason(max_age: Duration) -> String {
 /// nobody listens, jobs past `max_age` are dead-lettered and those whose route has an offline
 /// fallback move on once nobody has listened for its grace period.
 pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<TargetState>, inbox: Arc<InboxState>) {
+    // Each pass looks at a slice of the queue and goes on from there the next second, so jobs
+    // behind a long held backlog are reached too.
+    let mut from: Option<QueueCursor> = None;
     loop {
         tokio::select! {
             _ = state.stop.cancelled() => break,
@@ -328,7 +332,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         let offline_for = inbox.offline_for_ms(now);
         let max_age = target.retry.max_age;
         let mut woken = Vec::new();
-        let swept = shared.store.sweep_queue(&name, SWEEP_BATCH, now, |job| {
+        let swept = shared.store.sweep_queue(&name, from.as_ref(), SWEEP_BATCH, now, |job| {
             if now.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64 {
                 return Sweep::DeadLetter(expired_reason(max_age));
             }
@@ -351,6 +355,10 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
                 }
                 _ => Sweep::Keep,
             }
+        });
+        let swept = swept.map(|(n, next)| {
+            from = next;
+            n
         });
         match swept {
             Ok(0) => {}

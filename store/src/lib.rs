@@ -352,19 +352,12 @@ impl Store {
             if due_from(&key, prefix.len()) > now_ms {
                 break;
             }
-            let id = id_from(&key[key.len() - 8..]);
-            // Lease before unqueueing: a crash between the two leaves the job in both places, and
-            // the lease is released back to the same queue key at the next open.
-            self.leases.insert(id.to_be_bytes(), value.clone())?;
-            // An `any` sibling's success may have cancelled it meanwhile.
-            if self.queue.remove(&key)?.is_none() {
-                self.leases.remove(id.to_be_bytes())?;
+            if !self.take_queued(target, &key, &value)? {
                 continue;
             }
-            self.counts.queued(target, -1);
             let job: Job = decode(&value, "job")?;
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
-                self.requeued.remove(id.to_be_bytes())?;
+                self.requeued.remove(job.id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
                     self.cancel(&job)?;
                     continue;
@@ -373,6 +366,25 @@ impl Store {
             leased.push(job);
         }
         Ok(leased)
+    }
+
+    /// Moves one queued job to the leases; false if someone else has it (another poll of the
+    /// same inbox, a sweep, a retry rewriting it) or it left the queue meanwhile (an `any`
+    /// sibling's success). The lease is written before the queue entry goes, so a crash between
+    /// the two leaves the job in both places and `open` puts it back at the same key. The lease
+    /// is claimed with a compare-and-swap: two takers racing for one job never both win, and the
+    /// loser never removes the winner's lease.
+    pub(crate) fn take_queued(&self, target: &str, key: &[u8], value: &[u8]) -> Result<bool> {
+        let id = id_from(&key[key.len() - 8..]);
+        if self.leases.compare_and_swap(id.to_be_bytes(), None::<&[u8]>, Some(value))?.is_err() {
+            return Ok(false);
+        }
+        if self.queue.remove(key)?.is_none() {
+            self.leases.remove(id.to_be_bytes())?;
+            return Ok(false);
+        }
+        self.counts.queued(target, -1);
+        Ok(true)
     }
 
     /// The job was delivered. For an `any` group this also cancels the other members' pending

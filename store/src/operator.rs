@@ -166,13 +166,10 @@ impl Store {
                 Sweep::DeadLetter(reason) => Err(reason),
             };
             // Through a lease, so `retry` and `dead_letter`'s usual paths (and their group
-            // checks) apply; the lease is written before the queue entry goes, as `lease_due` does.
-            self.leases.insert(job.id.to_be_bytes(), value)?;
-            if self.queue.remove(&key)?.is_none() {
-                self.leases.remove(job.id.to_be_bytes())?;
+            // checks) apply.
+            if !self.take_queued(target, &key, &value)? {
                 continue;
             }
-            self.counts.queued(target, -1);
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
             }

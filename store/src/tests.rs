@@ -540,3 +540,32 @@ fn a_sweep_reroutes_or_dead_letters_queued_jobs_and_keeps_the_rest() {
     let history = store.history(received, "evt_1", 10).unwrap();
     assert!(matches!(&history[0].outcome, Outcome::Rerouted { to, reason } if to == "staging" && reason == "offline"));
 }
+
+#[test]
+fn two_takers_racing_for_one_queue_lease_each_job_once_and_keep_every_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..300 {
+        store.ingest(&event(&format!("evt_{i}"), 0), &[to("inbox")]).unwrap();
+    }
+    let take = || {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                let jobs = store.lease_due("inbox", 10, 3).unwrap();
+                if jobs.is_empty() && store.queued("inbox") == 0 {
+                    return got;
+                }
+                got.extend(jobs.into_iter().map(|j| j.id));
+            }
+        })
+    };
+    let (a, b) = (take(), take());
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let mut all: Vec<JobId> = a.iter().chain(&b).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!((all.len(), a.len() + b.len()), (300, 300), "each job leased exactly once");
+    assert_eq!(store.in_flight(), 300, "no taker removed another's lease");
+}

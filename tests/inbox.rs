@@ -183,6 +183,9 @@ async fn one_inbox_token_cannot_read_or_answer_for_another_and_unanswered_events
         let (_, v) = inbox(&proxy, Method::GET, "/events?wait=5", ALICE, "").await;
         assert_eq!(v["deliveries"][0]["event_id"], "evt_b1", "{v}");
         assert_eq!(v["deliveries"][0]["attempt"], 2);
+        // A late answer for the first offer does not settle the second.
+        let (status, v2) = inbox(&proxy, Method::POST, "/answer", ALICE, &answer).await;
+        assert_eq!(status, 409, "{v2}");
         let id = v["deliveries"][0]["id"].as_str().unwrap().to_owned();
         let answer = format!(r#"{{"id": "{id}", "status": 204, "latency_ms": 3}}"#);
         let (status, v) = inbox(&proxy, Method::POST, "/answer", ALICE, &answer).await;

@@ -157,6 +157,8 @@ pub struct Target {
     /// An extra CA (PEM) trusted for this target besides the platform's roots: internal staging
     /// often has a private CA.
     pub ca: Option<PathBuf>,
+    /// For an inbox: where its events go while nobody listens, unless the route says otherwise.
+    pub offline: Option<Offline>,
 }
 
 /// Where a target's deliveries go.
@@ -176,6 +178,10 @@ impl fmt::Display for Endpoint {
             Endpoint::Inbox { .. } => f.write_str("inbox (fetched by fanout listen)"),
         }
     }
+}
+
+fn endpoint_is_inbox(e: &Endpoint) -> bool {
+    matches!(e, Endpoint::Inbox { .. })
 }
 
 impl Target {
@@ -290,6 +296,8 @@ struct RawTarget {
     url: Option<String>,
     /// An inbox's `fanout listen` token.
     token: Option<String>,
+    /// An inbox's own `offline` fallback, for routes without one and for ownership.
+    offline: Option<RawOffline>,
     secret: String,
     #[serde(default = "default_target_timeout")]
     timeout: String,
@@ -437,6 +445,9 @@ fn default_target_timeout() -> String {
 fn default_concurrency() -> usize {
     8
 }
+
+/// Names routing itself gives as "the rule that decided", so no route may take them.
+const RESERVED_RULE_NAMES: [&str; 3] = [crate::route::DEFAULT_RULE, "manual", "replay"];
 
 /// The reserved destination name that acknowledges and records an event but delivers it nowhere.
 pub const DROP: &str = "drop";
@@ -628,9 +639,33 @@ impl Resolver<'_> {
 
         let mut names = Vec::new();
         let mut targets = Vec::new();
-        for t in raw.targets {
+        let mut own_offline = Vec::new();
+        for mut t in raw.targets {
             self.name("target", &t.name, &mut names)?;
             let endpoint = self.endpoint(&t)?;
+            if let Endpoint::Inbox { token } = &endpoint {
+                if targets
+                    .iter()
+                    .any(|o: &Target| matches!(&o.endpoint, Endpoint::Inbox { token: other } if other == token))
+                {
+                    return Err(self.err(
+                        &t.name,
+                        format!(
+                            "target {:?}: another inbox has the same token; each developer needs their own",
+                            t.name
+                        ),
+                    ));
+                }
+            }
+            match t.offline.take() {
+                Some(o) if endpoint_is_inbox(&endpoint) => own_offline.push((targets.len(), t.name.clone(), o)),
+                Some(_) => {
+                    return Err(
+                        self.err(&t.name, format!("target {:?}: `offline` is for `kind: inbox` targets", t.name))
+                    )
+                }
+                None => {}
+            }
             let secret = self.expand(&t.secret)?;
             if secret.is_empty() {
                 return Err(self.err(&t.name, format!("target {:?}: secret is empty", t.name)));
@@ -644,6 +679,7 @@ impl Resolver<'_> {
                 ca: t.ca.as_deref().map(|p| self.file(&format!("target {:?}: ca", t.name), p)).transpose()?,
                 name: t.name,
                 endpoint,
+                offline: None,
                 secret: Secret(secret),
                 concurrency: t.concurrency,
             });
@@ -684,6 +720,11 @@ impl Resolver<'_> {
             destinations.push(Destination { name: g.name, kind: DestinationKind::Group { mode: g.mode, members } });
         }
 
+        for (i, name, raw) in own_offline {
+            let offline = self.offline(&format!("target {name:?}"), &name, raw, &destinations, &targets)?;
+            targets[i].offline = Some(offline);
+        }
+
         // `anchor` is the text that starts the route in the file, to find the right line.
         let action = |place: &str, anchor: &str, to: Vec<String>| -> Result<Action, ConfigError> {
             if to.iter().any(|d| d == DROP) {
@@ -721,6 +762,12 @@ impl Resolver<'_> {
         let mut rules: Vec<Rule> = Vec::new();
         for r in raw.routes {
             let place = format!("route {:?}", r.name);
+            if RESERVED_RULE_NAMES.contains(&r.name.as_str()) || r.name.starts_with("owner:") {
+                return Err(self.err(
+                    &r.name,
+                    format!("{place}: the name is reserved (it means the default, a hand-set owner, or ownership)"),
+                ));
+            }
             if rules.iter().any(|o| o.name == r.name) {
                 return Err(self.err(&r.name, format!("{place}: duplicate route name")));
             }
@@ -734,8 +781,10 @@ impl Resolver<'_> {
                 (None, true) => Action::Drop,
                 (Some(to), false) => action(&place, &r.name, to.into_vec())?,
             };
-            let offline =
-                r.offline.map(|o| self.offline(&place, &r.name, o, &action, &destinations, &targets)).transpose()?;
+            let offline = r
+                .offline
+                .map(|o| self.route_offline(&place, &r.name, o, &action, &destinations, &targets))
+                .transpose()?;
             rules.push(Rule {
                 when: self.conditions(&place, r.when)?,
                 action,
@@ -816,7 +865,8 @@ impl Resolver<'_> {
         }
     }
 
-    fn offline(
+    /// A route's `offline`: only where it sends to an inbox.
+    fn route_offline(
         &self,
         place: &str,
         anchor: &str,
@@ -833,6 +883,17 @@ impl Resolver<'_> {
                 format!("{place}: `offline` applies to inbox destinations, and `to` lists none"),
             ));
         }
+        self.offline(place, anchor, raw, destinations, targets)
+    }
+
+    fn offline(
+        &self,
+        place: &str,
+        anchor: &str,
+        raw: RawOffline,
+        destinations: &[Destination],
+        targets: &[Target],
+    ) -> Result<Offline, ConfigError> {
         let name = self.expand(&raw.fallback)?;
         let fallback = match destinations.iter().find(|d| d.name == name).map(|d| &d.kind) {
             Some(DestinationKind::Target(i)) if !targets[*i].is_inbox() => vec![*i],

@@ -507,9 +507,9 @@ impl Shared {
 }
 
 /// A failed attempt: the HTTP status if the target answered, and what went wrong.
-struct Failure {
-    status: Option<u16>,
-    error: String,
+pub struct Failure {
+    pub status: Option<u16>,
+    pub error: String,
 }
 
 /// The headers every delivery of `job` carries, pushed or pulled: a fresh `Stripe-Signature` over
@@ -533,6 +533,9 @@ pub fn delivery_headers(target: &Target, job: &Job, body: &[u8]) -> Vec<(&'stati
     if job.replay {
         headers.push(("fanout-replay", "true".to_owned()));
     }
+    // A value that is not a valid header (a rule name or object id with a newline or non-ASCII)
+    // is left out rather than failing the delivery, pushed or pulled alike.
+    headers.retain(|(_, v)| HeaderValue::from_str(v).is_ok());
     headers
 }
 
@@ -543,11 +546,17 @@ async fn send(client: &HttpClient, target: &Target, url: &http::Uri, job: &Job, 
         .body(Full::new(body.clone()))
         .map_err(|e| fail(None, format!("cannot build the request: {e}")))?;
     for (name, value) in delivery_headers(target, job, &body) {
-        // A value that is not a valid header (a rule name with a newline) is left out, not fatal.
         if let Ok(v) = HeaderValue::from_str(&value) {
             req.headers_mut().insert(name, v);
         }
     }
+    post(client, req, target.timeout).await
+}
+
+/// One POST of a delivery, pushed by a worker or forwarded by `fanout listen`: Ok(status) only
+/// for a 2xx within `timeout`; otherwise the status (if any) and what went wrong.
+pub async fn post(client: &HttpClient, req: Request<Full<Bytes>>, timeout: Duration) -> Result<u16, Failure> {
+    let fail = |status: Option<u16>, error: String| Failure { status, error };
     let exchange = async {
         let res = client.request(req).await.map_err(|e| fail(None, tls::error_chain(&e)))?;
         let status = res.status();
@@ -558,8 +567,8 @@ async fn send(client: &HttpClient, target: &Target, url: &http::Uri, job: &Job, 
         };
         Ok::<_, Failure>((status, text))
     };
-    match tokio::time::timeout(target.timeout, exchange).await {
-        Err(_) => Err(fail(None, format!("timed out after {:?}", target.timeout))),
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(fail(None, format!("timed out after {timeout:?}"))),
         Ok(Err(e)) => Err(e),
         Ok(Ok((status, _))) if status.is_success() => Ok(status.as_u16()),
         Ok(Ok((status, _))) if status.is_redirection() => Err(fail(

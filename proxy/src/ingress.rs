@@ -114,14 +114,24 @@ impl Ingress {
         source: &str,
         event: VerifiedEvent,
     ) -> Result<Accepted, fanout_store::StoreError> {
-        let owner_of = |object: &str| match self.store.owner(object) {
-            Ok(owner) => owner.map(|o| KnownOwner { destinations: o.destinations, via: o.via }),
-            Err(e) => {
-                tracing::error!(object, "cannot read the object's owner: {e}");
-                None
+        // A store that cannot say who owns an object cannot route this event right: 503, so
+        // Stripe retries, rather than a 200 for a guess.
+        let decision = {
+            let unreadable = std::cell::RefCell::new(None);
+            let owner_of = |object: &str| match self.store.owner(object) {
+                Ok(owner) => owner.map(|o| KnownOwner { destinations: o.destinations, via: o.via }),
+                Err(e) => {
+                    unreadable.borrow_mut().get_or_insert(e);
+                    None
+                }
+            };
+            let decision = config.router.route_with(&event.json, &owner_of);
+            if let Some(e) = unreadable.into_inner() {
+                tracing::error!(event_id = %event.id, "cannot read object owners; answering 503 so Stripe retries: {e}");
+                return Err(e);
             }
+            decision
         };
-        let decision = config.router.route_with(&event.json, &owner_of);
         let (jobs, disposition) = plan(config, &decision);
         let claims = claims(config, &decision, &event.json, &event.id);
         let record = EventRecord {
@@ -198,7 +208,8 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
         let job = |target, delivery| NewJob { target, delivery, rule: rule.clone() };
         match &dest.kind {
             DestinationKind::Target(i) => {
-                let delivery = match offline {
+                // The route's own fallback, else the inbox's.
+                let delivery = match offline.or(config.targets[*i].offline.as_ref()) {
                     Some(o) if config.targets[*i].is_inbox() => Delivery::Inbox {
                         fallback: o.fallback.iter().map(|&m| target(m)).collect(),
                         offline_after_ms: o.after.as_millis() as u64,

@@ -89,11 +89,13 @@ impl App {
     }
 }
 
-/// One step of the story: an event, what it is, and where it must end up.
+/// One step of the story: an event, what it is, where routing must send it, and which target
+/// must in the end take it.
 struct Step {
     note: &'static str,
     event: Value,
     expect: &'static str,
+    delivered_by: &'static str,
 }
 
 fn stripe_event(id: &str, ty: &str, object: Value) -> Value {
@@ -166,7 +168,17 @@ default: staging
     };
     let laptop = tokio::spawn(listen::run(listen_args));
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let told = tell_the_story(&proxy, &admin, &laptop).await;
+    laptop.abort();
+    running.stop().await;
+    told
+}
 
+async fn tell_the_story(
+    proxy: &str,
+    admin: &str,
+    laptop: &tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let steps = [
         Step {
             note: "alice's local app creates a customer tagged metadata.env=alice",
@@ -176,6 +188,7 @@ default: staging
                 json!({"id": "cus_alice1", "object": "customer", "metadata": {"env": "alice"}}),
             ),
             expect: "alice",
+            delivered_by: "alice",
         },
         Step {
             note: "a subscription for that customer, no metadata of its own",
@@ -185,6 +198,7 @@ default: staging
                 json!({"id": "sub_alice1", "object": "subscription", "customer": "cus_alice1", "metadata": {}}),
             ),
             expect: "alice",
+            delivered_by: "alice",
         },
         Step {
             note: "an hour later the renewal fails: the invoice names only customer and subscription",
@@ -194,6 +208,7 @@ default: staging
                 json!({"id": "in_alice1", "object": "invoice", "customer": "cus_alice1", "subscription": "sub_alice1", "metadata": {}}),
             ),
             expect: "alice",
+            delivered_by: "alice",
         },
         Step {
             note: "staging creates a customer (no env tag: the default), while staging is having an outage",
@@ -203,6 +218,7 @@ default: staging
                 json!({"id": "cus_staging1", "object": "customer", "metadata": {}}),
             ),
             expect: "staging",
+            delivered_by: "staging",
         },
         Step {
             note: "dogfood creates a customer; dogfood-1 is down, so the failover group tries dogfood-2",
@@ -212,6 +228,7 @@ default: staging
                 json!({"id": "cus_dog1", "object": "customer", "metadata": {"env": "dogfood"}}),
             ),
             expect: "dogfood",
+            delivered_by: "dogfood-2",
         },
         Step {
             note: "that dogfood customer pays an invoice (no metadata): it follows its customer",
@@ -221,11 +238,12 @@ default: staging
                 json!({"id": "in_dog1", "object": "invoice", "customer": "cus_dog1", "metadata": {}}),
             ),
             expect: "dogfood",
+            delivered_by: "dogfood-2",
         },
     ];
     let client = tls::client(None)?;
     for (i, step) in steps.iter().enumerate() {
-        send_and_explain(&client, &proxy, &admin, i + 1, step).await?;
+        send_and_explain(&client, proxy, admin, i + 1, step).await?;
     }
 
     println!("\nalice closes her laptop (`fanout listen` stops). Her route says: offline for 1s -> staging.");
@@ -238,10 +256,9 @@ default: staging
             json!({"id": "cus_alice1", "object": "customer", "metadata": {"env": "alice"}}),
         ),
         expect: "alice",
+        delivered_by: "staging",
     };
-    send_and_explain(&client, &proxy, &admin, 7, &step).await?;
-    running.stop().await;
-    Ok(())
+    send_and_explain(&client, proxy, admin, 7, &step).await
 }
 
 /// Sends one event signed as Stripe would, prints the routing decision, and waits until it was
@@ -301,8 +318,13 @@ async fn send_and_explain(
             println!("    delivered to {target} ({} attempt{})", tries, if tries == 1 { "" } else { "s" });
             let destination_ok =
                 detail["destinations"].as_array().into_iter().flatten().any(|d| d["name"] == step.expect);
-            if !destination_ok {
-                bail!("{id} went to {}, not {}", detail["destinations"], step.expect);
+            if !destination_ok || target != step.delivered_by {
+                bail!(
+                    "{id} was routed to {} and delivered by {target}; expected {} and {}",
+                    detail["destinations"],
+                    step.expect,
+                    step.delivered_by
+                );
             }
             return Ok(());
         }

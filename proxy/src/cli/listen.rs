@@ -12,8 +12,9 @@ use backon::BackoffBuilder;
 use bytes::Bytes;
 use clap::Args;
 use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 
+use crate::deliver::{self, Failure};
 use crate::inbox::{Answer, Offered, Polled, LISTENER_HEADER, PATH_PREFIX};
 use crate::tls::{self, HttpClient};
 
@@ -64,6 +65,21 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let Some(forward_to) = args.forward_to.clone() else { bail!("--forward-to is required") };
+    // Ctrl-C stops at once, mid-event too: an event not answered for is offered again later.
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        done = forward_until_refused(&args, &client, &base, &listener, &forward_to) => done,
+    }
+}
+
+/// Polls and forwards until the proxy refuses the token; reconnects with backoff otherwise.
+async fn forward_until_refused(
+    args: &ListenArgs,
+    client: &HttpClient,
+    base: &str,
+    listener: &str,
+    forward_to: &http::Uri,
+) -> anyhow::Result<()> {
     let mut backoff = reconnect_backoff();
     let mut connected = false;
     let poll_url = format!("{base}{PATH_PREFIX}/events?wait={POLL_WAIT_S}&max={}", args.batch.clamp(1, 100));
@@ -71,11 +87,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     loop {
         // Connecting is asking for the inbox's state (it checks the token); then polls follow.
         let url = if connected { &poll_url } else { &status_url };
-        let answer = tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            answer = get_json(&client, url, &args.token, &listener) => answer,
-        };
-        let value = match answer {
+        let value = match get_json(client, url, &args.token, listener).await {
             Ok(v) => v,
             Err(PollError::Fatal(e)) => return Err(e),
             Err(PollError::Retry(e)) => {
@@ -86,10 +98,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
                     eprintln!("cannot reach the proxy at {base} ({e}); retrying in {:.1}s", wait.as_secs_f64());
                 }
                 connected = false;
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
-                }
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -108,9 +117,9 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
                 bail!("the proxy's answer to a poll is not what this fanout expects ({e}); are both the same version?")
             }
         };
-        let timeout = Duration::from_millis(polled.timeout_ms.max(1000));
+        let timeout = Duration::from_millis(polled.timeout_ms.max(100));
         for offered in polled.deliveries {
-            let answer = forward(&client, &forward_to, &offered, timeout).await;
+            let answer = forward(client, forward_to, &offered, timeout).await;
             let when = humantime::format_rfc3339_seconds(SystemTime::now());
             let outcome = match (&answer.status, &answer.error) {
                 (Some(s), _) => format!("[{s}]"),
@@ -124,7 +133,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
                 answer.latency_ms.unwrap_or(0),
                 if offered.attempt > 1 { format!("  (attempt {})", offered.attempt) } else { String::new() }
             );
-            if let Err(e) = send_answer(&client, &base, &args.token, &listener, &answer).await {
+            if let Err(e) = send_answer(client, base, &args.token, listener, &answer).await {
                 eprintln!("  could not answer for {} ({e}); the proxy will offer it again", offered.event_id);
             }
         }
@@ -183,33 +192,19 @@ async fn get_json(client: &HttpClient, url: &str, token: &str, listener: &str) -
 /// POSTs one event to the local app exactly as the proxy would have.
 async fn forward(client: &HttpClient, to: &http::Uri, offered: &Offered, timeout: Duration) -> Answer {
     let started = Instant::now();
-    let answer = |status: Option<u16>, error: Option<String>| Answer {
-        id: offered.id.clone(),
-        status,
-        latency_ms: Some(started.elapsed().as_millis() as u64),
-        error,
-    };
     let mut req = Request::post(to.clone());
     for (name, value) in &offered.headers {
         req = req.header(name.as_str(), value.as_str());
     }
-    let req = match req.body(Full::new(Bytes::from(offered.body.clone()))) {
-        Ok(r) => r,
-        Err(e) => return answer(None, Some(format!("cannot build the request: {e}"))),
+    let result = match req.body(Full::new(Bytes::from(offered.body.clone()))) {
+        Ok(req) => deliver::post(client, req, timeout).await,
+        Err(e) => Err(Failure { status: None, error: format!("cannot build the request: {e}") }),
     };
-    let exchange = async {
-        let res = client.request(req).await.map_err(|e| tls::error_chain(&e))?;
-        let status = res.status();
-        // Read (a bounded part of) the answer, for the error and so the connection is reused.
-        let text = Limited::new(res.into_body(), 4096).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Ok::<_, String>((status, String::from_utf8_lossy(&text).chars().take(200).collect::<String>()))
+    let (status, error) = match result {
+        Ok(status) => (Some(status), None),
+        Err(f) => (f.status, Some(f.error)),
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => answer(None, Some(format!("timed out after {timeout:?}"))),
-        Ok(Err(e)) => answer(None, Some(e)),
-        Ok(Ok((status, _))) if status.is_success() => answer(Some(status.as_u16()), None),
-        Ok(Ok((status, text))) => answer(Some(status.as_u16()), Some(format!("HTTP {status}: {text}"))),
-    }
+    Answer { id: offered.id.clone(), status, latency_ms: Some(started.elapsed().as_millis() as u64), error }
 }
 
 async fn send_answer(

@@ -120,6 +120,13 @@ fn inboxes_offline_fallbacks_and_affinity_are_checked() {
     assert_eq!((offline.after, offline.fallback.clone()), (Duration::from_secs(300), vec![0]));
     assert_eq!(cfg.router.affinity, Some(vec![vec!["data".to_owned(), "object".to_owned(), "customer".to_owned()]]));
     assert_eq!(parse("affinity: {enabled: false}\n", &[]).unwrap().router.affinity, None);
+    let own =
+        "  - {name: dan, kind: inbox, token: dan-token-0123456789, secret: x, offline: {after: 2m, fallback: a}}\n";
+    let cfg = parse(&format!("{base}{own}"), &[]).unwrap();
+    assert_eq!(
+        cfg.targets[2].offline.as_ref().map(|o| (o.after, o.fallback_name.as_str())),
+        Some((Duration::from_secs(120), "a"))
+    );
     assert_eq!(parse("", &[]).unwrap().router.affinity.map(|a| a.len()), Some(DEFAULT_AFFINITY_FIELDS.len()));
 
     let cases = [
@@ -142,6 +149,13 @@ fn inboxes_offline_fallbacks_and_affinity_are_checked() {
         ),
         ("targets:\n  - {name: b, secret: x}\n".to_owned(), "needs a `url`"),
         ("affinity: {fields: [\"a..b\"]}\n".to_owned(), "affinity.fields"),
+        (format!("{base}  - {{name: bob, kind: inbox, token: alice-token-0123456789, secret: x}}\n"), "same token"),
+        (format!("{base}routes:\n  - {{name: default, to: [a]}}\n"), "reserved"),
+        (format!("{base}routes:\n  - {{name: \"owner:x\", to: [a]}}\n"), "reserved"),
+        (
+            "targets:\n  - {name: b, url: \"http://h\", secret: x, offline: {after: 1m, fallback: b}}\n".to_owned(),
+            "for `kind: inbox`",
+        ),
     ];
     for (yaml, want) in cases {
         let err = parse(&yaml, &[]).err().unwrap_or_else(|| panic!("accepted:\n{yaml}")).to_string();

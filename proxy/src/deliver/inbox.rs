@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fanout_store::{Delivery, Job, JobId, QueueCursor, Sweep};
 
 use super::{Deliveries, Failure, Loaded, Shared, TargetState};
-use crate::config::{Config, Endpoint};
+use crate::config::Config;
 use crate::inbox::{Answer, Offered};
 use crate::ingress::unix_now_ms;
 
@@ -25,7 +25,7 @@ const PRESENCE_WINDOW_MS: u64 = 5_000;
 
 /// Queued jobs looked at per maintenance pass (expiry, offline fallback), each pass going on
 /// where the last stopped.
-const SWEEP_BATCH: usize = 1000;
+const SWEEP_SLICE: usize = 1000;
 
 /// How often expired offers and offline inboxes are looked at.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
@@ -180,6 +180,10 @@ impl Deliveries {
                 return Err(InboxError::NotAnInbox(name.to_owned()));
             }
             let mut next = until.saturating_duration_since(Instant::now());
+            // Stopping: nothing more is handed out that could not be answered for.
+            if stop.is_cancelled() || state.stop.is_cancelled() {
+                return Ok(Vec::new());
+            }
             if !state.paused.load(std::sync::atomic::Ordering::SeqCst) {
                 let offered = self.offer(&config, &state, &inbox, name, max)?;
                 if !offered.is_empty() {
@@ -220,10 +224,16 @@ impl Deliveries {
         let jobs = self.shared.store.lease_due(name, now, max)?;
         let (mut offered, mut ready) = (Vec::new(), Vec::new());
         for job in jobs {
-            if now.saturating_sub(job.created_at_ms) >= target.retry.max_age.as_millis() as u64 {
+            if too_old(&job, target.retry.max_age, now) {
+                // On a store error the job stays leased (handed back at the next start); the
+                // rest of the batch goes on.
                 let reason = expired_reason(target.retry.max_age);
-                self.shared.store.dead_letter(&job, &reason, now)?;
-                tracing::warn!(event_id = %job.event_id, target = %name, "dead-lettered: {reason}");
+                match self.shared.store.dead_letter(&job, &reason, now) {
+                    Ok(_) => tracing::warn!(event_id = %job.event_id, target = %name, "dead-lettered: {reason}"),
+                    Err(e) => {
+                        tracing::error!(event_id = %job.event_id, target = %name, "cannot dead-letter a job: {e}")
+                    }
+                }
                 continue;
             }
             match self.shared.load_event(config, job) {
@@ -240,13 +250,14 @@ impl Deliveries {
         }
         // The listener forwards a batch one event at a time, each within the target's timeout;
         // one more timeout covers the round trips. Unanswered by then: a failed attempt.
-        let deadline = now + (target.timeout * (ready.len() as u32 + 1)).as_millis() as u64;
+        let allowed = target.timeout.saturating_mul(ready.len() as u32 + 1);
+        let deadline = now.saturating_add(allowed.as_millis() as u64);
         let mut offers = inbox.offers();
         for (job, event) in ready {
             // Bodies were parsed as JSON at ingest, so they are UTF-8; sign exactly what is sent.
             let body = String::from_utf8_lossy(&event.body).into_owned();
             offered.push(Offered {
-                id: job.id.to_string(),
+                id: offer_id(&job),
                 event_id: job.event_id.clone(),
                 event_type: event.event_type.clone(),
                 attempt: job.attempt,
@@ -268,7 +279,9 @@ impl Deliveries {
         let (state, inbox) = self.inbox(name)?;
         let now = unix_now_ms();
         inbox.seen(listener, now);
-        let Some(offer) = answer.id.parse::<JobId>().ok().and_then(|id| inbox.offers().remove(&id)) else {
+        // An answer names the attempt it is for: a late answer to an offer that expired (and was
+        // offered again, maybe to another listener) must not settle the new one.
+        let Some(offer) = take_offer(&inbox, &answer.id) else {
             return Ok(false);
         };
         let result = match answer.status {
@@ -291,6 +304,27 @@ impl Deliveries {
     }
 }
 
+/// An offer's id: the job and the attempt it was offered as.
+fn offer_id(job: &Job) -> String {
+    format!("{}.{}", job.id, job.attempt)
+}
+
+fn take_offer(inbox: &InboxState, id: &str) -> Option<Offer> {
+    let (job, attempt) = id.split_once('.')?;
+    let (job, attempt): (JobId, u32) = (job.parse().ok()?, attempt.parse().ok()?);
+    let mut offers = inbox.offers();
+    match offers.get(&job) {
+        Some(offer) if offer.job.attempt == attempt => offers.remove(&job),
+        _ => None,
+    }
+}
+
+/// A job older than its target's `max_age` is not delivered any more (the same rule as
+/// `next_step`'s for pushed jobs).
+fn too_old(job: &Job, max_age: Duration, now_ms: u64) -> bool {
+    now_ms.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64
+}
+
 fn expired_reason(max_age: Duration) -> String {
     format!("no listener fetched it within max_age ({})", humantime::format_duration(max_age))
 }
@@ -308,10 +342,10 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
         }
         let config = shared.live.load_full();
-        let Some(target) = config.target(&name) else { break };
-        if !matches!(target.endpoint, Endpoint::Inbox { .. }) {
+        if !config.target(&name).is_some_and(|t| t.is_inbox()) {
             break;
         }
+        let Some(target) = config.target(&name) else { break };
         let now = unix_now_ms();
         let expired: Vec<Offer> = {
             let mut offers = inbox.offers();
@@ -332,8 +366,8 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         let offline_for = inbox.offline_for_ms(now);
         let max_age = target.retry.max_age;
         let mut woken = Vec::new();
-        let swept = shared.store.sweep_queue(&name, from.as_ref(), SWEEP_BATCH, now, |job| {
-            if now.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64 {
+        let swept = shared.store.sweep_queue(&name, from.as_ref(), SWEEP_SLICE, now, |job| {
+            if too_old(job, max_age, now) {
                 return Sweep::DeadLetter(expired_reason(max_age));
             }
             match &job.delivery {
@@ -373,6 +407,20 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
                 }
             }
             Err(e) => tracing::error!(target = %name, "cannot sweep the inbox queue: {e}"),
+        }
+    }
+    hand_back(&shared, &name, &inbox);
+}
+
+/// The inbox stops (removed from the config, no longer an inbox, or the proxy is stopping):
+/// events offered and not answered go back to its queue, where the new worker, the removed
+/// targets' sweep or the next start takes them; none stays leased to a listener nobody serves.
+fn hand_back(shared: &Shared, name: &str, inbox: &InboxState) {
+    let offers: Vec<Offer> = inbox.offers().drain().map(|(_, o)| o).collect();
+    for offer in offers {
+        let job = Job { due_at_ms: unix_now_ms(), ..offer.job };
+        if let Err(e) = shared.store.retry(&job) {
+            tracing::error!(event_id = %job.event_id, target = %name, "cannot hand an offered event back: {e}");
         }
     }
 }

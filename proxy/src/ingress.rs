@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fanout_store::{Delivery, Disposition, EventRecord, Ingested, NewJob, Owner, Routed, Store};
+use fanout_store::{Claims, Delivery, Disposition, EventRecord, Ingested, NewJob, Owner, Routed, Store};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -147,10 +147,7 @@ impl Ingress {
             tracing::error!(event_id = %id, "store failed; answering 503 so Stripe retries: {e}");
             e
         };
-        let ingested = self
-            .store
-            .ingest_claiming(&record, &jobs, claims.as_ref().map(|(ids, owner)| (ids.as_slice(), owner)))
-            .map_err(failed)?;
+        let ingested = self.store.ingest_claiming(&record, &jobs, claims.as_ref()).map_err(failed)?;
         // Also for a duplicate: the first copy may still be on its way to disk.
         self.store.durable().await.map_err(failed)?;
         match ingested {
@@ -240,12 +237,7 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
 
 /// The objects an event makes its destinations the owners of: those it references, when a rule
 /// (not the default) or an owner routed it. Later events about them follow.
-pub fn claims(
-    config: &Config,
-    decision: &Decision<'_>,
-    event: &serde_json::Value,
-    event_id: &str,
-) -> Option<(Vec<String>, Owner)> {
+pub fn claims(config: &Config, decision: &Decision<'_>, event: &serde_json::Value, event_id: &str) -> Option<Claims> {
     let names = |ids: &mut dyn Iterator<Item = DestId>| -> Vec<String> {
         ids.map(|d| config.router.destinations[d].name.clone()).collect()
     };
@@ -261,7 +253,10 @@ pub fn claims(
         return None;
     }
     let owner = Owner { destinations, via, event_id: Some(event_id.to_owned()), at_ms: unix_now_ms() };
-    Some((ids, owner))
+    // A claim is refreshed at most this often while it stays the same: ownership expires with
+    // retention after the last refresh, so well before that.
+    let refresh_after_ms = (config.retention / 4).min(Duration::from_secs(24 * 3600)).as_millis() as u64;
+    Some(Claims { ids, owner, refresh_after_ms })
 }
 
 fn store_failed(_: &fanout_store::StoreError) -> Response<Body> {

@@ -23,8 +23,8 @@ pub use history::EventCursor;
 pub use operator::QueueCursor;
 pub use owners::{OwnerCursor, OwnersPage};
 pub use record::{
-    DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob, Outcome,
-    Owner, Routed, Sweep,
+    Claims, DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob,
+    Outcome, Owner, Routed, Sweep,
 };
 
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ impl Store {
         &self,
         event: &EventRecord,
         new_jobs: &[NewJob],
-        claims: Option<(&[String], &Owner)>,
+        claims: Option<&Claims>,
     ) -> Result<Ingested> {
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
@@ -192,8 +192,8 @@ impl Store {
         let ingest = self.db.generate_id()?;
         let jobs = self.new_jobs(&event.id, new_jobs, event.received_at_ms, event.received_at_ms, ingest, false)?;
         self.enqueue(&jobs)?;
-        if let Some((ids, owner)) = claims {
-            self.claim(ids, owner)?;
+        if let Some(claims) = claims {
+            self.claim_unless_fresh(claims)?;
         }
         let received = event.received_at_ms.to_be_bytes();
         let record = record_key(event.received_at_ms, &event.id);

@@ -2,7 +2,7 @@
 //! event that claimed it (before its commit point, so a durable event implies its claims), read
 //! when no rule routes a later event, expired by retention.
 
-use crate::record::Owner;
+use crate::record::{Claims, Owner};
 use crate::{decode, encode, Result, Store};
 
 /// Where an owners listing or retention pass stopped: the next starts after this object id.
@@ -22,6 +22,22 @@ impl Store {
     pub fn claim(&self, ids: &[String], owner: &Owner) -> Result<()> {
         let value = encode(owner)?;
         for id in ids {
+            self.owners.insert(id.as_bytes(), value.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Records an ingest's claims, skipping ids already owned the same way and claimed recently.
+    pub(crate) fn claim_unless_fresh(&self, claims: &Claims) -> Result<()> {
+        let value = encode(&claims.owner)?;
+        for id in &claims.ids {
+            if let Some(existing) = self.owners.get(id.as_bytes())? {
+                let existing: Owner = decode(&existing, "owner")?;
+                let same = existing.destinations == claims.owner.destinations && existing.via == claims.owner.via;
+                if same && claims.owner.at_ms < existing.at_ms.saturating_add(claims.refresh_after_ms) {
+                    continue;
+                }
+            }
             self.owners.insert(id.as_bytes(), value.as_slice())?;
         }
         Ok(())

@@ -175,6 +175,16 @@ pub enum Sweep {
     DeadLetter(String),
 }
 
+/// What an ingest claims for sticky ownership: `owner` for each of `ids`. An id already owned the
+/// same way, claimed less than `refresh_after_ms` ago, is not written again: most events of a
+/// flow reference the same customer and subscription, and a sled write costs far more than a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub ids: Vec<String>,
+    pub owner: Owner,
+    pub refresh_after_ms: u64,
+}
+
 /// Which environment owns a Stripe object (a customer, subscription, invoice...): events that no
 /// rule routes but that reference it go there (sticky ownership routing).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -569,3 +569,22 @@ fn two_takers_racing_for_one_queue_lease_each_job_once_and_keep_every_lease() {
     assert_eq!((all.len(), a.len() + b.len()), (300, 300), "each job leased exactly once");
     assert_eq!(store.in_flight(), 300, "no taker removed another's lease");
 }
+
+#[test]
+fn an_unchanged_recent_claim_is_not_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let claims = |event: &str, dest: &str, at_ms| Claims {
+        ids: vec!["cus_1".into()],
+        owner: Owner { destinations: vec![dest.into()], via: "r".into(), event_id: Some(event.into()), at_ms },
+        refresh_after_ms: 1_000,
+    };
+    let claimed_by = || store.owner("cus_1").unwrap().unwrap().event_id.unwrap();
+    store.ingest_claiming(&event("evt_1", 0), &[], Some(&claims("evt_1", "alice", 100))).unwrap();
+    store.ingest_claiming(&event("evt_2", 0), &[], Some(&claims("evt_2", "alice", 600))).unwrap();
+    assert_eq!(claimed_by(), "evt_1", "same owner, claimed 500 ms ago: kept as it was");
+    store.ingest_claiming(&event("evt_3", 0), &[], Some(&claims("evt_3", "bob", 700))).unwrap();
+    assert_eq!(claimed_by(), "evt_3", "another owner: written");
+    store.ingest_claiming(&event("evt_4", 0), &[], Some(&claims("evt_4", "bob", 1_800))).unwrap();
+    assert_eq!(claimed_by(), "evt_4", "the same owner after the refresh period: refreshed");
+}

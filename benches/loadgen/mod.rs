@@ -40,7 +40,9 @@ pub fn event_body(run: &str, seq: u64, size: usize) -> String {
     // events over N customers and subscriptions, as a real stream does.
     let scatter = |n: u64| n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     let obj = scatter(seq);
-    let customers: u64 = std::env::var("FANOUT_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    static CUSTOMERS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let customers = *CUSTOMERS
+        .get_or_init(|| std::env::var("FANOUT_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
     let cus = if customers > 0 { scatter(seq % customers) } else { obj };
     let head = format!(
         r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":1700000000,"type":"invoice.paid","livemode":false,"pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"data":{{"object":{{"id":"in_{obj:024x}","object":"invoice","customer":"cus_{cus:014x}","subscription":"sub_{cus:014x}","amount_due":2000,"amount_paid":2000,"currency":"usd","status":"paid","metadata":{{"env":"staging"}},"lines":{{"object":"list","data":[],"has_more":false}},"footer":""#

@@ -292,11 +292,16 @@ impl Binary {
     /// Starts `fanout serve --config <config>` with `RUST_LOG=info`, logging to `log`, and waits
     /// for the two address lines it prints.
     pub fn spawn(config: &std::path::Path, log: &std::path::Path) -> Binary {
+        Binary::spawn_logging(config, log, "info")
+    }
+
+    /// Like [`Binary::spawn`], logging at `level` (a `RUST_LOG` value).
+    pub fn spawn_logging(config: &std::path::Path, log: &std::path::Path, level: &str) -> Binary {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()

@@ -95,6 +95,8 @@ pub struct Store {
     owners: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
+    #[cfg(feature = "fault-injection")]
+    fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// sled's page cache. Its default (1 GiB) let RSS grow with the backlog (627 MB after a few
@@ -130,6 +132,8 @@ impl Store {
             owners: tree("owners")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),
+            #[cfg(feature = "fault-injection")]
+            fault: Default::default(),
             db,
         };
         store.release_leases()?;
@@ -186,6 +190,7 @@ impl Store {
         new_jobs: &[NewJob],
         claims: Option<&Claims>,
     ) -> Result<Ingested> {
+        self.injected_fault()?;
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
         }
@@ -270,7 +275,23 @@ impl Store {
     /// Waits until every write made before the call is on disk. Concurrent callers share one
     /// flush, so a burst of webhooks pays for a few fsyncs, not one each.
     pub async fn durable(&self) -> Result<()> {
+        self.injected_fault()?;
         self.commit.durable(&self.db).await
+    }
+
+    /// From now on (until called with false), ingests and flushes fail as on a full disk.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_writes(&self, fail: bool) {
+        self.fault.store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn injected_fault(&self) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+            let disk_full = std::io::Error::other("injected fault: no space left on device");
+            return Err(StoreError::Sled(sled::Error::Io(disk_full)));
+        }
+        Ok(())
     }
 
     /// The committed copy of an event.

@@ -1,0 +1,172 @@
+//! Faults around the proxy: a store it cannot open or that fails while running, and targets that
+//! hang, close the connection, fail then recover, answer too slowly, or redirect. Real sockets and
+//! a real store throughout; the store's failure is injected (`fault-injection`, tests only).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+use tokio::io::AsyncReadExt;
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// A store that is already in use, or whose directory cannot exist, is a clear start-up error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_opened_is_a_clear_start_up_error() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, data: &std::path::Path| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\ndata_dir: {}\nsources:\n  - {{name: s, path: /hook, secrets: [{SOURCE_SECRET}]}}\n",
+                    data.display()
+                ),
+            )
+            .unwrap();
+            path
+        };
+        let data = dir.path().join("data");
+        let first = Binary::spawn(&write("one.yaml", &data), &dir.path().join("one.log"));
+        let out = fanout_cli(&["serve", "--config", write("two.yaml", &data).to_str().unwrap()], &[]).await;
+        let text = output_text(&out);
+        assert!(!out.status.success(), "a second proxy on the same store started: {text}");
+        assert!(text.contains("cannot open the store at") && text.contains("no other `fanout serve` is using it"), "{text}");
+        drop(first);
+
+        // A data_dir under a regular file can never be created.
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let out = fanout_cli(&["serve", "--config", write("three.yaml", &file.join("data")).to_str().unwrap()], &[]).await;
+        let text = output_text(&out);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("cannot open the store at") && text.contains("Check that the directory is writable"), "{text}");
+    })
+    .await;
+}
+
+/// While the store fails, ingest answers 503 (Stripe retries) and acknowledges nothing; once it
+/// recovers, Stripe's retry of the same event is taken and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_makes_ingest_answer_503_and_acknowledge_nothing() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml = format!(
+            "sources:\n  - {{name: s, path: /hook, secrets: [{SOURCE_SECRET}]}}\ntargets:\n  - {{name: t, url: \"{}\", secret: whsec_t}}\ndefault: t\n",
+            sink.url()
+        );
+        let proxy = Proxy::start(&yaml).await;
+        let url = proxy.url("/hook");
+        assert_eq!(send_signed(&url, &event("evt_before", "invoice.paid", "x")).await.0, 200);
+
+        proxy.running.store.fail_writes(true);
+        let body = event("evt_during", "invoice.paid", "x");
+        let (status, text) = send_signed(&url, &body).await;
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("could not be stored; retry later"), "{text}");
+        let (status, _) = proxy.admin(Method::GET, "/events/evt_during", None).await;
+        assert_eq!(status, 404, "nothing of it was acknowledged as stored");
+
+        proxy.running.store.fail_writes(false);
+        assert_eq!(send_signed(&url, &body).await.0, 200, "Stripe's retry is taken");
+        assert!(eventually(WITHIN, || sink.for_event("evt_during").len() == 1).await);
+        assert_eq!(sink.for_event("evt_before").len(), 1);
+        proxy.running.stop().await;
+    })
+    .await;
+}
+
+/// A server that reads the request and closes the connection without answering.
+async fn closing_sink() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                drop(conn);
+            });
+        }
+    });
+    format!("http://{addr}/hook")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_closing_failing_slow_and_redirecting_targets_each_fail_their_way_and_block_nobody() {
+    bounded(async {
+        let healthy = Sink::ok().await;
+        let hangs = Sink::with(|_| (200, Duration::from_secs(3600))).await;
+        let closes = closing_sink().await;
+        let recovers = Sink::with(|n| (if n < 2 { 500 } else { 200 }, Duration::ZERO)).await;
+        let slow = Sink::with(|_| (200, Duration::from_millis(1500))).await;
+        let redirects = Sink::with(|_| (302, Duration::ZERO)).await;
+        let target = |name: &str, url: &str, extra: &str| {
+            format!("  - {{name: {name}, url: \"{url}\", secret: whsec_{name}, timeout: 500ms, retry: {{max_attempts: 2}}{extra}}}\n")
+        };
+        let yaml = format!(
+            "shutdown_grace: 1s\nsources:\n  - {{name: s, path: /hook, secrets: [{SOURCE_SECRET}]}}\nretry: {{initial_delay: 50ms, max_delay: 100ms}}\ntargets:\n{}{}{}{}{}{}default: [healthy, hangs, closes, recovers, slow, redirects]\n",
+            target("healthy", &healthy.url(), ""),
+            target("hangs", &hangs.url(), ""),
+            target("closes", &closes, ""),
+            // Recovers on its third answer: given room for it.
+            format!("  - {{name: recovers, url: \"{}\", secret: whsec_r, timeout: 500ms, retry: {{max_attempts: 5}}}}\n", recovers.url()),
+            target("slow", &slow.url(), ""),
+            target("redirects", &redirects.url(), ""),
+        );
+        let proxy = Proxy::start(&yaml).await;
+        let url = proxy.url("/hook");
+        let ids: Vec<String> = (0..10).map(|i| format!("evt_f{i}")).collect();
+        for id in &ids {
+            assert_eq!(send_signed(&url, &event(id, "invoice.paid", "x")).await.0, 200);
+        }
+        // The healthy target is not held up by the five others.
+        assert!(eventually(Duration::from_secs(3), || healthy.count() == 10).await, "healthy got {}", healthy.count());
+        assert!(eventually(WITHIN, || recovers.received().iter().map(|r| r.header("fanout-event-id").to_owned()).collect::<HashSet<_>>().len() == 10).await);
+
+        // Every other target gives up after two attempts, each with its own reason.
+        let expect = [
+            ("hangs", "timed out after 500ms"),
+            ("closes", "connection closed before message completed"),
+            ("slow", "timed out after 500ms"),
+            ("redirects", "redirects are not followed"),
+        ];
+        let dead = || async {
+            let (_, v) = proxy.admin(Method::GET, "/dead-letters?limit=100", None).await;
+            v["dead_letters"].as_array().cloned().unwrap_or_default()
+        };
+        let mut letters = Vec::new();
+        for _ in 0..150 {
+            letters = dead().await;
+            if letters.len() >= 40 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(letters.len(), 40, "10 events x 4 failing targets: {letters:?}");
+        for (target, reason) in expect {
+            let mine: Vec<_> = letters.iter().filter(|l| l["target"] == target).collect();
+            assert_eq!(mine.len(), 10, "{target}");
+            for l in mine {
+                let error = l["error"].as_str().unwrap_or("");
+                assert!(error.contains("after 2 attempts") && error.contains(reason), "{target}: {error}");
+            }
+        }
+        // The recovering target took every event, after its two failures.
+        let (_, e) = proxy.admin(Method::GET, "/events/evt_f0", None).await;
+        let states: Vec<(String, String)> = e["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["name"].as_str().unwrap().to_owned(), d["state"].as_str().unwrap().to_owned()))
+            .collect();
+        assert!(states.contains(&("healthy".to_owned(), "delivered".to_owned())), "{states:?}");
+        assert!(states.contains(&("redirects".to_owned(), "dead".to_owned())), "{states:?}");
+        proxy.running.stop().await;
+    })
+    .await;
+}

@@ -114,7 +114,7 @@ async fn hanging_closing_failing_slow_and_redirecting_targets_each_fail_their_wa
             target("hangs", &hangs.url(), ""),
             target("closes", &closes, ""),
             // Recovers on its third answer: given room for it.
-            format!("  - {{name: recovers, url: \"{}\", secret: whsec_r, timeout: 500ms, retry: {{max_attempts: 5}}}}\n", recovers.url()),
+            target("recovers", &recovers.url(), ", concurrency: 1").replace("max_attempts: 2", "max_attempts: 5"),
             target("slow", &slow.url(), ""),
             target("redirects", &redirects.url(), ""),
         );

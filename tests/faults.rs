@@ -170,3 +170,68 @@ async fn hanging_closing_failing_slow_and_redirecting_targets_each_fail_their_wa
     })
     .await;
 }
+
+/// Many idle connections and slow clients: each is closed after the header timeout (or at once,
+/// beyond `max_connections`), and the proxy goes on serving real requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_slow_clients_do_not_exhaust_the_proxy() {
+    use tokio::io::AsyncWriteExt;
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml = format!(
+            "header_read_timeout: 500ms\nmax_connections: 64\nsources:\n  - {{name: s, path: /hook, secrets: [{SOURCE_SECRET}]}}\ntargets:\n  - {{name: t, url: \"{}\", secret: whsec_t}}\ndefault: t\n",
+            sink.url()
+        );
+        let proxy = Proxy::start(&yaml).await;
+        let addr = proxy.running.addr;
+
+        // 150 connections that never say a word, and 20 that trickle a header a byte at a time.
+        let mut idle = Vec::new();
+        for _ in 0..150 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let trickle: Vec<_> = (0..20)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else { return Duration::ZERO };
+                    for b in b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+                        if conn.write_all(&[*b]).await.is_err() || started.elapsed() > Duration::from_secs(10) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    started.elapsed()
+                })
+            })
+            .collect();
+
+        // Beyond the limit, connections are closed at once; within it, after the header timeout.
+        let closed_after = |mut conn: tokio::net::TcpStream| async move {
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await;
+            (read.is_ok(), started.elapsed())
+        };
+        let mut waits = Vec::new();
+        for conn in idle {
+            waits.push(tokio::spawn(closed_after(conn)));
+        }
+        let mut times = Vec::new();
+        for w in waits {
+            let (closed, after) = w.await.unwrap();
+            assert!(closed, "an idle connection was still open after 5 s");
+            times.push(after);
+        }
+        assert!(times.iter().all(|t| *t < Duration::from_secs(2)), "{times:?}");
+        for t in trickle {
+            let lasted = t.await.unwrap();
+            assert!(lasted < Duration::from_secs(3), "a slow client was served for {lasted:?}");
+        }
+        // Still serving.
+        assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_after", "invoice.paid", "x")).await.0, 200);
+        assert!(eventually(WITHIN, || sink.count() == 1).await);
+        proxy.running.stop().await;
+    })
+    .await;
+}

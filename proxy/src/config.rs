@@ -64,6 +64,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
+    /// Connections served at once per listener; more are closed as they arrive, so slow or idle
+    /// clients cannot exhaust file descriptors.
+    pub max_connections: usize,
     pub body_read_timeout: Duration,
     /// How long events, their history, dead letters and dedup entries are kept.
     pub retention: Duration,
@@ -222,6 +225,8 @@ struct RawConfig {
     max_body_bytes: usize,
     #[serde(default = "default_header_timeout")]
     header_read_timeout: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     #[serde(default = "default_body_timeout")]
     body_read_timeout: String,
     #[serde(default = "default_retention", alias = "dedup_retention")]
@@ -424,6 +429,9 @@ fn default_max_body() -> usize {
 fn default_header_timeout() -> String {
     "10s".into()
 }
+fn default_max_connections() -> usize {
+    1024
+}
 fn default_body_timeout() -> String {
     "30s".into()
 }
@@ -591,6 +599,9 @@ impl Resolver<'_> {
             .map_err(|_| self.err("listen", format!("listen: {listen:?} is not an address like 127.0.0.1:8080")))?;
         if raw.max_body_bytes == 0 {
             return Err(self.err("max_body_bytes", "max_body_bytes must be more than 0"));
+        }
+        if raw.max_connections == 0 {
+            return Err(self.err("max_connections", "max_connections must be at least 1"));
         }
 
         if raw.sources.is_empty() {
@@ -818,6 +829,7 @@ impl Resolver<'_> {
             data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
             max_body_bytes: raw.max_body_bytes,
             header_read_timeout: self.duration("header_read_timeout", &raw.header_read_timeout)?,
+            max_connections: raw.max_connections,
             body_read_timeout: self.duration("body_read_timeout", &raw.body_read_timeout)?,
             retention,
             shutdown_grace: self.duration("shutdown_grace", &raw.shutdown_grace)?,

@@ -79,7 +79,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (listener, addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin.listen).await?;
 
-    let header_timeout = config.header_read_timeout;
+    let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
     let live: LiveConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::default());
     let (accepting, shutdown, abort) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
@@ -117,7 +117,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             Box::pin(ingress.clone().handle(req))
         }
     };
-    let listeners = Listeners { header_timeout, accepting: accepting.clone(), connections: connections.clone() };
+    let listeners =
+        Listeners { header_timeout, max_connections, accepting: accepting.clone(), connections: connections.clone() };
     let background = vec![
         tokio::spawn(listeners.clone().accept(listener, tls, webhooks)),
         tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
@@ -232,6 +233,7 @@ impl Running {
 #[derive(Clone)]
 struct Listeners {
     header_timeout: Duration,
+    max_connections: usize,
     accepting: CancellationToken,
     connections: TaskTracker,
 }
@@ -247,6 +249,8 @@ impl Listeners {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout).max_buf_size(MAX_HEAD_BYTES);
         let builder = Arc::new(builder);
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             let (stream, peer) = tokio::select! {
                 _ = self.accepting.cancelled() => break,
@@ -260,13 +264,30 @@ impl Listeners {
                     }
                 },
             };
+            // At the limit, a new connection is closed at once (Stripe retries a refused delivery).
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                if refused_logged.elapsed() >= Duration::from_secs(10) {
+                    tracing::warn!(%peer, max_connections = self.max_connections, "connection limit reached: closing new connections");
+                    refused_logged = std::time::Instant::now();
+                }
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let (builder, handle, accepting, tls) =
                 (builder.clone(), handle.clone(), self.accepting.clone(), tls.clone());
             let header_timeout = self.header_timeout;
             self.connections.spawn(async move {
+                let _slot = slot;
                 match tls {
-                    None => serve_connection(&builder, stream, handle, &accepting).await,
+                    None => {
+                        // A client that connects and sends nothing would otherwise hold its
+                        // connection forever: its first byte must come within the header timeout.
+                        match tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1])).await {
+                            Ok(Ok(n)) if n > 0 => serve_connection(&builder, stream, handle, &accepting).await,
+                            _ => tracing::debug!(%peer, "connection sent nothing in time: closed"),
+                        }
+                    }
                     Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
                         Ok(Ok(stream)) => serve_connection(&builder, stream, handle, &accepting).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),

@@ -176,8 +176,12 @@ impl Running {
         if new.tls != old.tls {
             kept.push("tls stays as it was until a restart".to_owned());
         }
+        if new.header_read_timeout != old.header_read_timeout || new.max_connections != old.max_connections {
+            kept.push("header_read_timeout and max_connections stay as they were until a restart".to_owned());
+        }
         (new.listen, new.admin.listen, new.data_dir, new.tls) =
             (old.listen, old.admin.listen, old.data_dir.clone(), old.tls.clone());
+        (new.header_read_timeout, new.max_connections) = (old.header_read_timeout, old.max_connections);
         // The listener stays where it is: the token rule applies to where it really listens.
         new.admin.check().map_err(ReloadError::Admin).inspect_err(|_| self.count_reload("refused"))?;
         self.deliveries.set_clients(clients);

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use fanout::clock::{unix_now_ms, unix_now_secs};
 use fanout::config::Config;
-use fanout::ingress::{plan, unix_now_ms, unix_now_secs};
+use fanout::ingress::plan;
 use fanout_store::{EventRecord, Store};
 use http::HeaderMap;
 

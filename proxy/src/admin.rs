@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::clock::unix_now_ms;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::Deliveries;
-use crate::ingress::{unix_now_ms, Accepted, Body, Ingress};
+use crate::ingress::{Accepted, Body, Ingress};
 use crate::metrics::{Metrics, TargetLabel};
 use crate::verify;
 

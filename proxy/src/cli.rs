@@ -16,7 +16,7 @@ mod ops;
 use crate::config::{Config, RetryPolicy};
 use crate::reload::Overrides;
 use crate::route::{Action, Condition, Decision, DestinationKind, KnownOwner, Router};
-use crate::{ingress, reload, serve, signature, tls};
+use crate::{clock, reload, serve, signature, tls};
 
 pub use ops::AdminArgs;
 
@@ -251,7 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sign { secret, timestamp, event } => {
-            let t = timestamp.unwrap_or_else(ingress::unix_now_secs);
+            let t = timestamp.unwrap_or_else(clock::unix_now_secs);
             println!("{}", signature::sign(secret.as_bytes(), t, &read(&event)?));
             Ok(())
         }
@@ -303,7 +303,7 @@ async fn serve_until_signal(path: &Path, overrides: Overrides) -> anyhow::Result
 }
 
 async fn send(url: http::Uri, secret: &str, body: Vec<u8>) -> anyhow::Result<()> {
-    let header = signature::sign(secret.as_bytes(), ingress::unix_now_secs(), &body);
+    let header = signature::sign(secret.as_bytes(), clock::unix_now_secs(), &body);
     let req = http::Request::post(url.clone())
         .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header("stripe-signature", header)

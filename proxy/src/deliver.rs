@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::{unix_now_ms, unix_now_secs};
 use crate::config::{Config, Endpoint, LiveConfig, RetryPolicy, Target};
-use crate::ingress::{unix_now_ms, unix_now_secs};
 use crate::metrics::{Metrics, TargetLabel};
 use crate::route::DestinationKind;
 use crate::signature;

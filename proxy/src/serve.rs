@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
+use crate::clock::unix_now_ms;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::{Clients, Deliveries};
 use crate::inbox::{InboxApi, PATH_PREFIX};
-use crate::ingress::{unix_now_ms, Body, Ingress};
+use crate::ingress::{Body, Ingress};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::tls::{self, TlsError};
 

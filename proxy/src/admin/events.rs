@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use wildmatch::WildMatch;
 
 use super::{json_response, Admin, Answer, Query, Refusal, MAX_BATCH, MAX_SCAN};
+use crate::clock::unix_now_ms;
 use crate::config::Config;
-use crate::ingress::{plan, unix_now_ms};
+use crate::ingress::plan;
 use crate::route::Decision;
 
 /// Most history entries shown for one event (the newest).

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::ops::{self, AdminArgs};
 use crate::admin::parse_time;
-use crate::ingress::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::tls::{self, HttpClient};
 
 /// Stripe's largest page.

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::listen::{self, ListenArgs};
 use crate::config::Config;
-use crate::{ingress, serve, signature, tls};
+use crate::{clock, serve, signature, tls};
 
 const SOURCE_SECRET: &str = "whsec_demo_stripe";
 const ALICE_TOKEN: &str = "demo-alice-inbox-token";
@@ -51,7 +51,7 @@ impl App {
                             .unwrap_or("")
                             .to_owned();
                         let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let verified = signature::verify(&sig, &body, &[secret], 300, ingress::unix_now_secs()).is_ok();
+                        let verified = signature::verify(&sig, &body, &[secret], 300, clock::unix_now_secs()).is_ok();
                         let event: Value = serde_json::from_slice(&body).unwrap_or_default();
                         let n = seen.fetch_add(1, Ordering::SeqCst);
                         let status = if !verified {
@@ -100,7 +100,7 @@ struct Step {
 
 fn stripe_event(id: &str, ty: &str, object: Value) -> Value {
     json!({"id": id, "object": "event", "type": ty, "livemode": false, "api_version": "2024-06-20",
-           "created": ingress::unix_now_secs(), "data": {"object": object}})
+           "created": clock::unix_now_secs(), "data": {"object": object}})
 }
 
 pub async fn run() -> anyhow::Result<()> {
@@ -274,7 +274,7 @@ async fn send_and_explain(
     let ty = step.event["type"].as_str().unwrap_or_default().to_owned();
     println!("\n[{n}] {}\n    Stripe -> fanout: {ty} {id}", step.note);
     let body = step.event.to_string();
-    let sig = signature::sign(SOURCE_SECRET.as_bytes(), ingress::unix_now_secs(), body.as_bytes());
+    let sig = signature::sign(SOURCE_SECRET.as_bytes(), clock::unix_now_secs(), body.as_bytes());
     let req = Request::post(format!("{proxy}/stripe/webhook"))
         .header("content-type", "application/json")
         .header("stripe-signature", sig)

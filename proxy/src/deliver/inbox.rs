@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use fanout_store::{Delivery, Job, JobId, QueueCursor, Sweep};
 
 use super::{Deliveries, Failure, Loaded, Shared, TargetState};
+use crate::clock::unix_now_ms;
 use crate::config::Config;
 use crate::inbox::{Answer, Offered};
-use crate::ingress::unix_now_ms;
 
 /// A listener counts as connected while it polls or holds offered events, and this long after:
 /// it polls again as soon as it has answered for a batch.

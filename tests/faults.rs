@@ -45,6 +45,21 @@ async fn a_store_that_cannot_be_opened_is_a_clear_start_up_error() {
         let text = output_text(&out);
         assert!(!out.status.success(), "{text}");
         assert!(text.contains("cannot open the store at") && text.contains("Check that the directory is writable"), "{text}");
+
+        // A directory it may not write to. Root writes anywhere, so this part needs another user.
+        let uid = std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if uid.as_deref().is_ok_and(|u| u != "0") {
+            use std::os::unix::fs::PermissionsExt;
+            let locked = dir.path().join("locked");
+            std::fs::create_dir(&locked).unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+            let out = fanout_cli(&["serve", "--config", write("four.yaml", &locked.join("data")).to_str().unwrap()], &[]).await;
+            let text = output_text(&out);
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+            assert!(!out.status.success() && text.contains("cannot open the store at"), "{text}");
+        } else {
+            eprintln!("running as root: the unwritable-directory case cannot be staged here");
+        }
     })
     .await;
 }

@@ -304,6 +304,13 @@ impl Deliveries {
     }
 }
 
+/// The members an inbox job falls back to under the current config: its route's `offline`, else
+/// the inbox's own; none if neither is configured any more.
+fn current_fallback(config: &Config, inbox: &crate::config::Target, rule: &str) -> Option<Vec<String>> {
+    let offline = config.router.rule(rule).and_then(|r| r.offline.as_ref()).or(inbox.offline.as_ref())?;
+    Some(offline.fallback.iter().map(|&i| config.targets[i].name.clone()).collect())
+}
+
 /// An offer's id: the job and the attempt it was offered as.
 fn offer_id(job: &Job) -> String {
     format!("{}.{}", job.id, job.attempt)
@@ -374,6 +381,12 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
                 Delivery::Inbox { fallback, offline_after_ms }
                     if !fallback.is_empty() && offline_for >= *offline_after_ms =>
                 {
+                    // The fallback as configured now (a reload may have changed its group);
+                    // as planned if its route is gone.
+                    let fallback = current_fallback(&config, target, &job.rule).unwrap_or_else(|| fallback.clone());
+                    if fallback.is_empty() {
+                        return Sweep::Keep;
+                    }
                     let moved = Job {
                         target: fallback[0].clone(),
                         delivery: Delivery::Failover { group: name.clone(), members: fallback.clone(), member: 0 },

@@ -18,6 +18,17 @@ async fn a_retry_due_in_a_second_comes_in_a_second_after_the_clock_steps_back_an
         let proxy = Proxy::start(&yaml).await;
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_clock", "invoice.paid", "x")).await.0, 200);
         assert!(eventually(Duration::from_secs(5), || sink.count() == 1).await);
+        // The step comes once the retry is scheduled (the failure is in the event's history).
+        let mut scheduled = false;
+        for _ in 0..100 {
+            let (_, e) = proxy.admin(http::Method::GET, "/events/evt_clock", None).await;
+            if e["attempts"].as_array().is_some_and(|a| a.iter().any(|h| h["outcome"] == "failed")) {
+                scheduled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(scheduled, "the failed attempt was never recorded");
         let failed_at = Instant::now();
         fanout::clock::step_wall_clock(-3_600_000);
         let retried = eventually(Duration::from_secs(10), || sink.count() == 2).await;

@@ -1,14 +1,16 @@
 //! fanout's two clocks. Signatures need the wall clock: Stripe's `t` and a target's tolerance are
-//! wall-clock seconds. Scheduling needs a clock that does not jump: a retry due in 5 s must happen
-//! in 5 s even if NTP or an operator steps the wall clock back an hour meanwhile. So due times,
-//! leases, presence and arrival times read [`unix_now_ms`] — the wall clock as it was when the
-//! process started, advanced by the monotonic clock — and signing reads [`unix_now_secs`].
+//! wall-clock seconds ([`unix_now_secs`]). Scheduling needs a clock that never goes back: a retry
+//! due in 5 s must happen in 5 s even if NTP or an operator steps the wall clock back an hour
+//! meanwhile. So due times, leases, presence and arrival times read [`unix_now_ms`], which follows
+//! the wall clock while it moves forward (a machine that booted with a wrong clock is corrected at
+//! the first NTP step, so stored times stay true) and, when the wall clock steps back, carries on
+//! from where it was at the monotonic clock's pace instead.
 //!
-//! A wall-clock step while fanout runs shows only in the signature timestamps (as it must); one
-//! while it is stopped shifts the due times it stored, once, at the next start.
+//! After a backward step, then, fanout's times run ahead of the wall clock by the step (events are
+//! kept a little longer, nothing is due late). A forward step makes waiting retries due sooner.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Added to the system's wall clock: [`step_wall_clock`] simulates a clock step in tests.
@@ -24,12 +26,16 @@ pub fn unix_now_secs() -> i64 {
     (wall_ms() / 1000) as i64
 }
 
-/// Milliseconds since the epoch that never jump: the wall clock at the first call, advanced by
-/// the monotonic clock since.
+/// Milliseconds since the epoch that never go back: the later of the wall clock and the last
+/// reading advanced by the monotonic clock.
 pub fn unix_now_ms() -> u64 {
-    static START: OnceLock<(u64, Instant)> = OnceLock::new();
-    let (wall, at) = START.get_or_init(|| (wall_ms(), Instant::now()));
-    wall.saturating_add(at.elapsed().as_millis() as u64)
+    static LAST: OnceLock<Mutex<(u64, Instant)>> = OnceLock::new();
+    let last = LAST.get_or_init(|| Mutex::new((wall_ms(), Instant::now())));
+    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+    let carried = last.0.saturating_add(last.1.elapsed().as_millis() as u64);
+    let now = wall_ms().max(carried);
+    *last = (now, Instant::now());
+    now
 }
 
 /// Steps this process's view of the wall clock by `by_ms` (negative: back), as NTP or an operator
@@ -43,12 +49,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_wall_clock_step_moves_signatures_but_not_scheduling() {
+    fn scheduling_never_goes_back_and_follows_the_wall_clock_forward() {
         let (ms, secs) = (unix_now_ms(), unix_now_secs());
         step_wall_clock(-3_600_000);
-        let (ms2, secs2) = (unix_now_ms(), unix_now_secs());
-        step_wall_clock(3_600_000);
-        assert!(ms2 >= ms && ms2 - ms < 1_000, "scheduling went on: {ms} -> {ms2}");
-        assert!((secs - secs2 - 3600).abs() <= 1, "signatures follow the wall clock: {secs} -> {secs2}");
+        let (back, secs_back) = (unix_now_ms(), unix_now_secs());
+        step_wall_clock(7_200_000);
+        let ahead = unix_now_ms();
+        step_wall_clock(-3_600_000);
+        assert!(back >= ms && back - ms < 1_000, "a step back does not move scheduling back: {ms} -> {back}");
+        assert!((secs - secs_back - 3600).abs() <= 1, "signatures follow the wall clock: {secs} -> {secs_back}");
+        assert!(ahead >= ms + 3_599_000, "a step forward is followed: {ms} -> {ahead}");
     }
 }

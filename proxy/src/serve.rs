@@ -255,7 +255,7 @@ impl Listeners {
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout).max_buf_size(MAX_HEAD_BYTES);
         let builder = Arc::new(builder);
         let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
-        let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
+        let mut refused_logged: Option<std::time::Instant> = None;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = self.accepting.cancelled() => break,
@@ -271,9 +271,9 @@ impl Listeners {
             };
             // At the limit, a new connection is closed at once (Stripe retries a refused delivery).
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                if refused_logged.elapsed() >= Duration::from_secs(10) {
+                if refused_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
                     tracing::warn!(%peer, max_connections = self.max_connections, "connection limit reached: closing new connections");
-                    refused_logged = std::time::Instant::now();
+                    refused_logged = Some(std::time::Instant::now());
                 }
                 drop(stream);
                 continue;

@@ -400,9 +400,15 @@ impl Store {
         if self.leases.compare_and_swap(id.to_be_bytes(), None::<&[u8]>, Some(value))?.is_err() {
             return Ok(false);
         }
-        if self.queue.remove(key)?.is_none() {
-            self.leases.remove(id.to_be_bytes())?;
-            return Ok(false);
+        match self.queue.remove(key) {
+            Ok(Some(_)) => {}
+            // Gone meanwhile, or unreadable: the lease goes again, so the job is never both
+            // queued and leased (a worker would spin on a queue head it cannot take).
+            gone_or_failed => {
+                self.leases.remove(id.to_be_bytes())?;
+                gone_or_failed?;
+                return Ok(false);
+            }
         }
         self.counts.queued(target, -1);
         Ok(true)

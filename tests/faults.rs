@@ -205,17 +205,26 @@ async fn idle_connections_and_slow_clients_do_not_exhaust_the_proxy() {
         );
         let proxy = Proxy::start(&yaml).await;
         let addr = proxy.running.addr;
+        // How long until the server closes `conn`, at most 5 s.
+        let closed_after = |mut conn: tokio::net::TcpStream| async move {
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 512];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Ok(Ok(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        };
 
-        // 150 connections that never say a word, and 20 that trickle a header a byte at a time.
-        let mut idle = Vec::new();
-        for _ in 0..150 {
-            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-        }
+        // Within the limit: 20 clients that trickle a header a byte at a time, one stuck inside
+        // the HTTP/2 preface, one idle after a request on a kept-alive connection.
         let trickle: Vec<_> = (0..20)
             .map(|_| {
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else { return Duration::ZERO };
+                    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
                     for b in b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
                         if conn.write_all(&[*b]).await.is_err() || started.elapsed() > Duration::from_secs(10) {
                             break;
@@ -226,29 +235,34 @@ async fn idle_connections_and_slow_clients_do_not_exhaust_the_proxy() {
                 })
             })
             .collect();
-
-        // Beyond the limit, connections are closed at once; within it, after the header timeout.
-        let closed_after = |mut conn: tokio::net::TcpStream| async move {
-            let started = std::time::Instant::now();
-            let mut buf = [0u8; 64];
-            let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await;
-            (read.is_ok(), started.elapsed())
-        };
-        let mut waits = Vec::new();
-        for conn in idle {
-            waits.push(tokio::spawn(closed_after(conn)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut preface = tokio::net::TcpStream::connect(addr).await.unwrap();
+        preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let preface = tokio::spawn(closed_after(preface));
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let kept = tokio::spawn(closed_after(kept));
+        // Then 150 that never say a word: those beyond the limit are closed at once.
+        let mut idle = Vec::new();
+        for _ in 0..150 {
+            let conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+            idle.push(tokio::spawn(closed_after(conn)));
         }
+
+        for (i, t) in trickle.into_iter().enumerate() {
+            let lasted = t.await.unwrap();
+            assert!(lasted >= Duration::from_millis(400) && lasted < Duration::from_secs(3), "slow client {i} lasted {lasted:?}");
+        }
+        let preface = preface.await.unwrap().expect("a client stuck in the HTTP/2 preface was never closed");
+        assert!(preface < Duration::from_secs(2), "{preface:?}");
+        let kept = kept.await.unwrap().expect("an idle kept-alive connection was never closed");
+        assert!(kept < Duration::from_secs(2), "{kept:?}");
         let mut times = Vec::new();
-        for w in waits {
-            let (closed, after) = w.await.unwrap();
-            assert!(closed, "an idle connection was still open after 5 s");
-            times.push(after);
+        for w in idle {
+            times.push(w.await.unwrap().expect("an idle connection was still open after 5 s"));
         }
         assert!(times.iter().all(|t| *t < Duration::from_secs(2)), "{times:?}");
-        for t in trickle {
-            let lasted = t.await.unwrap();
-            assert!(lasted < Duration::from_secs(3), "a slow client was served for {lasted:?}");
-        }
+        assert!(times.iter().filter(|t| **t < Duration::from_millis(200)).count() >= 80, "beyond the limit, closed at once: {times:?}");
         // Still serving.
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_after", "invoice.paid", "x")).await.0, 200);
         assert!(eventually(WITHIN, || sink.count() == 1).await);

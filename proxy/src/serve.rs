@@ -253,6 +253,12 @@ impl Listeners {
     {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout).max_buf_size(MAX_HEAD_BYTES);
+        // HTTP/2 peers that vanish are found by pings and closed.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(self.header_timeout))
+            .keep_alive_timeout(self.header_timeout);
         let builder = Arc::new(builder);
         let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         let mut refused_logged: Option<std::time::Instant> = None;
@@ -285,16 +291,9 @@ impl Listeners {
             self.connections.spawn(async move {
                 let _slot = slot;
                 match tls {
-                    None => {
-                        // A client that connects and sends nothing would otherwise hold its
-                        // connection forever: its first byte must come within the header timeout.
-                        match tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1])).await {
-                            Ok(Ok(n)) if n > 0 => serve_connection(&builder, stream, handle, &accepting).await,
-                            _ => tracing::debug!(%peer, "connection sent nothing in time: closed"),
-                        }
-                    }
+                    None => serve_connection(&builder, stream, handle, &accepting, header_timeout).await,
                     Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(&builder, stream, handle, &accepting).await,
+                        Ok(Ok(stream)) => serve_connection(&builder, stream, handle, &accepting, header_timeout).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     },
@@ -304,18 +303,40 @@ impl Listeners {
     }
 }
 
-async fn serve_connection<I, F, Fut>(builder: &auto::Builder<TokioExecutor>, io: I, handle: F, stop: &CancellationToken)
-where
+/// Serves one connection. Its first request must have arrived (headers read) within
+/// `first_request` of the connection being handed over: a client that connects and says nothing,
+/// or stalls inside the HTTP/2 preface or after a TLS handshake, would otherwise hold a
+/// connection slot forever (hyper's header timeout starts only once a request has begun).
+async fn serve_connection<I, F, Fut>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    handle: F,
+    stop: &CancellationToken,
+    first_request: Duration,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
 {
-    let conn = builder.serve_connection(TokioIo::new(io), service_fn(handle));
+    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = requested.clone();
+    let service = service_fn(move |req| {
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        handle(req)
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let silent = async {
+        tokio::time::sleep(first_request).await;
+        if requested.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         res = conn.as_mut() => if let Err(e) = res {
             tracing::debug!("connection ended: {e}");
         },
+        _ = silent => tracing::debug!("no request in time: connection closed"),
         _ = stop.cancelled() => {
             // Finish the request in progress (it may be an event to acknowledge), then close.
             conn.as_mut().graceful_shutdown();

@@ -30,8 +30,23 @@ fn spawn_fanout(config: &Path) -> (Child, String) {
     (child, format!("http://{addr}/stripe/webhook"))
 }
 
+/// Kills the process when dropped, so a failing assertion leaves no `fanout serve` behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_event() {
+    // Bounded: twenty restarts and a drain take ~10 s here; a hang fails instead of stalling CI.
+    tokio::time::timeout(Duration::from_secs(180), kill_9_rounds()).await.expect("the kill -9 test took over 180 s");
+}
+
+async fn kill_9_rounds() {
     let (a, b) = (Sink::ok().await, Sink::ok().await);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("routing.yaml");
@@ -100,7 +115,8 @@ default: b
     // sequence, so a failure can be rerun as it happened).
     let kills = 20;
     for round in 0..=kills {
-        let (mut child, address) = spawn_fanout(&config);
+        let (child, address) = spawn_fanout(&config);
+        let mut child = KillOnDrop(child);
         *url.write().unwrap() = address;
         if round == kills {
             // The last one runs until everything is delivered.
@@ -132,8 +148,7 @@ default: b
                 db.len(),
                 total - unique
             );
-            child.kill().unwrap();
-            let _ = child.wait();
+            drop(child);
             assert!(acked.len() > 50, "the load must have been acknowledged in bulk, got {}", acked.len());
             let missing: Vec<_> = acked
                 .iter()
@@ -150,8 +165,8 @@ default: b
         } else {
             let moment = 150 + (round as u64 * 7919 % 5) * 100;
             tokio::time::sleep(Duration::from_millis(moment)).await;
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            child.0.kill().unwrap(); // SIGKILL
+            child.0.wait().unwrap();
         }
     }
 }

@@ -310,7 +310,12 @@ async fn thirty_odd_malformed_or_forged_requests_each_refused_for_its_reason_and
         }
 
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(proxy.running.store.event_count(), 0, "nothing stored");
+        let store = &proxy.running.store;
+        assert_eq!(store.event_count(), 0, "no event stored");
+        let counts = store.counts();
+        assert!(counts.queued.values().chain(counts.dead.values()).all(|n| *n == 0), "no job queued: {counts:?}");
+        assert_eq!((store.in_flight(), store.dead_letter_count()), (0, 0), "no job in flight or dead");
+        assert_eq!(store.events_newest_first(None, 0).count(), 0, "no record, not even an orphan");
         assert_eq!(sink.count(), 0, "nothing delivered");
         // The same endpoint, a correct event: accepted and delivered.
         assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &body).await.0, 200);

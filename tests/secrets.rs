@@ -98,6 +98,12 @@ default: [ok, bad]
             vec!["dead-letters"],
             vec!["dead-letters", "--json"],
             vec!["events", "--json"],
+            vec!["replay", "evt_inv"],
+            vec!["pause", "ok"],
+            vec!["resume", "ok"],
+            vec!["own", "cus_x", "ok"],
+            vec!["owner", "cus_x"],
+            vec!["owners", "--json"],
         ] {
             let mut args = args;
             args.extend(["--admin", &admin]);
@@ -140,11 +146,24 @@ default: [ok, bad]
             ),
         )
         .unwrap();
-        let bin = Binary::spawn(&dir2.path().join("routing.yaml"), &dir2.path().join("serve.log"));
+        // That second proxy logs JSON, takes an event and a SIGHUP reload; its log is clean too.
+        let json_logs = [("FANOUT_LOG_FORMAT", "json")];
+        let bin =
+            Binary::spawn_env(&dir2.path().join("routing.yaml"), &dir2.path().join("serve.log"), "debug", &json_logs);
         let out =
             fanout_cli(&["listen", "--proxy", &bin.url(""), "--print-secret"], &[("FANOUT_INBOX_TOKEN", INBOX_TOKEN)])
                 .await;
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), INBOX_SECRET);
+        let body = event("evt_json", "invoice.paid", "x");
+        assert_eq!(post(&bin.url("/hook"), &signed(&body), body.clone()).await.0, 200);
+        bin.signal("HUP");
+        assert!(eventually(Duration::from_secs(10), || bin.log_text().contains("reload")).await, "{}", bin.log_text());
+        bin.signal("TERM");
+        let (_, log) = bin.wait_exit(Duration::from_secs(15)).await;
+        assert!(log.contains("\"level\":\"DEBUG\"") && log.contains("evt_json"), "{log}");
+        for secret in ALL {
+            assert!(!log.contains(secret), "the JSON log contains {secret}");
+        }
     })
     .await;
 }

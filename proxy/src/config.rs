@@ -53,6 +53,16 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A name from the file, quoted for an error message — unless it looks like a pasted secret
+/// (`whsec_…`, `sk_…`, `rk_…`), which errors must not repeat.
+fn shown(value: &str) -> String {
+    if ["whsec_", "sk_", "rk_"].iter().any(|p| value.starts_with(p)) {
+        format!("\"{}\" (it looks like a secret)", Secret::new(value))
+    } else {
+        format!("{value:?}")
+    }
+}
+
 /// The configuration every stage reads, swapped whole by a reload: a reader sees the old or the
 /// new config, never a mix.
 pub type LiveConfig = std::sync::Arc<arc_swap::ArcSwap<Config>>;
@@ -711,7 +721,11 @@ impl Resolver<'_> {
                 let i = targets.iter().position(|t| &t.name == m).ok_or_else(|| {
                     self.err(
                         m,
-                        format!("group {:?}: member {m:?} is not a target (groups hold targets, not groups)", g.name),
+                        format!(
+                            "group {:?}: member {} is not a target (groups hold targets, not groups)",
+                            g.name,
+                            shown(m)
+                        ),
                     )
                 })?;
                 if members.contains(&i) {
@@ -760,7 +774,8 @@ impl Resolver<'_> {
                         self.err(
                             d,
                             format!(
-                                "{place}: destination {d:?} is neither a target nor a group (known: {})",
+                                "{place}: destination {} is neither a target nor a group (known: {})",
+                                shown(d),
                                 known.join(", ")
                             ),
                         )
@@ -915,7 +930,8 @@ impl Resolver<'_> {
                     anchor,
                     "fallback",
                     format!(
-                        "{place}: offline fallback {name:?} must be a target that is not an inbox, or a failover group"
+                        "{place}: offline fallback {} must be a target that is not an inbox, or a failover group",
+                        shown(&name)
                     ),
                 ))
             }

@@ -151,7 +151,17 @@ impl Ingress {
         };
         let ingested = self.store.ingest_claiming(&record, &jobs, claims.as_ref()).map_err(failed)?;
         // Also for a duplicate: the first copy may still be on its way to disk.
-        self.store.durable().await.map_err(failed)?;
+        if let Err(e) = self.store.durable().await {
+            // Written but maybe not on disk: Stripe hears 503 and retries, and the retry finds
+            // it (a duplicate). The jobs are queued all the same; deliver them now rather than
+            // when their workers next look (a redelivery after a crash is the at-least-once kind).
+            if let Ingested::New(jobs) = &ingested {
+                for job in jobs {
+                    self.deliveries.wake(&job.target);
+                }
+            }
+            return Err(failed(e));
+        }
         match ingested {
             Ingested::Duplicate => {
                 tracing::info!(event_id = %id, "duplicate event id: acknowledged, not fanned out again");

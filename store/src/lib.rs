@@ -95,8 +95,9 @@ pub struct Store {
     owners: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
+    /// Injected faults: [0] ingests and flushes fail, [1] only flushes fail.
     #[cfg(feature = "fault-injection")]
-    fault: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fault: std::sync::Arc<[std::sync::atomic::AtomicBool; 2]>,
 }
 
 /// sled's page cache. Its default (1 GiB) let RSS grow with the backlog (627 MB after a few
@@ -190,7 +191,7 @@ impl Store {
         new_jobs: &[NewJob],
         claims: Option<&Claims>,
     ) -> Result<Ingested> {
-        self.injected_fault()?;
+        self.injected_fault(0)?;
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
         }
@@ -275,19 +276,28 @@ impl Store {
     /// Waits until every write made before the call is on disk. Concurrent callers share one
     /// flush, so a burst of webhooks pays for a few fsyncs, not one each.
     pub async fn durable(&self) -> Result<()> {
-        self.injected_fault()?;
+        self.injected_fault(0)?;
+        self.injected_fault(1)?;
         self.commit.durable(&self.db).await
     }
 
     /// From now on (until called with false), ingests and flushes fail as on a full disk.
     #[cfg(feature = "fault-injection")]
     pub fn fail_writes(&self, fail: bool) {
-        self.fault.store(fail, std::sync::atomic::Ordering::SeqCst);
+        self.fault[0].store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn injected_fault(&self) -> Result<()> {
+    /// From now on (until called with false), writes succeed but flushes fail: an ingest has
+    /// written its event when it learns it cannot be made durable.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_flushes(&self, fail: bool) {
+        self.fault[1].store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))]
+    fn injected_fault(&self, which: usize) -> Result<()> {
         #[cfg(feature = "fault-injection")]
-        if self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.fault[which].load(std::sync::atomic::Ordering::SeqCst) {
             let disk_full = std::io::Error::other("injected fault: no space left on device");
             return Err(StoreError::Sled(sled::Error::Io(disk_full)));
         }

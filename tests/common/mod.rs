@@ -297,10 +297,16 @@ impl Binary {
 
     /// Like [`Binary::spawn`], logging at `level` (a `RUST_LOG` value).
     pub fn spawn_logging(config: &std::path::Path, log: &std::path::Path, level: &str) -> Binary {
+        Binary::spawn_env(config, log, level, &[])
+    }
+
+    /// Like [`Binary::spawn_logging`], with more environment variables.
+    pub fn spawn_env(config: &std::path::Path, log: &std::path::Path, level: &str, env: &[(&str, &str)]) -> Binary {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(log).unwrap())

@@ -257,6 +257,17 @@ async fn thirty_odd_malformed_or_forged_requests_each_refused_for_its_reason_and
                 reason: "did not arrive in time",
             },
             Case {
+                // Transfer-Encoding wins (RFC 9112), the body is read whole, and the connection
+                // is closed after the answer, so nothing can be smuggled behind it.
+                name: "both Content-Length and Transfer-Encoding (request smuggling)",
+                send: raw(
+                    &format!("POST /stripe/webhook HTTP/1.1\r\n{host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nStripe-Signature: {}", sig("whsec_forged", t, b)),
+                    format!("{:x}\r\n{body}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n{host}\r\n\r\n", body.len()).as_bytes(),
+                ),
+                status: 400,
+                reason: "connection: close",
+            },
+            Case {
                 name: "a 100 KB header",
                 send: raw(&format!("POST /stripe/webhook HTTP/1.1\r\n{host}\r\nX-Junk: {}", "j".repeat(100_000)), b""),
                 status: 431,

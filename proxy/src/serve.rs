@@ -81,6 +81,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (admin_listener, admin_addr) = bind(config.admin.listen).await?;
 
     let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
+    warn_if_fds_are_short(max_connections);
     let live: LiveConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::default());
     let (accepting, shutdown, abort) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
@@ -342,6 +343,24 @@ async fn serve_connection<I, F, Fut>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Two listeners at `max_connections` each, the store's files and outbound connections all need
+/// file descriptors; past the process's limit, accepts fail instead of the cap applying.
+fn warn_if_fds_are_short(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let Some(soft) = soft.filter(|soft| 2 * max_connections + 256 > *soft) {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft,
+            "max_connections on two listeners may exceed the open-file limit: raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
+        );
     }
 }
 

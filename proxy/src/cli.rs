@@ -95,12 +95,8 @@ pub enum Command {
     Events {
         #[command(flatten)]
         filter: ops::EventFilter,
-        /// Events per page (at most 500).
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Go on from where a previous page stopped.
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        page: ops::PageArgs,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -137,10 +133,8 @@ pub enum Command {
         replay: bool,
         #[arg(long)]
         purge: bool,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        page: ops::PageArgs,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -169,12 +163,11 @@ pub enum Command {
     },
     /// List owned objects, optionally of one destination.
     Owners {
+        /// Only the objects this target or group owns.
         #[arg(long)]
         destination: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        cursor: Option<String>,
+        #[command(flatten)]
+        page: ops::PageArgs,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -256,22 +249,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Send { url, secret, event } => send(url, &secret, read(&event)?).await,
-        Command::Events { filter, limit, cursor, admin } => ops::events(&admin, &filter, limit, cursor).await,
+        Command::Events { filter, page, admin } => ops::events(&admin, &filter, page).await,
         Command::Event { id, admin } => ops::event(&admin, &id).await,
         Command::Replay { id, to, filter, admin } => ops::replay(&admin, id, to, &filter).await,
-        Command::DeadLetters { target, id, all, replay, purge, limit, cursor, admin } => {
+        Command::DeadLetters { target, id, all, replay, purge, page, admin } => {
             let action = match (replay, purge) {
                 (true, _) => Some("replay"),
                 (_, true) => Some("purge"),
                 _ => None,
             };
-            ops::dead_letters(&admin, ops::DeadLetterArgs { target, id, all, action, limit, cursor }).await
+            ops::dead_letters(&admin, ops::DeadLetterArgs { target, id, all, action, page }).await
         }
         Command::Targets { admin } => ops::targets(&admin).await,
         Command::Pause { target, admin } => ops::pause(&admin, &target, true).await,
         Command::Resume { target, admin } => ops::pause(&admin, &target, false).await,
         Command::Owner { id, admin } => ops::owner(&admin, &id).await,
-        Command::Owners { destination, limit, cursor, admin } => ops::owners(&admin, destination, limit, cursor).await,
+        Command::Owners { destination, page, admin } => ops::owners(&admin, destination, page).await,
         Command::Own { id, destinations, admin } => ops::own(&admin, &id, &destinations).await,
         Command::Disown { id, admin } => ops::own(&admin, &id, &[]).await,
         Command::Listen(args) => listen::run(args).await,

@@ -25,6 +25,25 @@ pub struct AdminArgs {
     pub json: bool,
 }
 
+/// One page of a list: its size, and where the previous one stopped.
+#[derive(Args, Debug, Clone)]
+pub struct PageArgs {
+    /// Items per page (at most 500).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Go on from where a previous page stopped.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+impl PageArgs {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut q = vec![("limit", self.limit.to_string())];
+        q.extend(self.cursor.clone().map(|c| ("cursor", c)));
+        q
+    }
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct EventFilter {
     /// Event type; `*` is a wildcard (`invoice.*`).
@@ -192,17 +211,9 @@ fn more(next: &Value, what: &str) {
     }
 }
 
-pub async fn events(
-    admin: &AdminArgs,
-    filter: &EventFilter,
-    limit: usize,
-    cursor: Option<String>,
-) -> anyhow::Result<()> {
+pub async fn events(admin: &AdminArgs, filter: &EventFilter, page: PageArgs) -> anyhow::Result<()> {
     let mut query = filter.pairs();
-    query.push(("limit", limit.to_string()));
-    if let Some(c) = cursor {
-        query.push(("cursor", c));
-    }
+    query.extend(page.pairs());
     let v = call(admin, Method::GET, "/events", &query).await?;
     if admin.json {
         print_json(&v);
@@ -332,8 +343,7 @@ pub struct DeadLetterArgs {
     pub id: Option<String>,
     pub all: bool,
     pub action: Option<&'static str>,
-    pub limit: usize,
-    pub cursor: Option<String>,
+    pub page: PageArgs,
 }
 
 pub async fn dead_letters(admin: &AdminArgs, args: DeadLetterArgs) -> anyhow::Result<()> {
@@ -378,12 +388,9 @@ pub async fn dead_letters(admin: &AdminArgs, args: DeadLetterArgs) -> anyhow::Re
 }
 
 async fn list_dead_letters(admin: &AdminArgs, args: &DeadLetterArgs) -> anyhow::Result<()> {
-    let mut query = vec![("limit", args.limit.to_string())];
+    let mut query = args.page.pairs();
     if let Some(t) = &args.target {
         query.push(("target", t.clone()));
-    }
-    if let Some(c) = &args.cursor {
-        query.push(("cursor", c.clone()));
     }
     let v = call(admin, Method::GET, "/dead-letters", &query).await?;
     if admin.json {
@@ -471,15 +478,9 @@ pub async fn owner(admin: &AdminArgs, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn owners(
-    admin: &AdminArgs,
-    destination: Option<String>,
-    limit: usize,
-    cursor: Option<String>,
-) -> anyhow::Result<()> {
-    let mut query = vec![("limit", limit.to_string())];
+pub async fn owners(admin: &AdminArgs, destination: Option<String>, page: PageArgs) -> anyhow::Result<()> {
+    let mut query = page.pairs();
     query.extend(destination.map(|d| ("destination", d)));
-    query.extend(cursor.map(|c| ("cursor", c)));
     let v = call(admin, Method::GET, "/owners", &query).await?;
     if admin.json {
         print_json(&v);

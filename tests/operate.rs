@@ -324,6 +324,7 @@ async fn tls_in_with_a_generated_cert_and_out_to_a_private_ca_over_http2() {
         let yaml = format!(
             r#"
 tls: {{cert: "{}", key: "{}"}}
+header_read_timeout: 500ms
 sources:
   - {{name: stripe, path: /hook, secrets: [{SOURCE_SECRET}]}}
 retry: {{initial_delay: 50ms, max_delay: 100ms, max_attempts: 1}}
@@ -362,6 +363,26 @@ default: [internal, untrusting, plain]
         assert_eq!(dead[0].job.target, "untrusting");
         assert!(dead[0].error.to_lowercase().contains("certificate"), "{}", dead[0].error);
         assert_eq!(seen.lock().unwrap().len(), 1);
+
+        // A client that completes the TLS handshake and then says nothing is closed after the
+        // header timeout instead of holding a connection slot.
+        use tokio::io::AsyncReadExt;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(pki.ca_der.clone())).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(proxy.running.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut silent =
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("handshake");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a silent TLS client was not closed: {closed:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
         proxy.running.stop().await;
     })
     .await

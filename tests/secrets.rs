@@ -15,7 +15,8 @@ const TARGET_BAD: &str = "whsec_TGT_s3cr3t_0003";
 const INBOX_TOKEN: &str = "inbox-T0KEN-s3cr3t-0004";
 const INBOX_SECRET: &str = "whsec_INB_s3cr3t_0005";
 const ADMIN_TOKEN: &str = "admin-T0KEN-s3cr3t-0006";
-const ALL: [&str; 6] = [SOURCE, TARGET_OK, TARGET_BAD, INBOX_TOKEN, INBOX_SECRET, ADMIN_TOKEN];
+const STRIPE_KEY: &str = "sk_test_K3Y_s3cr3t_0007";
+const ALL: [&str; 7] = [SOURCE, TARGET_OK, TARGET_BAD, INBOX_TOKEN, INBOX_SECRET, ADMIN_TOKEN, STRIPE_KEY];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_mode_logs_or_prints_a_configured_secret() {
@@ -111,6 +112,18 @@ default: [ok, bad]
             assert!(out.status.success(), "{args:?}: {}", output_text(&out));
             printed += &output_text(&out);
         }
+        // Backfill with Stripe's API key: against an API that refuses it, and one that is down.
+        let refusing = Sink::with(|_| (401, Duration::ZERO)).await;
+        for api in [refusing.url().trim_end_matches('/').to_owned(), "http://127.0.0.1:9".to_owned()] {
+            let out = fanout_cli(
+                &["backfill", "--since", "1h", "--stripe-api", &api, "--admin", &admin],
+                &[("STRIPE_API_KEY", STRIPE_KEY), ("FANOUT_ADMIN_TOKEN", ADMIN_TOKEN)],
+            )
+            .await;
+            assert!(!out.status.success(), "{}", output_text(&out));
+            printed += &output_text(&out);
+        }
+        assert!(refusing.count() >= 1, "the backfill did reach the refusing API");
         let out = fanout_cli(&["targets", "--admin", &admin, "--token", "wrong-token-0123456789"], &[]).await;
         assert!(!out.status.success());
         printed += &output_text(&out);

@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::clock::unix_now_ms;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::Deliveries;
-use crate::ingress::{Accepted, Body, Ingress};
+use crate::ingress::{json_response, Accepted, Body, Ingress};
 use crate::metrics::{Metrics, TargetLabel};
 use crate::verify;
 
@@ -448,13 +448,6 @@ impl Query {
             },
         }
     }
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    res
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -515,7 +515,7 @@ pub struct Failure {
 /// The headers every delivery of `job` carries, pushed or pulled: a fresh `Stripe-Signature` over
 /// `body` with the target's own secret, and fanout's own (which event, which attempt, which rule,
 /// whether a replay) for people reading their app's logs.
-pub fn delivery_headers(target: &Target, job: &Job, body: &[u8]) -> Vec<(&'static str, String)> {
+pub fn delivery_headers(target: &Target, job: &Job, body: &[u8]) -> Vec<(&'static str, HeaderValue)> {
     let mut headers = vec![
         ("content-type", "application/json; charset=utf-8".to_owned()),
         ("user-agent", concat!("fanout/", env!("CARGO_PKG_VERSION"), " (Stripe webhook proxy)").to_owned()),
@@ -535,8 +535,7 @@ pub fn delivery_headers(target: &Target, job: &Job, body: &[u8]) -> Vec<(&'stati
     }
     // A value that is not a valid header (a rule name or object id with a newline or non-ASCII)
     // is left out rather than failing the delivery, pushed or pulled alike.
-    headers.retain(|(_, v)| HeaderValue::from_str(v).is_ok());
-    headers
+    headers.into_iter().filter_map(|(name, v)| Some((name, HeaderValue::from_str(&v).ok()?))).collect()
 }
 
 /// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.
@@ -546,9 +545,7 @@ async fn send(client: &HttpClient, target: &Target, url: &http::Uri, job: &Job, 
         .body(Full::new(body.clone()))
         .map_err(|e| fail(None, format!("cannot build the request: {e}")))?;
     for (name, value) in delivery_headers(target, job, &body) {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            req.headers_mut().insert(name, v);
-        }
+        req.headers_mut().insert(name, value);
     }
     post(client, req, target.timeout).await
 }

@@ -17,7 +17,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Endpoint, LiveConfig, Target};
 use crate::deliver::{Deliveries, InboxError};
-use crate::ingress::{reply, Body};
+use crate::ingress::{json_response, reply, Body};
 
 pub const PATH_PREFIX: &str = "/fanout/inbox";
 
@@ -106,11 +105,12 @@ impl InboxApi {
         match (req.method(), rest) {
             (&Method::GET, "" | "/") => {
                 let status = self.deliveries.inbox_status(&name);
-                Ok(json(&serde_json::json!({ "inbox": name, "listening": status })))
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "inbox": name, "listening": status })))
             }
-            (&Method::GET, "/secret") => {
-                Ok(json(&serde_json::json!({ "inbox": name, "secret": target.secret.expose() })))
-            }
+            (&Method::GET, "/secret") => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "inbox": name, "secret": target.secret.expose() }),
+            )),
             (&Method::GET, "/events") => {
                 let wait = number(param("wait"), "wait", DEFAULT_WAIT.as_secs(), MAX_WAIT.as_secs())?;
                 let max = number(param("max"), "max", DEFAULT_BATCH as u64, MAX_BATCH as u64)?.max(1) as usize;
@@ -120,7 +120,7 @@ impl InboxApi {
                     .await
                     .map_err(refused)?;
                 let polled = Polled { inbox: name, timeout_ms: target.timeout.as_millis() as u64, deliveries };
-                Ok(json(&polled))
+                Ok(json_response(StatusCode::OK, &polled))
             }
             (&Method::POST, "/answer") => {
                 let body = Limited::new(req.into_body(), 64 * 1024)
@@ -132,7 +132,7 @@ impl InboxApi {
                     (StatusCode::BAD_REQUEST, format!("the answer is not {{id, status, latency_ms, error}}: {e}"))
                 })?;
                 if self.deliveries.answer(&name, &listener, &answer).await.map_err(refused)? {
-                    Ok(json(&serde_json::json!({ "settled": true })))
+                    Ok(json_response(StatusCode::OK, &serde_json::json!({ "settled": true })))
                 } else {
                     Err((
                         StatusCode::CONFLICT,
@@ -184,11 +184,4 @@ fn refused(e: InboxError) -> (StatusCode, String) {
             (StatusCode::SERVICE_UNAVAILABLE, format!("store error: {e}"))
         }
     }
-}
-
-fn json(value: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut res = Response::new(http_body_util::Full::new(Bytes::from(body)));
-    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    res
 }

@@ -9,15 +9,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::{unix_now_ms, unix_now_secs};
-
 use bytes::Bytes;
 use fanout_store::{Claims, Delivery, Disposition, EventRecord, Ingested, NewJob, Owner, Routed, Store};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::config::{Config, LiveConfig};
+use crate::clock::{unix_now_ms, unix_now_secs};
+use crate::config::{Config, LiveConfig, Target};
 use crate::deliver::Deliveries;
 use crate::metrics::{Metrics, SourceLabel};
 use crate::route::{Decision, DestId, DestinationKind, GroupMode, KnownOwner, Offline, DEFAULT_RULE};
@@ -195,35 +194,32 @@ impl Ingress {
 
 /// Turns a routing decision into the jobs to queue and the disposition to record.
 pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Disposition) {
-    let chosen: Vec<(DestId, String, Option<&Offline>)> = match decision {
+    // Each destination, the rule recorded for it, and the rule whose `offline` applies to an
+    // inbox among them (looked up only for inboxes: most events reach none).
+    let chosen: Vec<(DestId, String, &str)> = match decision {
         Decision::Drop { rule } => return (Vec::new(), Disposition::Dropped { rule: (*rule).to_owned() }),
         Decision::Unrouted => return (Vec::new(), Disposition::Unrouted),
-        Decision::Deliver(chosen) => chosen
-            .iter()
-            .map(|&(dest, rule)| (dest, rule.to_owned(), config.router.rule(rule).and_then(|r| r.offline.as_ref())))
-            .collect(),
+        Decision::Deliver(chosen) => chosen.iter().map(|&(dest, rule)| (dest, rule.to_owned(), rule)).collect(),
         // Routed like the event that claimed the object, offline fallback included.
         Decision::Owned { object, destinations, via } => {
-            let offline = config.router.rule(via).and_then(|r| r.offline.as_ref());
-            destinations.iter().map(|&dest| (dest, format!("owner:{object}"), offline)).collect()
+            destinations.iter().map(|&dest| (dest, format!("owner:{object}"), via.as_str())).collect()
         }
     };
     let mut jobs = Vec::new();
     let mut destinations = Vec::new();
-    for (dest, rule, offline) in chosen {
+    for (dest, rule, offline_rule) in chosen {
         let dest = &config.router.destinations[dest];
         let before = jobs.len();
         let target = |i: usize| config.targets[i].name.clone();
         let job = |target, delivery| NewJob { target, delivery, rule: rule.clone() };
         match &dest.kind {
             DestinationKind::Target(i) => {
-                // The route's own fallback, else the inbox's.
-                let delivery = match offline.or(config.targets[*i].offline.as_ref()) {
-                    Some(o) if config.targets[*i].is_inbox() => Delivery::Inbox {
+                let delivery = match offline_for(config, &config.targets[*i], offline_rule) {
+                    Some(o) => Delivery::Inbox {
                         fallback: o.fallback.iter().map(|&m| target(m)).collect(),
                         offline_after_ms: o.after.as_millis() as u64,
                     },
-                    _ => Delivery::Target,
+                    None => Delivery::Target,
                 };
                 jobs.push(job(target(*i), delivery));
             }
@@ -245,6 +241,15 @@ pub fn plan(config: &Config, decision: &Decision<'_>) -> (Vec<NewJob>, Dispositi
         });
     }
     (jobs, Disposition::Routed { destinations })
+}
+
+/// Where an inbox's events go while nobody listens: the route's own fallback, else the inbox's.
+/// None for a target that is not an inbox.
+pub fn offline_for<'c>(config: &'c Config, target: &'c Target, rule: &str) -> Option<&'c Offline> {
+    if !target.is_inbox() {
+        return None;
+    }
+    config.router.rule(rule).and_then(|r| r.offline.as_ref()).or(target.offline.as_ref())
 }
 
 /// The objects an event makes its destinations the owners of: those it references, when a rule
@@ -280,8 +285,12 @@ fn too_large(limit: usize) -> Response<Body> {
 }
 
 pub fn reply(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut res = Response::new(Full::new(Bytes::from(body)));
+    json_response(status, &serde_json::json!({ "error": message }))
+}
+
+/// A JSON answer; every listener's API answers this way.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(serde_json::to_vec(value).unwrap_or_default())));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     res

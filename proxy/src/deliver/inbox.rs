@@ -263,7 +263,7 @@ impl Deliveries {
                 attempt: job.attempt,
                 headers: super::delivery_headers(target, &job, body.as_bytes())
                     .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
+                    .filter_map(|(k, v)| Some((k.to_owned(), v.to_str().ok()?.to_owned())))
                     .collect(),
                 body,
             });
@@ -307,7 +307,7 @@ impl Deliveries {
 /// The members an inbox job falls back to under the current config: its route's `offline`, else
 /// the inbox's own; none if neither is configured any more.
 fn current_fallback(config: &Config, inbox: &crate::config::Target, rule: &str) -> Option<Vec<String>> {
-    let offline = config.router.rule(rule).and_then(|r| r.offline.as_ref()).or(inbox.offline.as_ref())?;
+    let offline = crate::ingress::offline_for(config, inbox, rule)?;
     Some(offline.fallback.iter().map(|&i| config.targets[i].name.clone()).collect())
 }
 

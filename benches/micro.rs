@@ -17,7 +17,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fanout::clock::{unix_now_ms, unix_now_secs};
 use fanout::config::Config;
-use fanout::ingress::plan;
+use fanout::plan::plan;
 use fanout_store::{EventRecord, Store};
 use http::HeaderMap;
 

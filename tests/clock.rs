@@ -1,6 +1,7 @@
 //! A wall-clock step does not break a delivery's due time. Alone in its test binary: it steps
 //! the process's view of the wall clock, which every test in the same process would see.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -14,9 +14,11 @@ mod listen;
 mod ops;
 
 use crate::config::{Config, RetryPolicy};
+use crate::http::client as outbound;
 use crate::reload::Overrides;
 use crate::route::{Action, Condition, Decision, DestinationKind, KnownOwner, Router};
-use crate::{clock, reload, serve, signature, tls};
+use crate::{clock, reload, serve, signature};
+use std::convert::Infallible;
 
 pub use ops::AdminArgs;
 
@@ -239,8 +241,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if live {
                 known.extend(ops::live_owners(&admin, &cfg.router.references(&json)).await?);
             }
-            let lookup = |id: &str| known.iter().find(|(k, _)| k == id).map(|(_, o)| o.clone());
-            print!("{}", explain(&cfg.router, &cfg.router.route_with(&json, &lookup)));
+            let lookup = |id: &str| Ok::<_, Infallible>(known.iter().find(|(k, _)| k == id).map(|(_, o)| o.clone()));
+            let Ok(decision) = cfg.router.route_with(&json, lookup);
+            print!("{}", explain(&cfg.router, &decision));
             Ok(())
         }
         Command::Sign { secret, timestamp, event } => {
@@ -301,7 +304,7 @@ async fn send(url: http::Uri, secret: &str, body: Vec<u8>) -> anyhow::Result<()>
         .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header("stripe-signature", header)
         .body(Full::new(Bytes::from(body)))?;
-    let res = tls::client(None)?.request(req).await.with_context(|| format!("cannot reach {url}"))?;
+    let res = outbound::client(None)?.request(req).await.with_context(|| format!("cannot reach {url}"))?;
     let status = res.status();
     let text = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     println!("{status} {}", String::from_utf8_lossy(&text));

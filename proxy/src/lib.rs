@@ -1,21 +1,27 @@
 //! fanout: one Stripe test-mode webhook endpoint in; verified, durably queued, routed and re-signed
 //! out to every environment that owns the event.
 //!
-//! The pipeline is the architecture, one module per stage, data flowing one way:
-//! [`ingress`] → [`verify`] → [`route`] → store (`fanout-store`) → [`deliver`].
-//! [`config`] builds everything before start; [`serve`] wires the stages together.
+//! The pipeline is the architecture: [`api::webhook`] → [`verify`] → [`route`] → [`plan`] →
+//! [`ingest`] (the store, `fanout-store`) → [`deliver`]. Imports point one way, down this list:
+//!
+//! - pure core, no I/O: [`wire`] (the APIs' JSON), [`signature`], [`route`], [`config`] (the
+//!   resolved types, and loading them), [`verify`], [`plan`], `deliver::policy`;
+//! - [`clock`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies, servers, the client);
+//! - [`deliver`] (the workers), [`ingest`] (taking an event in);
+//! - [`api`] (webhook, listen protocol, admin), [`serve`] (wiring), [`reload`], [`cli`].
 
-pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod deliver;
-pub mod inbox;
-pub mod ingress;
+pub mod http;
+pub mod ingest;
 pub mod metrics;
+pub mod plan;
 pub mod reload;
 pub mod route;
 pub mod serve;
 pub mod signature;
-pub mod tls;
 pub mod verify;
+pub mod wire;

@@ -132,11 +132,21 @@ pub struct Router {
 impl Router {
     /// Routing by the rules alone (no ownership known).
     pub fn route(&self, event: &Value) -> Decision<'_> {
-        self.route_with(event, &|_| None)
+        let no_owners = |_: &str| Ok::<_, std::convert::Infallible>(None);
+        match self.route_with(event, no_owners) {
+            Ok(decision) => decision,
+            Err(never) => match never {},
+        }
     }
 
-    /// Routing with `owner` telling who owns an object id (the store, for live traffic).
-    pub fn route_with(&self, event: &Value, owner: &dyn Fn(&str) -> Option<KnownOwner>) -> Decision<'_> {
+    /// Routing with `owner` telling who owns an object id (the store, for live traffic). It is
+    /// asked only when no rule matched, and its error (an unreadable store) is the caller's:
+    /// routing does no I/O and decides nothing on a guess.
+    pub fn route_with<E>(
+        &self,
+        event: &Value,
+        mut owner: impl FnMut(&str) -> Result<Option<KnownOwner>, E>,
+    ) -> Result<Decision<'_>, E> {
         let mut chosen: Vec<(DestId, &str)> = Vec::new();
         let mut matched = false;
         for rule in &self.rules {
@@ -145,7 +155,7 @@ impl Router {
             }
             matched = true;
             match &rule.action {
-                Action::Drop if chosen.is_empty() => return Decision::Drop { rule: &rule.name },
+                Action::Drop if chosen.is_empty() => return Ok(Decision::Drop { rule: &rule.name }),
                 Action::Drop => break,
                 Action::Deliver(dests) => add(&mut chosen, dests, &rule.name),
             }
@@ -154,20 +164,16 @@ impl Router {
             }
         }
         if !matched {
-            if let Some(owned) = self.owned(event, owner) {
-                return owned;
+            if let Some(owned) = self.owned(event, &mut owner)? {
+                return Ok(owned);
             }
             match &self.default {
-                Some(Action::Drop) => return Decision::Drop { rule: DEFAULT_RULE },
+                Some(Action::Drop) => return Ok(Decision::Drop { rule: DEFAULT_RULE }),
                 Some(Action::Deliver(dests)) => add(&mut chosen, dests, DEFAULT_RULE),
                 None => {}
             }
         }
-        if chosen.is_empty() {
-            Decision::Unrouted
-        } else {
-            Decision::Deliver(chosen)
-        }
+        Ok(if chosen.is_empty() { Decision::Unrouted } else { Decision::Deliver(chosen) })
     }
 }
 
@@ -193,19 +199,23 @@ impl Router {
     }
 
     /// The first referenced object with an owner whose destinations are still configured.
-    fn owned(&self, event: &Value, owner: &dyn Fn(&str) -> Option<KnownOwner>) -> Option<Decision<'_>> {
+    fn owned<E>(
+        &self,
+        event: &Value,
+        owner: &mut impl FnMut(&str) -> Result<Option<KnownOwner>, E>,
+    ) -> Result<Option<Decision<'_>>, E> {
         for object in self.references(event) {
-            let Some(known) = owner(&object) else { continue };
+            let Some(known) = owner(&object)? else { continue };
             let destinations: Vec<DestId> = known
                 .destinations
                 .iter()
                 .filter_map(|name| self.destinations.iter().position(|d| &d.name == name))
                 .collect();
             if !destinations.is_empty() {
-                return Some(Decision::Owned { object, destinations, via: known.via });
+                return Ok(Some(Decision::Owned { object, destinations, via: known.via }));
             }
         }
-        None
+        Ok(None)
     }
 
     /// The rule called `name`, if the config still has it.
@@ -379,20 +389,28 @@ mod tests {
             "data": {"object": {"id": "in_1", "subscription": "sub_1", "customer": {"id": "cus_1", "object": "customer"}}}});
         assert_eq!(r.references(&renewal), vec!["in_1", "sub_1", "cus_1"]);
         let owners = |id: &str| {
-            (id == "cus_1" || id == "sub_gone")
-                .then(|| KnownOwner { destinations: vec!["c".into()], via: "alice".into() })
+            Ok::<_, String>(
+                (id == "cus_1" || id == "sub_gone")
+                    .then(|| KnownOwner { destinations: vec!["c".into()], via: "alice".into() }),
+            )
         };
         assert_eq!(
-            r.route_with(&renewal, &owners),
-            Decision::Owned { object: "cus_1".into(), destinations: vec![2], via: "alice".into() }
+            r.route_with(&renewal, owners),
+            Ok(Decision::Owned { object: "cus_1".into(), destinations: vec![2], via: "alice".into() })
         );
         // Without an owner: the default.
         assert_eq!(r.route(&renewal), Decision::Deliver(vec![(0, DEFAULT_RULE)]));
         // A matching rule wins over the owner.
         let tagged = json!({"data": {"object": {"customer": "cus_1", "metadata": {"env": "alice"}}}});
-        assert_eq!(r.route_with(&tagged, &owners), Decision::Deliver(vec![(2, "alice")]));
+        assert_eq!(r.route_with(&tagged, owners), Ok(Decision::Deliver(vec![(2, "alice")])));
         // An owner whose destinations are gone from the config is passed over.
-        let gone = |_: &str| Some(KnownOwner { destinations: vec!["removed".into()], via: "x".into() });
-        assert_eq!(r.route_with(&renewal, &gone), Decision::Deliver(vec![(0, DEFAULT_RULE)]));
+        let gone =
+            |_: &str| Ok::<_, String>(Some(KnownOwner { destinations: vec!["removed".into()], via: "x".into() }));
+        assert_eq!(r.route_with(&renewal, gone), Ok(Decision::Deliver(vec![(0, DEFAULT_RULE)])));
+        // A store that cannot say who owns an object: its error, not a guess. A matching rule
+        // never asks.
+        let unreadable = |_: &str| Err::<Option<KnownOwner>, _>("store down");
+        assert_eq!(r.route_with(&renewal, unreadable), Err("store down"));
+        assert_eq!(r.route_with(&tagged, unreadable), Ok(Decision::Deliver(vec![(2, "alice")])));
     }
 }

@@ -12,23 +12,23 @@ use arc_swap::ArcSwap;
 use fanout_store::Store;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::Admin;
+use crate::api::admin::Admin;
+use crate::api::listen::ListenApi;
+use crate::api::webhook::Webhooks;
 use crate::clock::unix_now_ms;
-use crate::config::{Config, LiveConfig};
-use crate::deliver::{Clients, Deliveries};
-use crate::inbox::{InboxApi, PATH_PREFIX};
-use crate::ingress::{Body, Ingress};
+use crate::config::{Config, LiveConfig, INBOX_PATH};
+use crate::deliver::Deliveries;
+use crate::http::client::Clients;
+use crate::http::server::{warn_if_fds_are_short, Listeners};
+use crate::http::tls::{self, TlsError};
+use crate::http::Body;
+use crate::ingest::Intake;
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::tls::{self, TlsError};
 
 /// A running proxy. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
@@ -61,9 +61,6 @@ pub enum StartError {
     Admin(String),
 }
 
-/// Largest request head (request line and headers) read before the connection is refused.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-
 /// How often retention runs (and re-checks for queues of removed targets).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -95,28 +92,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         abort.clone(),
         delivery_tasks.clone(),
     );
-    let ingress = Arc::new(Ingress {
-        live: live.clone(),
-        store: store.clone(),
-        deliveries: deliveries.clone(),
-        metrics: metrics.clone(),
-    });
+    let intake = Arc::new(Intake { store: store.clone(), deliveries: deliveries.clone(), metrics: metrics.clone() });
+    let webhooks = Arc::new(Webhooks { live: live.clone(), intake: intake.clone(), metrics: metrics.clone() });
     let admin = Arc::new(Admin {
         live: live.clone(),
         store: store.clone(),
         deliveries: deliveries.clone(),
         metrics: metrics.clone(),
-        ingress: ingress.clone(),
+        intake,
         scrape: Default::default(),
     });
-    let inbox = Arc::new(InboxApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });
+    let listen =
+        Arc::new(ListenApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });
     // One listener for Stripe and for developers' `fanout listen`: both must reach it.
     type Answering = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
     let webhooks = move |req: Request<Incoming>| -> Answering {
-        if req.uri().path().starts_with(PATH_PREFIX) {
-            Box::pin(inbox.clone().handle(req))
+        if req.uri().path().starts_with(INBOX_PATH) {
+            Box::pin(listen.clone().handle(req))
         } else {
-            Box::pin(ingress.clone().handle(req))
+            Box::pin(webhooks.clone().handle(req))
         }
     };
     let listeners =
@@ -236,146 +230,23 @@ impl Running {
     }
 }
 
-#[derive(Clone)]
-struct Listeners {
-    header_timeout: Duration,
-    max_connections: usize,
-    accepting: CancellationToken,
-    connections: TaskTracker,
-}
-
-impl Listeners {
-    /// Accepts connections until `accepting` is cancelled and serves each (after a TLS handshake,
-    /// if there is an acceptor) with `handle`, over HTTP/1.1 or HTTP/2.
-    async fn accept<F, Fut>(self, listener: TcpListener, tls: Option<TlsAcceptor>, handle: F)
-    where
-        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
-    {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(self.header_timeout).max_buf_size(MAX_HEAD_BYTES);
-        // HTTP/2 peers that vanish are found by pings and closed.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(self.header_timeout))
-            .keep_alive_timeout(self.header_timeout);
-        let builder = Arc::new(builder);
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
-        let mut refused_logged: Option<std::time::Instant> = None;
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = self.accepting.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // At the limit, a new connection is closed at once (Stripe retries a refused delivery).
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                if refused_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                    tracing::warn!(%peer, max_connections = self.max_connections, "connection limit reached: closing new connections");
-                    refused_logged = Some(std::time::Instant::now());
-                }
-                drop(stream);
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let (builder, handle, accepting, tls) =
-                (builder.clone(), handle.clone(), self.accepting.clone(), tls.clone());
-            let header_timeout = self.header_timeout;
-            self.connections.spawn(async move {
-                let _slot = slot;
-                match tls {
-                    None => serve_connection(&builder, stream, handle, &accepting, header_timeout).await,
-                    Some(tls) => match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(&builder, stream, handle, &accepting, header_timeout).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    },
-                }
-            });
-        }
-    }
-}
-
-/// Serves one connection. Its first request must have arrived (headers read) within
-/// `first_request` of the connection being handed over: a client that connects and says nothing,
-/// or stalls inside the HTTP/2 preface or after a TLS handshake, would otherwise hold a
-/// connection slot forever (hyper's header timeout starts only once a request has begun).
-async fn serve_connection<I, F, Fut>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    handle: F,
-    stop: &CancellationToken,
-    first_request: Duration,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
-{
-    let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = requested.clone();
-    let service = service_fn(move |req| {
-        seen.store(true, std::sync::atomic::Ordering::Relaxed);
-        handle(req)
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let silent = async {
-        tokio::time::sleep(first_request).await;
-        if requested.load(std::sync::atomic::Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        res = conn.as_mut() => if let Err(e) = res {
-            tracing::debug!("connection ended: {e}");
-        },
-        _ = silent => tracing::debug!("no request in time: connection closed"),
-        _ = stop.cancelled() => {
-            // Finish the request in progress (it may be an event to acknowledge), then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
-}
-
-/// Two listeners at `max_connections` each, the store's files and outbound connections all need
-/// file descriptors; past the process's limit, accepts fail instead of the cap applying.
-fn warn_if_fds_are_short(max_connections: usize) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse::<usize>().ok());
-    if let Some(soft) = soft.filter(|soft| 2 * max_connections + 256 > *soft) {
-        tracing::warn!(
-            max_connections,
-            open_file_limit = soft,
-            "max_connections on two listeners may exceed the open-file limit: raise it (ulimit -n, LimitNOFILE=) or lower max_connections"
-        );
-    }
-}
-
 /// Forgets events (with their history and dead letters) and object ownership older than the
-/// retention, in small batches so ingest never waits on it; and moves jobs queued for removed targets to the dead
-/// letters.
+/// retention, in small batches so ingest never waits on it; and moves jobs queued for removed
+/// targets to the dead letters. Each batch runs on the blocking pool: it is sled work.
 async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown: CancellationToken) {
     let mut owners_from: Option<String> = None;
     loop {
         let keep = live.load().retention;
         let cutoff = unix_now_ms().saturating_sub(keep.as_millis() as u64);
         loop {
-            match store.purge_events_before(cutoff, 500) {
-                Ok(500) => tokio::task::yield_now().await,
-                Ok(_) => break,
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.purge_events_before(cutoff, 500)).await {
+                Ok(Ok(500)) => {}
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!("retention sweep failed: {e}");
+                    break;
+                }
                 Err(e) => {
                     tracing::error!("retention sweep failed: {e}");
                     break;
@@ -386,8 +257,10 @@ async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown:
             }
         }
         // Ownership is keyed by object id: a slice of it per pass, cursor kept between passes.
-        match store.purge_owners_before(cutoff, owners_from.as_deref(), 1000) {
-            Ok((_, next)) => owners_from = next,
+        let (s, from) = (store.clone(), owners_from.take());
+        match tokio::task::spawn_blocking(move || s.purge_owners_before(cutoff, from.as_deref(), 1000)).await {
+            Ok(Ok((_, next))) => owners_from = next,
+            Ok(Err(e)) => tracing::error!("retention sweep of object owners failed: {e}"),
             Err(e) => tracing::error!("retention sweep of object owners failed: {e}"),
         }
         deliveries.sweep_orphan_queues().await;

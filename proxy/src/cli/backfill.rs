@@ -14,9 +14,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::ops::{self, AdminArgs};
-use crate::admin::parse_time;
+use crate::api::admin::parse_time;
 use crate::clock::unix_now_ms;
-use crate::tls::{self, HttpClient};
+use crate::http::client::{self as outbound, HttpClient};
+use crate::wire::admin::Ingested;
 
 /// Stripe's largest page.
 const PAGE: usize = 100;
@@ -25,6 +26,17 @@ const PAGE: usize = 100;
 struct Page {
     data: Vec<Box<RawValue>>,
     has_more: bool,
+}
+
+/// Stripe's error answer: `{"error": {"message": ...}}`.
+#[derive(Deserialize)]
+struct StripeError {
+    error: StripeErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct StripeErrorDetail {
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -63,10 +75,9 @@ impl Stripe {
         let status = res.status();
         let body = res.into_body().collect().await.context("Stripe's answer was cut off")?.to_bytes();
         if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            let message = serde_json::from_slice::<StripeError>(&body)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).chars().take(200).collect());
             if status == http::StatusCode::UNAUTHORIZED {
                 bail!("Stripe refused the API key ({message}); set STRIPE_API_KEY to a test-mode secret key");
             }
@@ -86,7 +97,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let since_ms = parse_time(since, unix_now_ms()).map_err(anyhow::Error::msg)?;
     let stripe = Stripe {
-        client: tls::client(None)?,
+        client: outbound::client(None)?,
         base: base.to_owned(),
         key: key.to_owned(),
         created_gte: since_ms / 1000,
@@ -117,9 +128,9 @@ pub async fn run(
             let mut counts = (0u64, 0u64, 0u64);
             for raw in page.data.iter().rev() {
                 let body = Bytes::copy_from_slice(raw.get().as_bytes());
-                let v = ops::call_with_body(admin, Method::POST, "/events", &query, body).await?;
+                let v: Ingested = ops::call_with_body(admin, Method::POST, "/events", &query, body).await?;
                 counts.0 += 1;
-                if v["duplicate"].as_bool() == Some(true) {
+                if v.duplicate {
                     counts.2 += 1;
                 } else {
                     counts.1 += 1;

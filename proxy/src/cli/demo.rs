@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 
 use super::listen::{self, ListenArgs};
 use crate::config::Config;
-use crate::{clock, serve, signature, tls};
+use crate::http::client::{self as outbound, HttpClient};
+use crate::wire::admin::EventDetail;
+use crate::{clock, serve, signature};
 
 const SOURCE_SECRET: &str = "whsec_demo_stripe";
 const ALICE_TOKEN: &str = "demo-alice-inbox-token";
@@ -241,7 +243,7 @@ async fn tell_the_story(
             delivered_by: "dogfood-2",
         },
     ];
-    let client = tls::client(None)?;
+    let client = outbound::client(None)?;
     for (i, step) in steps.iter().enumerate() {
         send_and_explain(&client, proxy, admin, i + 1, step).await?;
     }
@@ -263,13 +265,7 @@ async fn tell_the_story(
 
 /// Sends one event signed as Stripe would, prints the routing decision, and waits until it was
 /// delivered (printing the attempts on the way).
-async fn send_and_explain(
-    client: &tls::HttpClient,
-    proxy: &str,
-    admin: &str,
-    n: usize,
-    step: &Step,
-) -> anyhow::Result<()> {
+async fn send_and_explain(client: &HttpClient, proxy: &str, admin: &str, n: usize, step: &Step) -> anyhow::Result<()> {
     let id = step.event["id"].as_str().unwrap_or_default().to_owned();
     let ty = step.event["type"].as_str().unwrap_or_default().to_owned();
     println!("\n[{n}] {}\n    Stripe -> fanout: {ty} {id}", step.note);
@@ -288,40 +284,32 @@ async fn send_and_explain(
     let mut explained = false;
     loop {
         let detail = get(client, &format!("{admin}/events/{id}")).await?;
+        let destinations = &detail.summary.destinations;
         if !explained {
-            for d in detail["destinations"].as_array().into_iter().flatten() {
-                let rule = d["rule"].as_str().unwrap_or("");
-                let why = match rule.strip_prefix("owner:") {
-                    Some(object) => format!(
-                        "no rule matched; it references {object}, which {} owns",
-                        d["name"].as_str().unwrap_or("?")
-                    ),
-                    None if rule == "default" => {
+            for d in destinations {
+                let why = match d.rule.strip_prefix("owner:") {
+                    Some(object) => format!("no rule matched; it references {object}, which {} owns", d.name),
+                    None if d.rule == "default" => {
                         "no rule matched and nothing it references has an owner: the default".to_owned()
                     }
-                    None => format!("rule {rule:?} matched"),
+                    None => format!("rule {:?} matched", d.rule),
                 };
-                println!("    routed to {}: {why}", d["name"].as_str().unwrap_or("?"));
+                println!("    routed to {}: {why}", d.name);
             }
             explained = true;
         }
-        if detail["state"] == "delivered" {
-            let attempts = detail["attempts"].as_array().cloned().unwrap_or_default();
-            for a in &attempts {
-                if a["outcome"] == "rerouted" {
-                    println!("    moved to {}: {}", a["to"].as_str().unwrap_or("?"), a["error"].as_str().unwrap_or(""));
-                }
+        if detail.summary.state == "delivered" {
+            for a in detail.attempts.iter().filter(|a| a.outcome == "rerouted") {
+                println!("    moved to {}: {}", a.to.as_deref().unwrap_or("?"), a.error.as_deref().unwrap_or(""));
             }
-            let last = attempts.iter().rev().find(|a| a["outcome"] == "delivered");
-            let target = last.and_then(|a| a["target"].as_str()).unwrap_or("?");
-            let tries = attempts.iter().filter(|a| a["attempt"].as_u64().unwrap_or(0) > 0).count();
+            let last = detail.attempts.iter().rev().find(|a| a.outcome == "delivered");
+            let target = last.map_or("?", |a| a.target.as_str());
+            let tries = detail.attempts.iter().filter(|a| a.attempt > 0).count();
             println!("    delivered to {target} ({} attempt{})", tries, if tries == 1 { "" } else { "s" });
-            let destination_ok =
-                detail["destinations"].as_array().into_iter().flatten().any(|d| d["name"] == step.expect);
-            if !destination_ok || target != step.delivered_by {
+            let names: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
+            if !names.contains(&step.expect) || target != step.delivered_by {
                 bail!(
-                    "{id} was routed to {} and delivered by {target}; expected {} and {}",
-                    detail["destinations"],
+                    "{id} was routed to {names:?} and delivered by {target}; expected {} and {}",
                     step.expect,
                     step.delivered_by
                 );
@@ -329,15 +317,15 @@ async fn send_and_explain(
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{id} was not delivered within 20s: {detail}");
+            bail!("{id} was not delivered within 20s: it is {}", detail.summary.state);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn get(client: &tls::HttpClient, url: &str) -> anyhow::Result<Value> {
+async fn get(client: &HttpClient, url: &str) -> anyhow::Result<EventDetail> {
     let req = Request::get(url).body(Full::new(Bytes::new()))?;
     let res = client.request(req).await.with_context(|| format!("cannot reach {url}"))?;
     let bytes = res.into_body().collect().await?.to_bytes();
-    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    serde_json::from_slice(&bytes).with_context(|| format!("{url} answered {}", String::from_utf8_lossy(&bytes)))
 }

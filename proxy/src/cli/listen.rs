@@ -14,9 +14,11 @@ use clap::Args;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::deliver::{self, Failure};
-use crate::inbox::{Answer, Offered, Polled, LISTENER_HEADER, PATH_PREFIX};
-use crate::tls::{self, HttpClient};
+use serde::de::DeserializeOwned;
+
+use crate::http::client::{self as outbound, Failure, HttpClient};
+use crate::wire::listen::{Answer, InboxInfo, InboxSecret, Offered, Polled, LISTENER_HEADER, PATH_PREFIX};
+use crate::wire::ErrorBody;
 
 #[derive(Args, Debug, Clone)]
 pub struct ListenArgs {
@@ -51,17 +53,16 @@ enum PollError {
 }
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
-    let client = tls::client(args.ca.as_deref())?;
+    let client = outbound::client(args.ca.as_deref())?;
     let base = args.proxy.trim_end_matches('/').to_owned();
     let listener = format!("{}-{}", std::process::id(), unix_nanos() % 1_000_000);
     if args.print_secret {
-        let v = get_json(&client, &format!("{base}{PATH_PREFIX}/secret"), &args.token, &listener).await.map_err(
-            |e| match e {
-                PollError::Fatal(e) => e,
-                PollError::Retry(e) => anyhow::anyhow!("cannot reach the proxy at {base}: {e}"),
-            },
-        )?;
-        println!("{}", v["secret"].as_str().unwrap_or_default());
+        let url = format!("{base}{PATH_PREFIX}/secret");
+        let secret: InboxSecret = get_json(&client, &url, &args.token, &listener).await.map_err(|e| match e {
+            PollError::Fatal(e) => e,
+            PollError::Retry(e) => anyhow::anyhow!("cannot reach the proxy at {base}: {e}"),
+        })?;
+        println!("{}", secret.secret);
         return Ok(());
     }
     let Some(forward_to) = args.forward_to.clone() else { bail!("--forward-to is required") };
@@ -86,9 +87,19 @@ async fn forward_until_refused(
     let status_url = format!("{base}{PATH_PREFIX}");
     loop {
         // Connecting is asking for the inbox's state (it checks the token); then polls follow.
-        let url = if connected { &poll_url } else { &status_url };
-        let value = match get_json(client, url, &args.token, listener).await {
-            Ok(v) => v,
+        let polled = if connected {
+            get_json::<Polled>(client, &poll_url, &args.token, listener).await
+        } else {
+            get_json::<InboxInfo>(client, &status_url, &args.token, listener).await.map(|info| {
+                println!(
+                    "Ready! Inbox {} is forwarding to {forward_to} (the app verifies with `fanout listen --print-secret`). Ctrl-C to stop.",
+                    info.inbox
+                );
+                Polled { inbox: info.inbox, timeout_ms: 0, deliveries: Vec::new() }
+            })
+        };
+        let polled = match polled {
+            Ok(polled) => polled,
             Err(PollError::Fatal(e)) => return Err(e),
             Err(PollError::Retry(e)) => {
                 let wait = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -103,20 +114,10 @@ async fn forward_until_refused(
             }
         };
         if !connected {
-            println!(
-                "Ready! Inbox {} is forwarding to {forward_to} (the app verifies with `fanout listen --print-secret`). Ctrl-C to stop.",
-                value["inbox"].as_str().unwrap_or("?")
-            );
             connected = true;
             backoff = reconnect_backoff();
             continue;
         }
-        let polled: Polled = match serde_json::from_value(value) {
-            Ok(p) => p,
-            Err(e) => {
-                bail!("the proxy's answer to a poll is not what this fanout expects ({e}); are both the same version?")
-            }
-        };
         let timeout = Duration::from_millis(polled.timeout_ms.max(100));
         for offered in polled.deliveries {
             let answer = forward(client, forward_to, &offered, timeout).await;
@@ -161,26 +162,39 @@ fn authorized(method: Method, url: &str, token: &str, listener: &str) -> http::r
         .header(LISTENER_HEADER, listener)
 }
 
-async fn get_json(client: &HttpClient, url: &str, token: &str, listener: &str) -> Result<serde_json::Value, PollError> {
+async fn get_json<T: DeserializeOwned>(
+    client: &HttpClient,
+    url: &str,
+    token: &str,
+    listener: &str,
+) -> Result<T, PollError> {
     let req = authorized(Method::GET, url, token, listener)
         .body(Full::new(Bytes::new()))
         .map_err(|e| PollError::Fatal(anyhow::anyhow!("{url} is not a valid proxy URL: {e}")))?;
     let exchange = async {
-        let res = client.request(req).await.map_err(|e| PollError::Retry(tls::error_chain(&e)))?;
+        let res = client.request(req).await.map_err(|e| PollError::Retry(outbound::error_chain(&e)))?;
         let status = res.status();
         let body = res.into_body().collect().await.map_err(|e| PollError::Retry(e.to_string()))?.to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let message =
-            value["error"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let message = || {
+            serde_json::from_slice::<ErrorBody>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned())
+        };
         match status {
-            s if s.is_success() => Ok(value),
+            s if s.is_success() => serde_json::from_slice(&body).map_err(|e| {
+                PollError::Fatal(anyhow::anyhow!(
+                    "the proxy's answer is not what this fanout expects ({e}); are both the same version?"
+                ))
+            }),
             StatusCode::UNAUTHORIZED => Err(PollError::Fatal(anyhow::anyhow!(
-                "the proxy refused the inbox token: {message}. Use the `token` of your inbox target in the proxy's routing.yaml"
+                "the proxy refused the inbox token: {}. Use the `token` of your inbox target in the proxy's routing.yaml",
+                message()
             ))),
             StatusCode::NOT_FOUND => Err(PollError::Fatal(anyhow::anyhow!(
-                "the proxy has no inbox endpoint at {url} ({message}); --proxy is its webhook listener's address"
+                "the proxy has no inbox endpoint at {url} ({}); --proxy is its webhook listener's address",
+                message()
             ))),
-            s => Err(PollError::Retry(format!("HTTP {s}: {message}"))),
+            s => Err(PollError::Retry(format!("HTTP {s}: {}", message()))),
         }
     };
     match tokio::time::timeout(Duration::from_secs(POLL_WAIT_S + 15), exchange).await {
@@ -197,7 +211,7 @@ async fn forward(client: &HttpClient, to: &http::Uri, offered: &Offered, timeout
         req = req.header(name.as_str(), value.as_str());
     }
     let result = match req.body(Full::new(Bytes::from(offered.body.clone()))) {
-        Ok(req) => deliver::post(client, req, timeout).await,
+        Ok(req) => outbound::post(client, req, timeout).await,
         Err(e) => Err(Failure { status: None, error: format!("cannot build the request: {e}") }),
     };
     let (status, error) = match result {
@@ -221,7 +235,7 @@ async fn send_answer(
     let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
         .context("no answer in time")?
-        .map_err(|e| anyhow::anyhow!(tls::error_chain(&e)))?;
+        .map_err(|e| anyhow::anyhow!(outbound::error_chain(&e)))?;
     let status = res.status();
     if !status.is_success() {
         let text = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();

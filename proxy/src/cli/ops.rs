@@ -8,9 +8,16 @@ use bytes::Bytes;
 use clap::Args;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::tls;
+use crate::http::client as outbound;
+use crate::wire::admin::{
+    Batch, DeadLetterDone, DeadLettersPage, Disowned, EventDetail, EventsPage, OwnerInfo, OwnersPage, Paused, Replayed,
+    SetOwner, Skipped, Targets,
+};
+use crate::wire::ErrorBody;
 
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
@@ -83,22 +90,22 @@ impl EventFilter {
 }
 
 /// A call to the admin API; errors say what to do (start the proxy, fix the token, ...).
-pub(super) async fn call(
+pub(super) async fn call<T: DeserializeOwned>(
     admin: &AdminArgs,
     method: Method,
     path: &str,
     query: &[(&str, String)],
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     call_with_body(admin, method, path, query, Bytes::new()).await
 }
 
-pub(super) async fn call_with_body(
+pub(super) async fn call_with_body<T: DeserializeOwned>(
     admin: &AdminArgs,
     method: Method,
     path: &str,
     query: &[(&str, String)],
     body: Bytes,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<T> {
     match exchange(admin, method, path, query, body).await? {
         Ok(value) => Ok(value),
         Err(not_found) => bail!("the admin API answered 404 Not Found: {not_found}"),
@@ -106,24 +113,23 @@ pub(super) async fn call_with_body(
 }
 
 /// Like [`call_with_body`], but "no such thing" (a 404) is `Ok(None)` rather than an error.
-pub(super) async fn call_found(
+pub(super) async fn call_found<T: DeserializeOwned>(
     admin: &AdminArgs,
     method: Method,
     path: &str,
     query: &[(&str, String)],
-    body: Bytes,
-) -> anyhow::Result<Option<Value>> {
-    Ok(exchange(admin, method, path, query, body).await?.ok())
+) -> anyhow::Result<Option<T>> {
+    Ok(exchange(admin, method, path, query, Bytes::new()).await?.ok())
 }
 
 /// One request: the answer, `Ok(Err(message))` for a 404, or an error that says what to do.
-async fn exchange(
+async fn exchange<T: DeserializeOwned>(
     admin: &AdminArgs,
     method: Method,
     path: &str,
     query: &[(&str, String)],
     body: Bytes,
-) -> anyhow::Result<Result<Value, String>> {
+) -> anyhow::Result<Result<T, String>> {
     let mut url = format!("{}{path}", admin.url.trim_end_matches('/'));
     if !query.is_empty() {
         let mut q = form_urlencoded::Serializer::new(String::new());
@@ -137,20 +143,28 @@ async fn exchange(
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let req = req.body(Full::new(body)).with_context(|| format!("{url} is not a valid admin URL"))?;
-    let res = tls::client(None)?.request(req).await.map_err(|e| {
+    let res = outbound::client(None)?.request(req).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the admin API at {}: {}. Is `fanout serve` running? Point --admin (or FANOUT_ADMIN_URL) at its admin listener",
             admin.url,
-            tls::error_chain(&e)
+            outbound::error_chain(&e)
         )
     })?;
     let status = res.status();
     let bytes = res.into_body().collect().await.context("the admin API's answer was cut off")?.to_bytes();
-    let value: Value =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    let message = value.get("error").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
+    if status.is_success() {
+        let answer = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the admin API's answer is not what this fanout expects (are both the same version?): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })?;
+        return Ok(Ok(answer));
+    }
+    let message = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
     match status {
-        s if s.is_success() => Ok(Ok(value)),
         // An unknown route is a version mismatch, not "no such thing".
         StatusCode::NOT_FOUND if !message.starts_with("no admin route") => Ok(Err(message)),
         StatusCode::UNAUTHORIZED => {
@@ -160,16 +174,13 @@ async fn exchange(
     }
 }
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// An optional value in a table cell.
+fn opt(v: &Option<impl ToString>) -> String {
+    v.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
 /// A plain text table: columns padded to their widest cell.
@@ -200,37 +211,39 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `2026-11-24T10:00:00.123Z` → `2026-11-24 10:00:00`.
-fn short_time(v: &Value) -> String {
-    let t = s(v);
-    t.get(..19).map(|t| t.replace('T', " ")).unwrap_or(t)
+fn short_time(t: &str) -> String {
+    t.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| t.to_owned())
 }
 
-fn more(next: &Value, what: &str) {
-    if let Some(cursor) = next.as_str() {
+fn short_time_opt(t: &Option<String>) -> String {
+    t.as_deref().map_or_else(|| "-".to_owned(), short_time)
+}
+
+fn more(next: &Option<String>, what: &str) {
+    if let Some(cursor) = next {
         println!("(more {what}: add --cursor {cursor})");
     }
+}
+
+/// A path segment, percent-encoded.
+fn encode_segment(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
 pub async fn events(admin: &AdminArgs, filter: &EventFilter, page: PageArgs) -> anyhow::Result<()> {
     let mut query = filter.pairs();
     query.extend(page.pairs());
-    let v = call(admin, Method::GET, "/events", &query).await?;
+    let page: EventsPage = call(admin, Method::GET, "/events", &query).await?;
     if admin.json {
-        print_json(&v);
+        print_json(&page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = page
+        .events
+        .iter()
         .map(|e| {
-            let dests: Vec<String> = e["destinations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| format!("{}:{}", s(&d["name"]), s(&d["state"])))
-                .collect();
-            vec![short_time(&e["received_at"]), s(&e["id"]), s(&e["type"]), s(&e["state"]), dests.join(" ")]
+            let dests: Vec<String> = e.destinations.iter().map(|d| format!("{}:{}", d.name, d.state)).collect();
+            vec![short_time(&e.received_at), e.id.clone(), e.event_type.clone(), e.state.clone(), dests.join(" ")]
         })
         .collect();
     if rows.is_empty() {
@@ -238,41 +251,38 @@ pub async fn events(admin: &AdminArgs, filter: &EventFilter, page: PageArgs) -> 
     } else {
         print!("{}", table(&["RECEIVED", "ID", "TYPE", "STATE", "DESTINATIONS"], &rows));
     }
-    more(&v["next_cursor"], "events");
+    more(&page.next_cursor, "events");
     Ok(())
 }
 
 pub async fn event(admin: &AdminArgs, id: &str) -> anyhow::Result<()> {
     let path = format!("/events/{}", encode_segment(id));
-    let v = call(admin, Method::GET, &path, &[]).await?;
+    let v: EventDetail = call(admin, Method::GET, &path, &[]).await?;
     if admin.json {
         print_json(&v);
         return Ok(());
     }
-    println!("{}  {}", s(&v["id"]), s(&v["type"]));
-    println!("received {} on source {}", s(&v["received_at"]), s(&v["source"]));
-    println!("state    {}", s(&v["state"]));
-    for d in v["destinations"].as_array().into_iter().flatten() {
-        println!("  -> {} ({}), by rule {}", s(&d["name"]), s(&d["state"]), s(&d["rule"]));
+    let e = &v.summary;
+    println!("{}  {}", e.id, e.event_type);
+    println!("received {} on source {}", e.received_at, e.source);
+    println!("state    {}", e.state);
+    for d in &e.destinations {
+        println!("  -> {} ({}), by rule {}", d.name, d.state, d.rule);
     }
-    if let Some(rule) = v["dropped_by"].as_str() {
+    if let Some(rule) = &e.dropped_by {
         println!("  dropped by rule {rule}");
     }
-    let rows: Vec<Vec<String>> = v["attempts"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = v
+        .attempts
+        .iter()
         .map(|a| {
-            let latency = a["latency_ms"].as_u64().map_or("-".to_owned(), |ms| format!("{ms}ms"));
-            let mut outcome = s(&a["outcome"]);
-            if a["replay"].as_bool() == Some(true) {
-                outcome.push_str(" (replay)");
+            let latency = a.latency_ms.map_or("-".to_owned(), |ms| format!("{ms}ms"));
+            let outcome = if a.replay { format!("{} (replay)", a.outcome) } else { a.outcome.clone() };
+            let mut error = opt(&a.error);
+            if let Some(next) = &a.retry_at {
+                error = format!("{error}; retry at {}", short_time(next));
             }
-            let mut error = s(&a["error"]);
-            if let Some(next) = a["retry_at"].as_str() {
-                error = format!("{error}; retry at {}", short_time(&Value::String(next.to_owned())));
-            }
-            vec![short_time(&a["at"]), s(&a["target"]), s(&a["attempt"]), outcome, s(&a["status"]), latency, error]
+            vec![short_time(&a.at), a.target.clone(), a.attempt.to_string(), outcome, opt(&a.status), latency, error]
         })
         .collect();
     println!();
@@ -296,11 +306,11 @@ pub async fn replay(
             bail!("give an event id or a filter (--type, --target, --state, --since, --until), not both");
         }
         let path = format!("/events/{}/replay", encode_segment(&id));
-        let v = call(admin, Method::POST, &path, &to_query).await?;
+        let v: Replayed = call(admin, Method::POST, &path, &to_query).await?;
         if admin.json {
             print_json(&v);
         } else {
-            let targets: Vec<String> = v["jobs"].as_array().into_iter().flatten().map(|j| s(&j["target"])).collect();
+            let targets: Vec<&str> = v.jobs.iter().map(|j| j.target.as_str()).collect();
             println!("replay of {id} queued to {}", targets.join(", "));
         }
         return Ok(());
@@ -315,11 +325,11 @@ pub async fn replay(
         if let Some(c) = &cursor {
             query.push(("cursor", c.clone()));
         }
-        let v = call(admin, Method::POST, "/replay", &query).await?;
-        replayed += v["replayed"].as_u64().unwrap_or(0);
-        skipped.extend(v["skipped"].as_array().cloned().unwrap_or_default());
-        match v["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let v: Batch = call(admin, Method::POST, "/replay", &query).await?;
+        replayed += v.replayed.unwrap_or(0);
+        skipped.extend(v.skipped);
+        match v.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
@@ -327,14 +337,16 @@ pub async fn replay(
     Ok(())
 }
 
-fn report_batch(admin: &AdminArgs, verb: &str, done: u64, skipped: &[Value], what: &str) {
+fn report_batch(admin: &AdminArgs, verb: &str, done: u64, skipped: &[Skipped], what: &str) {
     if admin.json {
-        print_json(&serde_json::json!({ verb: done, "skipped": skipped }));
+        let mut total = Batch { skipped: skipped.to_vec(), ..Batch::default() };
+        *(if verb == "replayed" { &mut total.replayed } else { &mut total.purged }) = Some(done);
+        print_json(&total);
         return;
     }
     println!("{verb} {done} {what}");
     for s in skipped {
-        println!("  skipped {}: {}", self::s(&s["id"]), self::s(&s["why"]));
+        println!("  skipped {}: {}", s.id, s.why);
     }
 }
 
@@ -353,16 +365,17 @@ pub async fn dead_letters(admin: &AdminArgs, args: DeadLetterArgs) -> anyhow::Re
         }
         return list_dead_letters(admin, &args).await;
     };
+    let verb = if action == "replay" { "replayed" } else { "purged" };
     if let Some(id) = &args.id {
         let (method, path) = match action {
             "replay" => (Method::POST, format!("/dead-letters/{}/replay", encode_segment(id))),
             _ => (Method::DELETE, format!("/dead-letters/{}", encode_segment(id))),
         };
-        let v = call(admin, method, &path, &[]).await?;
+        let v: DeadLetterDone = call(admin, method, &path, &[]).await?;
         if admin.json {
             print_json(&v);
         } else {
-            println!("{} dead letter {id}", if action == "replay" { "replayed" } else { "purged" });
+            println!("{verb} dead letter {id}");
         }
         return Ok(());
     }
@@ -371,17 +384,16 @@ pub async fn dead_letters(admin: &AdminArgs, args: DeadLetterArgs) -> anyhow::Re
         (None, true) => vec![("all", "true".to_owned())],
         _ => bail!("say which dead letters to {action}: --id N, --target NAME, or --all"),
     };
-    let verb = if action == "replay" { "replayed" } else { "purged" };
     let (mut done, mut skipped) = (0, Vec::new());
     loop {
-        let v = call(admin, Method::POST, &format!("/dead-letters/{action}"), &query).await?;
-        done += v[verb].as_u64().unwrap_or(0);
-        skipped.extend(v["skipped"].as_array().cloned().unwrap_or_default());
-        let Some(next) = v["next_cursor"].as_str() else { break };
+        let v: Batch = call(admin, Method::POST, &format!("/dead-letters/{action}"), &query).await?;
+        done += v.replayed.or(v.purged).unwrap_or(0);
+        skipped.extend(v.skipped);
+        let Some(next) = v.next_cursor else { break };
         // The pass ends where the first call began, so letters that die again are not chased.
         query.retain(|(k, _)| *k != "cursor" && *k != "upto");
-        query.push(("cursor", next.to_owned()));
-        query.push(("upto", s(&v["upto"])));
+        query.push(("cursor", next));
+        query.extend(v.upto.map(|u| ("upto", u)));
     }
     report_batch(admin, verb, done, &skipped, "dead letters");
     Ok(())
@@ -392,23 +404,22 @@ async fn list_dead_letters(admin: &AdminArgs, args: &DeadLetterArgs) -> anyhow::
     if let Some(t) = &args.target {
         query.push(("target", t.clone()));
     }
-    let v = call(admin, Method::GET, "/dead-letters", &query).await?;
+    let page: DeadLettersPage = call(admin, Method::GET, "/dead-letters", &query).await?;
     if admin.json {
-        print_json(&v);
+        print_json(&page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["dead_letters"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = page
+        .dead_letters
+        .iter()
         .map(|d| {
             vec![
-                s(&d["id"]),
-                s(&d["event_id"]),
-                s(&d["target"]),
-                s(&d["attempts"]),
-                short_time(&d["died_at"]),
-                s(&d["error"]),
+                d.id.clone(),
+                d.event_id.clone(),
+                d.target.clone(),
+                d.attempts.to_string(),
+                short_time(&d.died_at),
+                d.error.clone(),
             ]
         })
         .collect();
@@ -417,37 +428,35 @@ async fn list_dead_letters(admin: &AdminArgs, args: &DeadLetterArgs) -> anyhow::
     } else {
         print!("{}", table(&["ID", "EVENT", "TARGET", "ATTEMPTS", "DIED", "ERROR"], &rows));
     }
-    more(&v["next_cursor"], "dead letters");
+    more(&page.next_cursor, "dead letters");
     Ok(())
 }
 
 pub async fn targets(admin: &AdminArgs) -> anyhow::Result<()> {
-    let v = call(admin, Method::GET, "/targets", &[]).await?;
+    let v: Targets = call(admin, Method::GET, "/targets", &[]).await?;
     if admin.json {
         print_json(&v);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = v
+        .targets
+        .iter()
         .map(|t| {
-            let state = match (t["paused"].as_bool(), t["inbox"]["online"].as_bool()) {
-                (Some(true), _) => "paused",
+            let state = match (t.paused, t.inbox.as_ref().map(|i| i.online)) {
+                (true, _) => "paused",
                 (_, Some(true)) => "listening",
                 (_, Some(false)) => "offline",
                 _ => "running",
             };
-            let oldest = t["oldest_due_age_s"].as_u64().map_or("-".to_owned(), |s| format!("{s}s"));
             vec![
-                s(&t["name"]),
+                t.name.clone(),
                 state.to_owned(),
-                s(&t["queued"]),
-                s(&t["in_flight"]),
-                s(&t["dead_letters"]),
-                oldest,
-                short_time(&t["last_success"]),
-                s(&t["last_error"]),
+                t.queued.to_string(),
+                t.in_flight.to_string(),
+                t.dead_letters.to_string(),
+                t.oldest_due_age_s.map_or("-".to_owned(), |s| format!("{s}s")),
+                short_time_opt(&t.last_success),
+                opt(&t.last_error),
             ]
         })
         .collect();
@@ -460,7 +469,8 @@ pub async fn targets(admin: &AdminArgs) -> anyhow::Result<()> {
 
 pub async fn pause(admin: &AdminArgs, target: &str, paused: bool) -> anyhow::Result<()> {
     let verb = if paused { "pause" } else { "resume" };
-    let v = call(admin, Method::POST, &format!("/targets/{}/{verb}", encode_segment(target)), &[]).await?;
+    let path = format!("/targets/{}/{verb}", encode_segment(target));
+    let v: Paused = call(admin, Method::POST, &path, &[]).await?;
     if admin.json {
         print_json(&v);
     } else if paused {
@@ -473,7 +483,7 @@ pub async fn pause(admin: &AdminArgs, target: &str, paused: bool) -> anyhow::Res
 
 /// Who owns an object (sticky ownership routing).
 pub async fn owner(admin: &AdminArgs, id: &str) -> anyhow::Result<()> {
-    let v = call(admin, Method::GET, &format!("/owners/{}", encode_segment(id)), &[]).await?;
+    let v: OwnerInfo = call(admin, Method::GET, &format!("/owners/{}", encode_segment(id)), &[]).await?;
     print_owner(admin, &v);
     Ok(())
 }
@@ -481,19 +491,18 @@ pub async fn owner(admin: &AdminArgs, id: &str) -> anyhow::Result<()> {
 pub async fn owners(admin: &AdminArgs, destination: Option<String>, page: PageArgs) -> anyhow::Result<()> {
     let mut query = page.pairs();
     query.extend(destination.map(|d| ("destination", d)));
-    let v = call(admin, Method::GET, "/owners", &query).await?;
+    let page: OwnersPage = call(admin, Method::GET, "/owners", &query).await?;
     if admin.json {
-        print_json(&v);
+        print_json(&page);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["owners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| vec![s(&o["id"]), owner_names(o), s(&o["via"]), s(&o["event_id"]), short_time(&o["since"])])
+    let rows: Vec<Vec<String>> = page
+        .owners
+        .iter()
+        .map(|o| vec![o.id.clone(), o.owner.join(", "), o.via.clone(), opt(&o.event_id), short_time(&o.since)])
         .collect();
     print!("{}", table(&["OBJECT", "OWNER", "VIA", "EVENT", "SINCE"], &rows));
-    more(&v["next_cursor"], "owners");
+    more(&page.next_cursor, "owners");
     Ok(())
 }
 
@@ -501,7 +510,7 @@ pub async fn owners(admin: &AdminArgs, destination: Option<String>, page: PageAr
 pub async fn own(admin: &AdminArgs, id: &str, destinations: &[String]) -> anyhow::Result<()> {
     let path = format!("/owners/{}", encode_segment(id));
     if destinations.is_empty() {
-        let v = call(admin, Method::DELETE, &path, &[]).await?;
+        let v: Disowned = call(admin, Method::DELETE, &path, &[]).await?;
         if admin.json {
             print_json(&v);
         } else {
@@ -509,8 +518,8 @@ pub async fn own(admin: &AdminArgs, id: &str, destinations: &[String]) -> anyhow
         }
         return Ok(());
     }
-    let body = serde_json::json!({ "owner": destinations }).to_string();
-    let v = call_with_body(admin, Method::PUT, &path, &[], Bytes::from(body)).await?;
+    let body = serde_json::to_vec(&SetOwner { owner: crate::wire::admin::OneOrMany::Many(destinations.to_vec()) })?;
+    let v: OwnerInfo = call_with_body(admin, Method::PUT, &path, &[], Bytes::from(body)).await?;
     print_owner(admin, &v);
     Ok(())
 }
@@ -520,32 +529,21 @@ pub async fn live_owners(admin: &AdminArgs, ids: &[String]) -> anyhow::Result<Ve
     let mut known = Vec::new();
     for id in ids {
         let path = format!("/owners/{}", encode_segment(id));
-        if let Some(v) = call_found(admin, Method::GET, &path, &[], Bytes::new()).await? {
-            let destinations =
-                v["owner"].as_array().into_iter().flatten().filter_map(|d| d.as_str().map(str::to_owned)).collect();
-            known.push((id.clone(), crate::route::KnownOwner { destinations, via: s(&v["via"]) }));
+        if let Some(o) = call_found::<OwnerInfo>(admin, Method::GET, &path, &[]).await? {
+            known.push((id.clone(), crate::route::KnownOwner { destinations: o.owner, via: o.via }));
         }
     }
     Ok(known)
 }
 
-fn owner_names(o: &Value) -> String {
-    o["owner"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join(", ")
-}
-
-fn print_owner(admin: &AdminArgs, v: &Value) {
+fn print_owner(admin: &AdminArgs, o: &OwnerInfo) {
     if admin.json {
-        print_json(v);
+        print_json(o);
     } else {
-        let by = match v["via"].as_str() {
-            Some("manual") => "set by hand".to_owned(),
-            Some(rule) => format!("claimed by rule {rule:?} with event {}", s(&v["event_id"])),
-            None => String::new(),
+        let by = match o.via.as_str() {
+            "manual" => "set by hand".to_owned(),
+            rule => format!("claimed by rule {rule:?} with event {}", opt(&o.event_id)),
         };
-        println!("{} is owned by {} ({by}, since {})", s(&v["id"]), owner_names(v), s(&v["since"]));
+        println!("{} is owned by {} ({by}, since {})", o.id, o.owner.join(", "), o.since);
     }
-}
-
-fn encode_segment(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -1,11 +1,9 @@
 //! The core pipeline end to end: real proxy, real sled store in a temp dir, real HTTP sinks, all on
 //! 127.0.0.1. Retry delays are shortened in the configs so the suite stays fast.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Method;
 
 /// Sources and fast retries, then `rest` (targets, groups, routes).

@@ -3,11 +3,9 @@
 //! token, `check`, `route`, configs that fail to load, SIGTERM), and everything it logged and
 //! printed is searched for every configured secret.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SOURCE: &str = "whsec_SRC_s3cr3t_0001";
 const TARGET_OK: &str = "whsec_TGT_s3cr3t_0002";

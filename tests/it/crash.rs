@@ -2,8 +2,6 @@
 //! sender saw acknowledged must still reach every destination it was routed to, and none other.
 //! The counts (sent, acknowledged, delivered, duplicates) are printed for RELIABILITY.md.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -12,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Starts `fanout serve` and returns it with the address it printed.
 fn spawn_fanout(config: &Path) -> (Child, String) {

@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fanout_store::{Delivery, Job, JobId, QueueCursor, Sweep};
+use http::HeaderValue;
 
-use super::{Deliveries, Failure, Loaded, Shared, TargetState};
+use super::attempt::{delivery_headers, Loaded};
+use super::{Deliveries, Shared, TargetState};
 use crate::clock::unix_now_ms;
-use crate::config::Config;
-use crate::inbox::{Answer, Offered};
+use crate::config::{Config, Target};
+use crate::http::client::Failure;
 
 /// A listener counts as connected while it polls or holds offered events, and this long after:
 /// it polls again as soon as it has answered for a batch.
@@ -33,19 +35,39 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 /// An inbox's live state: what is offered and who is listening. In memory: after a restart,
 /// offers are leases the store hands back, and presence starts as "offline since now".
 pub struct InboxState {
-    offers: Mutex<HashMap<JobId, Offer>>,
-    presence: Mutex<Presence>,
+    offers: Mutex<HashMap<JobId, Held>>,
+    presence: Mutex<Attendance>,
     /// Woken when jobs arrive, so waiting polls answer at once.
     pub(super) arrived: tokio::sync::Notify,
 }
 
-struct Offer {
+/// An offer waiting for its answer.
+struct Held {
     job: Job,
     deadline_ms: u64,
     offered: Instant,
 }
 
-struct Presence {
+/// One event handed to a listener: forward `body` with `headers` (a fresh `Stripe-Signature` made
+/// with the inbox's secret among them), then answer for `id`.
+pub struct Offer {
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub body: String,
+}
+
+/// What the local app made of an offered event, as its listener reports it.
+pub struct LocalOutcome {
+    /// The local app's HTTP status; none if it could not be reached.
+    pub status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+struct Attendance {
     polling: usize,
     /// Last poll or answer; none since this process started.
     last_seen_ms: Option<u64>,
@@ -54,9 +76,9 @@ struct Presence {
     listeners: HashMap<String, u64>,
 }
 
-/// What the admin API shows for an inbox.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct InboxStatus {
+/// Whether anyone listens to an inbox.
+#[derive(Clone, Debug, Default)]
+pub struct Presence {
     pub online: bool,
     pub listeners: usize,
     pub last_seen_ms: Option<u64>,
@@ -67,7 +89,7 @@ impl InboxState {
     pub(super) fn new(now_ms: u64) -> InboxState {
         InboxState {
             offers: Mutex::default(),
-            presence: Mutex::new(Presence {
+            presence: Mutex::new(Attendance {
                 polling: 0,
                 last_seen_ms: None,
                 started_ms: now_ms,
@@ -77,11 +99,11 @@ impl InboxState {
         }
     }
 
-    fn presence(&self) -> std::sync::MutexGuard<'_, Presence> {
+    fn presence(&self) -> std::sync::MutexGuard<'_, Attendance> {
         self.presence.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn offers(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Offer>> {
+    fn offers(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Held>> {
         self.offers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -109,10 +131,10 @@ impl InboxState {
         now_ms.saturating_sub(p.last_seen_ms.unwrap_or(p.started_ms))
     }
 
-    pub fn status(&self, now_ms: u64) -> InboxStatus {
+    pub fn status(&self, now_ms: u64) -> Presence {
         let online = self.online(now_ms);
         let p = self.presence();
-        InboxStatus {
+        Presence {
             online,
             listeners: p.listeners.values().filter(|at| now_ms.saturating_sub(**at) < PRESENCE_WINDOW_MS).count(),
             last_seen_ms: p.last_seen_ms,
@@ -152,7 +174,7 @@ impl Deliveries {
     }
 
     /// Live state of an inbox, for the admin API and the listen protocol.
-    pub fn inbox_status(&self, name: &str) -> Option<InboxStatus> {
+    pub fn inbox_status(&self, name: &str) -> Option<Presence> {
         self.inbox(name).ok().map(|(_, inbox)| inbox.status(unix_now_ms()))
     }
 
@@ -165,7 +187,7 @@ impl Deliveries {
         max: usize,
         wait: Duration,
         stop: &tokio_util::sync::CancellationToken,
-    ) -> Result<Vec<Offered>, InboxError> {
+    ) -> Result<Vec<Offer>, InboxError> {
         let (state, inbox) = self.inbox(name)?;
         inbox.presence().polling += 1;
         inbox.seen(listener, unix_now_ms());
@@ -218,7 +240,7 @@ impl Deliveries {
         inbox: &InboxState,
         name: &str,
         max: usize,
-    ) -> Result<Vec<Offered>, InboxError> {
+    ) -> Result<Vec<Offer>, InboxError> {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
         let jobs = self.shared.store.lease_due(name, now, max)?;
@@ -243,7 +265,8 @@ impl Deliveries {
                 }
                 Loaded::Unreadable(mut job, error) => {
                     job.attempt += 1;
-                    self.shared.settle(config, state, name, job, Err(Failure { status: None, error }), Duration::ZERO);
+                    let failed = Err(Failure { status: None, error });
+                    let _ = self.shared.settle(config, state, name, job, failed, Duration::ZERO);
                 }
                 Loaded::Settled => {}
             }
@@ -256,32 +279,30 @@ impl Deliveries {
         for (job, event) in ready {
             // Bodies were parsed as JSON at ingest, so they are UTF-8; sign exactly what is sent.
             let body = String::from_utf8_lossy(&event.body).into_owned();
-            offered.push(Offered {
+            offered.push(Offer {
                 id: offer_id(&job),
                 event_id: job.event_id.clone(),
                 event_type: event.event_type.clone(),
                 attempt: job.attempt,
-                headers: super::delivery_headers(target, &job, body.as_bytes())
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect(),
+                headers: delivery_headers(target, &job, body.as_bytes()),
                 body,
             });
-            offers.insert(job.id, Offer { job, deadline_ms: deadline, offered: Instant::now() });
+            offers.insert(job.id, Held { job, deadline_ms: deadline, offered: Instant::now() });
         }
         Ok(offered)
     }
 
-    /// A listener's answer for an offered event: the local app's status, or why it could not be
+    /// A listener's answer for offer `id`: the local app's status, or why it could not be
     /// reached. `Ok(false)`: nothing of this inbox is waiting for that answer (it expired and
-    /// will be offered again, or the id is not this inbox's).
-    pub async fn answer(&self, name: &str, listener: &str, answer: &Answer) -> Result<bool, InboxError> {
+    /// will be offered again, or the id is not this inbox's). An error: the outcome could not be
+    /// recorded, and the event will be offered again once its lease expires.
+    pub async fn answer(&self, name: &str, listener: &str, id: &str, answer: LocalOutcome) -> Result<bool, InboxError> {
         let (state, inbox) = self.inbox(name)?;
         let now = unix_now_ms();
         inbox.seen(listener, now);
         // An answer names the attempt it is for: a late answer to an offer that expired (and was
         // offered again, maybe to another listener) must not settle the new one.
-        let Some(offer) = take_offer(&inbox, &answer.id) else {
+        let Some(offer) = take_offer(&inbox, id) else {
             return Ok(false);
         };
         let result = match answer.status {
@@ -298,7 +319,7 @@ impl Deliveries {
         let config = self.shared.live.load_full();
         let latency =
             Duration::from_millis(answer.latency_ms.unwrap_or_else(|| offer.offered.elapsed().as_millis() as u64));
-        self.shared.settle(&config, &state, name, offer.job, result, latency);
+        self.shared.settle(&config, &state, name, offer.job, result, latency)?;
         self.shared.store.durable().await?;
         Ok(true)
     }
@@ -306,8 +327,8 @@ impl Deliveries {
 
 /// The members an inbox job falls back to under the current config: its route's `offline`, else
 /// the inbox's own; none if neither is configured any more.
-fn current_fallback(config: &Config, inbox: &crate::config::Target, rule: &str) -> Option<Vec<String>> {
-    let offline = crate::ingress::offline_for(config, inbox, rule)?;
+fn current_fallback(config: &Config, inbox: &Target, rule: &str) -> Option<Vec<String>> {
+    let offline = crate::plan::offline_for(config, inbox, rule)?;
     Some(offline.fallback.iter().map(|&i| config.targets[i].name.clone()).collect())
 }
 
@@ -316,7 +337,7 @@ fn offer_id(job: &Job) -> String {
     format!("{}.{}", job.id, job.attempt)
 }
 
-fn take_offer(inbox: &InboxState, id: &str) -> Option<Offer> {
+fn take_offer(inbox: &InboxState, id: &str) -> Option<Held> {
     let (job, attempt) = id.split_once('.')?;
     let (job, attempt): (JobId, u32) = (job.parse().ok()?, attempt.parse().ok()?);
     let mut offers = inbox.offers();
@@ -354,7 +375,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         }
         let Some(target) = config.target(&name) else { break };
         let now = unix_now_ms();
-        let expired: Vec<Offer> = {
+        let expired: Vec<Held> = {
             let mut offers = inbox.offers();
             let ids: Vec<JobId> = offers.iter().filter(|(_, o)| o.deadline_ms <= now).map(|(id, _)| *id).collect();
             ids.iter().filter_map(|id| offers.remove(id)).collect()
@@ -362,7 +383,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         for offer in expired {
             let error = "no answer from the listener in time (it disconnected or the local app hung)".to_owned();
             let latency = offer.offered.elapsed();
-            shared.settle(&config, &state, &name, offer.job, Err(Failure { status: None, error }), latency);
+            let _ = shared.settle(&config, &state, &name, offer.job, Err(Failure { status: None, error }), latency);
         }
         if state.paused.load(std::sync::atomic::Ordering::SeqCst)
             || inbox.online(now)
@@ -429,7 +450,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
 /// events offered and not answered go back to its queue, where the new worker, the removed
 /// targets' sweep or the next start takes them; none stays leased to a listener nobody serves.
 fn hand_back(shared: &Shared, name: &str, inbox: &InboxState) {
-    let offers: Vec<Offer> = inbox.offers().drain().map(|(_, o)| o).collect();
+    let offers: Vec<Held> = inbox.offers().drain().map(|(_, o)| o).collect();
     for offer in offers {
         let job = Job { due_at_ms: unix_now_ms(), ..offer.job };
         if let Err(e) = shared.store.retry(&job) {

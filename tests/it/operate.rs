@@ -1,8 +1,6 @@
 //! Running fanout for real: hot reload, graceful shutdown, TLS in and out, backfill from Stripe's
 //! Events API. The real binary where signals and files matter; real sockets on 127.0.0.1 always.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -280,7 +278,7 @@ fn client_trusting(
 /// An https sink with the given certificate; records the HTTP version of each request.
 async fn tls_sink(pki: &Pki) -> (SocketAddr, Arc<std::sync::Mutex<Vec<(http::Version, String)>>>) {
     let files = fanout::config::TlsFiles { cert: pki.cert.clone(), key: pki.key.clone() };
-    let acceptor = tokio_rustls::TlsAcceptor::from(fanout::tls::server_config(&files).unwrap());
+    let acceptor = tokio_rustls::TlsAcceptor::from(fanout::http::tls::server_config(&files).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));

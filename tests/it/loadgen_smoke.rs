@@ -3,8 +3,7 @@
 //! goals (that is BENCHMARKS.md's job, on a release build); what is checked is that every event
 //! sent was acknowledged and every acknowledged event was delivered.
 
-#[path = "../benches/loadgen/mod.rs"]
-mod loadgen;
+use crate::loadgen;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,16 +4,20 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fanout_store::{DeadLetter, Disposition, EventCursor, EventHead, HistoryEntry, NewJob, Outcome};
+use fanout_store::{Disposition, EventCursor, EventHead, EventRecord, HistoryEntry, NewJob, Outcome};
 use http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use wildmatch::WildMatch;
 
-use super::{json_response, Admin, Answer, Query, Refusal, MAX_BATCH, MAX_SCAN};
+use super::{Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
 use crate::clock::unix_now_ms;
 use crate::config::Config;
-use crate::ingress::plan;
+use crate::http::{json, ApiError};
+use crate::plan::plan;
 use crate::route::Decision;
+use crate::wire::admin::{
+    Attempt, Batch, DestinationSummary, EventDetail, EventSummary, EventsPage, QueuedJob, Replayed, Skipped,
+};
 
 /// Most history entries shown for one event (the newest).
 const MAX_HISTORY: usize = 1_000;
@@ -49,12 +53,12 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> Result<State, Refusal> {
+    fn parse(s: &str) -> Result<State, ApiError> {
         [State::Pending, State::Delivered, State::Dead, State::Dropped, State::Unrouted]
             .into_iter()
             .find(|st| st.name() == s)
             .ok_or_else(|| {
-                Refusal::bad(format!("state {s:?} is not one of pending, delivered, dead, dropped, unrouted"))
+                ApiError::bad_request(format!("state {s:?} is not one of pending, delivered, dead, dropped, unrouted"))
             })
     }
 }
@@ -141,10 +145,11 @@ struct Filter {
 }
 
 impl Filter {
-    fn parse(query: &Query) -> Result<Filter, Refusal> {
+    fn parse(query: &Query) -> Result<Filter, ApiError> {
         let now = unix_now_ms();
-        let until = query.get("until").map(|t| parse_time(t, now).map_err(Refusal::bad)).transpose()?;
-        let cursor = query.get("cursor").map(|c| c.parse::<EventCursor>().map_err(Refusal::bad)).transpose()?;
+        let until = query.get("until").map(|t| parse_time(t, now).map_err(ApiError::bad_request)).transpose()?;
+        let cursor =
+            query.get("cursor").map(|c| c.parse::<EventCursor>().map_err(ApiError::bad_request)).transpose()?;
         // `until` is a cursor just before its millisecond; a cursor further back wins.
         let until = until.map(|ms| EventCursor { received_at_ms: ms, event_id: String::new() });
         let before = match (cursor, until) {
@@ -155,7 +160,11 @@ impl Filter {
             types: query.get("type").map(WildMatch::new),
             target: query.get("target").map(str::to_owned),
             state: query.get("state").map(State::parse).transpose()?,
-            since_ms: query.get("since").map(|t| parse_time(t, now).map_err(Refusal::bad)).transpose()?.unwrap_or(0),
+            since_ms: query
+                .get("since")
+                .map(|t| parse_time(t, now).map_err(ApiError::bad_request))
+                .transpose()?
+                .unwrap_or(0),
             before,
         })
     }
@@ -170,8 +179,8 @@ impl Filter {
     fn walk(
         &self,
         admin: &Admin,
-        mut take: impl FnMut(&EventHead, &[HistoryEntry]) -> Result<bool, Refusal>,
-    ) -> Result<Option<EventCursor>, Refusal> {
+        mut take: impl FnMut(&EventHead, &[HistoryEntry]) -> Result<bool, ApiError>,
+    ) -> Result<Option<EventCursor>, ApiError> {
         let mut events = admin.store.events_newest_first(self.before.as_ref(), self.since_ms);
         let (mut looked, mut read) = (0, 0);
         for head in events.by_ref() {
@@ -199,53 +208,41 @@ impl Filter {
 }
 
 impl Admin {
-    pub(super) fn list_events(&self, _config: &Config, query: &Query) -> Answer {
+    pub(super) fn list_events(&self, query: &Query) -> Answer {
         let filter = Filter::parse(query)?;
         let limit = query.limit()?;
-        let mut items = Vec::new();
+        let mut events = Vec::new();
         let next = filter.walk(self, |head, history| {
-            items.push(summary_json(head, history));
-            Ok(items.len() < limit)
+            events.push(summary(head, history));
+            Ok(events.len() < limit)
         })?;
-        Ok(json_response(StatusCode::OK, &json!({ "events": items, "next_cursor": next.map(|c| c.to_string()) })))
+        Ok(json(StatusCode::OK, &EventsPage { events, next_cursor: next.map(|c| c.to_string()) }))
     }
 
-    pub(super) fn show_event(&self, _config: &Config, id: &str) -> Answer {
-        let record = self.store.event(id)?.ok_or_else(|| Refusal::not_found(format!("no event {id}")))?;
+    pub(super) fn show_event(&self, id: &str) -> Answer {
+        let record = self.store.event(id)?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
         let history = self.store.history(record.received_at_ms, id, MAX_HISTORY)?;
-        let head = EventHead {
-            id: record.id.clone(),
-            event_type: record.event_type.clone(),
-            source: record.source.clone(),
-            received_at_ms: record.received_at_ms,
-            disposition: record.disposition.clone(),
+        let detail = EventDetail {
+            summary: summary(&head(&record), &history),
+            attempts: history.iter().map(attempt).collect(),
+            body: serde_json::from_slice(&record.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.body).into_owned())),
         };
-        let mut out = summary_json(&head, &history);
-        out["attempts"] = history.iter().map(history_json).collect();
-        out["body"] = serde_json::from_slice(&record.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.body).into_owned()));
-        Ok(json_response(StatusCode::OK, &out))
+        Ok(json(StatusCode::OK, &detail))
     }
 
     pub(super) fn replay_one(&self, config: &Config, id: &str, to: Option<&str>) -> Answer {
-        let record = self.store.event(id)?.ok_or_else(|| Refusal::not_found(format!("no event {id}")))?;
-        let head = EventHead {
-            id: record.id.clone(),
-            event_type: record.event_type.clone(),
-            source: record.source.clone(),
-            received_at_ms: record.received_at_ms,
-            disposition: record.disposition.clone(),
-        };
-        let jobs = self.replay_jobs(config, &head, to, Some(&record.body))?;
-        let queued = self.queue_replay(id, &jobs)?;
-        Ok(json_response(StatusCode::OK, &json!({ "replayed": 1, "jobs": queued })))
+        let record = self.store.event(id)?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
+        let jobs = replay_jobs(config, &head(&record), to, Some(&record.body))?;
+        let jobs = self.queue_replay(id, &jobs)?;
+        Ok(json(StatusCode::OK, &Replayed { replayed: 1, jobs }))
     }
 
     /// Replays every event the filter selects, at most [`MAX_BATCH`] per call.
     pub(super) fn replay_matching(&self, config: &Config, query: &Query) -> Answer {
         let filter = Filter::parse(query)?;
         if !filter.is_narrowed() {
-            return Err(Refusal::bad(
+            return Err(ApiError::bad_request(
                 "a bulk replay needs a filter (type, target, state or since); replay one event by id otherwise",
             ));
         }
@@ -259,143 +256,141 @@ impl Admin {
                 Disposition::Routed { .. } => None,
                 _ => self.store.event(&head.id)?.map(|r| r.body),
             };
-            match self.replay_jobs(config, head, to, body.as_deref()) {
+            match replay_jobs(config, head, to, body.as_deref()) {
                 Ok(jobs) => {
                     self.queue_replay(&head.id, &jobs)?;
                     replayed += 1;
                 }
-                Err(Refusal(_, why)) => skipped.push(json!({ "id": head.id, "why": why })),
+                Err(e) => skipped.push(Skipped { id: head.id.clone(), why: e.message().to_owned() }),
             }
-            Ok(replayed + skipped.len() < MAX_BATCH)
+            Ok(replayed as usize + skipped.len() < MAX_BATCH)
         })?;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({ "replayed": replayed, "skipped": skipped, "next_cursor": next.map(|c| c.to_string()) }),
-        ))
+        let batch =
+            Batch { replayed: Some(replayed), skipped, next_cursor: next.map(|c| c.to_string()), ..Batch::default() };
+        Ok(json(StatusCode::OK, &batch))
     }
 
-    /// The jobs a replay queues: to `to` if named; else to the destinations routing chose, as
-    /// they are configured now; an event that was dropped or unrouted is routed again by the
-    /// current rules (replaying it after fixing a rule is the usual reason to).
-    fn replay_jobs(
-        &self,
-        config: &Config,
-        head: &EventHead,
-        to: Option<&str>,
-        body: Option<&[u8]>,
-    ) -> Result<Vec<NewJob>, Refusal> {
-        if let Some(to) = to {
-            return Ok(plan(config, &Decision::Deliver(vec![(destination(config, to)?, "replay")])).0);
-        }
-        match &head.disposition {
-            Disposition::Routed { destinations } => {
-                let mut chosen = Vec::new();
-                for d in destinations {
-                    chosen.push((destination(config, &d.destination)?, d.rule.as_str()));
-                }
-                Ok(plan(config, &Decision::Deliver(chosen)).0)
-            }
-            Disposition::Dropped { .. } | Disposition::Unrouted => {
-                let body = body.ok_or_else(|| Refusal::not_found("the event's body is gone"))?;
-                let json: Value = serde_json::from_slice(body).map_err(|e| Refusal::bad(e.to_string()))?;
-                let jobs = plan(config, &config.router.route(&json)).0;
-                if jobs.is_empty() {
-                    return Err(Refusal(
-                        StatusCode::CONFLICT,
-                        "the current rules still send this event nowhere; name a target with `to`".to_owned(),
-                    ));
-                }
-                Ok(jobs)
-            }
-        }
-    }
-
-    fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<Value>, Refusal> {
+    fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<QueuedJob>, ApiError> {
         let queued = self
             .store
             .replay(event_id, jobs, unix_now_ms())?
-            .ok_or_else(|| Refusal::not_found(format!("no event {event_id}")))?;
+            .ok_or_else(|| ApiError::not_found(format!("no event {event_id}")))?;
         for job in &queued {
             self.deliveries.wake(&job.target);
         }
-        Ok(queued.iter().map(|j| json!({ "job": j.id.to_string(), "target": j.target })).collect())
+        Ok(queued.iter().map(|j| QueuedJob { job: j.id.to_string(), target: j.target.clone() }).collect())
+    }
+}
+
+/// The jobs a replay queues: to `to` if named; else to the destinations routing chose, as they
+/// are configured now; an event that was dropped or unrouted is routed again by the current rules
+/// (replaying it after fixing a rule is the usual reason to).
+fn replay_jobs(
+    config: &Config,
+    head: &EventHead,
+    to: Option<&str>,
+    body: Option<&[u8]>,
+) -> Result<Vec<NewJob>, ApiError> {
+    if let Some(to) = to {
+        return Ok(plan(config, &Decision::Deliver(vec![(destination(config, to)?, "replay")])).0);
+    }
+    match &head.disposition {
+        Disposition::Routed { destinations } => {
+            let mut chosen = Vec::new();
+            for d in destinations {
+                chosen.push((destination(config, &d.destination)?, d.rule.as_str()));
+            }
+            Ok(plan(config, &Decision::Deliver(chosen)).0)
+        }
+        Disposition::Dropped { .. } | Disposition::Unrouted => {
+            let body = body.ok_or_else(|| ApiError::not_found("the event's body is gone"))?;
+            let json: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let jobs = plan(config, &config.router.route(&json)).0;
+            if jobs.is_empty() {
+                return Err(ApiError::conflict(
+                    "the current rules still send this event nowhere; name a target with `to`",
+                ));
+            }
+            Ok(jobs)
+        }
     }
 }
 
 /// A destination (target or group) of the current config, by name.
-fn destination(config: &Config, name: &str) -> Result<usize, Refusal> {
-    config.router.destinations.iter().position(|d| d.name == name).ok_or_else(|| {
-        Refusal(StatusCode::CONFLICT, format!("{name:?} is not a target or group in the current config"))
-    })
+fn destination(config: &Config, name: &str) -> Result<usize, ApiError> {
+    config
+        .router
+        .destinations
+        .iter()
+        .position(|d| d.name == name)
+        .ok_or_else(|| ApiError::conflict(format!("{name:?} is not a target or group in the current config")))
 }
 
-fn summary_json(head: &EventHead, history: &[HistoryEntry]) -> Value {
+fn head(record: &EventRecord) -> EventHead {
+    EventHead {
+        id: record.id.clone(),
+        event_type: record.event_type.clone(),
+        source: record.source.clone(),
+        received_at_ms: record.received_at_ms,
+        disposition: record.disposition.clone(),
+    }
+}
+
+fn summary(head: &EventHead, history: &[HistoryEntry]) -> EventSummary {
     let (state, destinations) = event_state(head, history);
-    let rule = match &head.disposition {
-        Disposition::Dropped { rule } => Some(rule.as_str()),
+    let dropped_by = match &head.disposition {
+        Disposition::Dropped { rule } => Some(rule.clone()),
         _ => None,
     };
-    json!({
-        "id": head.id,
-        "type": head.event_type,
-        "source": head.source,
-        "received_at": time(head.received_at_ms),
-        "state": state.name(),
-        "dropped_by": rule,
-        "destinations": destinations
-            .iter()
-            .map(|d| json!({ "name": d.name, "rule": d.rule, "state": d.state.name() }))
-            .collect::<Vec<_>>(),
-    })
+    EventSummary {
+        id: head.id.clone(),
+        event_type: head.event_type.clone(),
+        source: head.source.clone(),
+        received_at: time(head.received_at_ms),
+        state: state.name().to_owned(),
+        dropped_by,
+        destinations: destinations
+            .into_iter()
+            .map(|d| DestinationSummary { name: d.name, rule: d.rule, state: d.state.name().to_owned() })
+            .collect(),
+    }
 }
 
-fn history_json(h: &HistoryEntry) -> Value {
-    let mut v = json!({
-        "at": time(h.at_ms),
-        "job": h.job.to_string(),
-        "target": h.target,
-        "destination": h.destination,
-        "attempt": h.attempt,
-        "replay": h.replay,
-    });
+fn attempt(h: &HistoryEntry) -> Attempt {
+    let mut to = None;
     let (outcome, status, latency_ms, error, retry_at) = match &h.outcome {
         Outcome::Delivered { status, latency_ms } => ("delivered", Some(*status), Some(*latency_ms), None, None),
         Outcome::Failed { status, latency_ms, error, retry_at_ms } => {
-            ("failed", *status, Some(*latency_ms), Some(error.as_str()), retry_at_ms.map(time))
+            ("failed", *status, Some(*latency_ms), Some(error.clone()), retry_at_ms.map(time))
         }
-        Outcome::DeadLettered { reason } => ("dead_lettered", None, None, Some(reason.as_str()), None),
+        Outcome::DeadLettered { reason } => ("dead_lettered", None, None, Some(reason.clone()), None),
         Outcome::Cancelled => ("cancelled", None, None, None, None),
-        Outcome::Discarded { reason } => ("discarded", None, None, Some(reason.as_str()), None),
+        Outcome::Discarded { reason } => ("discarded", None, None, Some(reason.clone()), None),
         Outcome::Replayed => ("replay_queued", None, None, None, None),
         Outcome::Purged => ("purged", None, None, None, None),
-        Outcome::Rerouted { to, reason } => {
-            v["to"] = json!(to);
-            ("rerouted", None, None, Some(reason.as_str()), None)
+        Outcome::Rerouted { to: target, reason } => {
+            to = Some(target.clone());
+            ("rerouted", None, None, Some(reason.clone()), None)
         }
     };
-    v["outcome"] = json!(outcome);
-    v["status"] = json!(status);
-    v["latency_ms"] = json!(latency_ms);
-    v["error"] = json!(error);
-    v["retry_at"] = json!(retry_at);
-    v
-}
-
-pub(super) fn dead_letter_json(d: &DeadLetter) -> Value {
-    json!({
-        "id": d.job.id.to_string(),
-        "event_id": d.job.event_id,
-        "target": d.job.target,
-        "destination": d.job.destination(),
-        "attempts": d.job.attempt,
-        "error": d.error,
-        "created_at": time(d.job.created_at_ms),
-        "died_at": time(d.died_at_ms),
-    })
+    Attempt {
+        at: time(h.at_ms),
+        job: h.job.to_string(),
+        target: h.target.clone(),
+        destination: h.destination.clone(),
+        attempt: h.attempt,
+        replay: h.replay,
+        outcome: outcome.to_owned(),
+        status,
+        latency_ms,
+        error,
+        retry_at,
+        to,
+    }
 }
 
 /// RFC 3339 in UTC, to the millisecond (clamped to year 9999, which RFC 3339 cannot go past).
-pub(crate) fn time(ms: u64) -> String {
+pub fn time(ms: u64) -> String {
     const END_OF_9999_MS: u64 = 253_402_300_799_999;
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(END_OF_9999_MS))).to_string()
 }

@@ -1,13 +1,11 @@
 //! Developer inboxes end to end: the proxy in-process on a real store, the real `fanout listen`
 //! binary connecting out to it, and a real local app, all on 127.0.0.1.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Method;
 use serde_json::Value;
 

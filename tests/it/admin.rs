@@ -1,13 +1,11 @@
 //! The admin API and the CLI verbs over it, against a real proxy on a real store, with real
 //! sinks, all on 127.0.0.1.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Method;
 use serde_json::Value;
 
@@ -128,7 +126,7 @@ async fn the_token_guards_everything_but_health_and_metrics_count_what_happened(
 
 async fn post_with_signature(proxy: &Proxy, signature: &str) -> u16 {
     let body = event("evt_forged", "customer.created", "x");
-    common::post(&proxy.url("/hook"), &[("stripe-signature", signature.to_owned())], body).await.0
+    crate::common::post(&proxy.url("/hook"), &[("stripe-signature", signature.to_owned())], body).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

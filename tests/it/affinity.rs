@@ -2,11 +2,9 @@
 //! and the renewal invoice that carries no metadata follows its customer — across a restart, and
 //! as an operator set it by hand.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Method;
 
 const WITHIN: Duration = Duration::from_secs(10);

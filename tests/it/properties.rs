@@ -84,10 +84,12 @@ proptest! {
         let config = parse(&example_config()).unwrap();
         let _ = config.router.route(&event);
         let _ = config.router.references(&event);
-        let owner = |_: &str| owned.then(|| KnownOwner { destinations: vec!["alice".into()], via: "alice-dev".into() });
-        let decision = config.router.route_with(&event, &owner);
-        let _ = fanout::ingress::plan(&config, &decision);
-        let _ = fanout::ingress::claims(&config, &decision, &event, "evt_prop");
+        let owner = |_: &str| {
+            Ok::<_, ()>(owned.then(|| KnownOwner { destinations: vec!["alice".into()], via: "alice-dev".into() }))
+        };
+        let decision = config.router.route_with(&event, owner).unwrap();
+        let _ = fanout::plan::plan(&config, &decision);
+        let _ = fanout::plan::claims(&config, &decision, &event, "evt_prop", 1);
     }
 
     #[test]

@@ -2,12 +2,10 @@
 //! hang, close the connection, fail then recover, answer too slowly, or redirect. Real sockets and
 //! a real store throughout; the store's failure is injected (`fault-injection`, tests only).
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::Method;
 use tokio::io::AsyncReadExt;
 

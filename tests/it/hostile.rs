@@ -3,13 +3,11 @@
 //! reason, nothing is stored and nothing is delivered; then the same endpoint still accepts a
 //! correct event, so the refusals were for the reasons given.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// What one case sends: headers and body through an HTTP client, or raw bytes on a socket.
 enum Send {

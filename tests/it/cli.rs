@@ -1,11 +1,9 @@
 //! The `fanout` binary's verbs and its start-up errors, run as a user would run them.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn fanout(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanout"));

@@ -3,18 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsFiles;
-
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -60,9 +53,8 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     Ok(Arc::new(config))
 }
 
-/// A client for targets: the platform's roots plus `extra_ca` if given; HTTP/1.1 and HTTP/2 (by
-/// ALPN); redirects are never followed (a redirect is a failed delivery).
-pub fn client(extra_ca: Option<&Path>) -> Result<HttpClient, TlsError> {
+/// What an outbound client trusts: the platform's roots plus `extra_ca` if given.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     if let Some(e) = native.errors.first() {
@@ -78,28 +70,9 @@ pub fn client(extra_ca: Option<&Path>) -> Result<HttpClient, TlsError> {
             })?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Server)?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_all_versions()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector))
-}
-
-/// An error with its sources, one after the other: hyper's "client error (Connect)" alone does not
-/// say "connection refused".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
+        .with_no_client_auth())
 }

@@ -1,0 +1,173 @@
+//! What operators steer besides events: dead letters (list, replay, purge), targets (state,
+//! pause), and sticky ownership (look up, list, clear).
+
+use fanout_store::{DeadLetter, Job, JobId};
+use http::StatusCode;
+
+use super::{job_id, owner_info, time, Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
+use crate::api::listen::presence;
+use crate::clock::unix_now_ms;
+use crate::config::Config;
+use crate::http::{json, ApiError};
+use crate::wire::admin::DeadLetter as DeadLetterOut;
+use crate::wire::admin::{
+    Batch, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused, Skipped, TargetInfo, Targets,
+};
+
+impl Admin {
+    pub(super) fn list_dead_letters(&self, query: &Query) -> Answer {
+        let limit = query.limit()?;
+        let after = query.get("cursor").map(job_id).transpose()?;
+        let (page, next) = self.store.dead_letters_page(query.get("target"), after, None, limit, MAX_SCAN)?;
+        let dead_letters = page.iter().map(dead_letter_out).collect();
+        Ok(json(StatusCode::OK, &DeadLettersPage { dead_letters, next_cursor: next.map(|n| n.to_string()) }))
+    }
+
+    /// Replays (or purges) the dead letters of one target, or all, at most [`MAX_BATCH`] per call;
+    /// `next_cursor` and `upto` say where the next call goes on and where the pass ends (the
+    /// letters that existed when it began: a replayed job that dies again is not chased).
+    pub(super) fn dead_letters_batch(&self, config: &Config, query: &Query, replay: bool) -> Answer {
+        let target = query.get("target");
+        if query.get("all").is_none() && target.is_none() {
+            return Err(ApiError::bad_request("say which dead letters: target=<name>, or all=true"));
+        }
+        let after = query.get("cursor").map(job_id).transpose()?;
+        let upto = match query.get("upto") {
+            Some(u) => job_id(u)?,
+            None => self.store.dead_letters_end()?,
+        };
+        let (page, next) = self.store.dead_letters_page(target, after, Some(upto), MAX_BATCH, MAX_SCAN)?;
+        let (mut done, mut skipped) = (0, Vec::new());
+        for letter in &page {
+            let result = if replay {
+                self.revive(config, letter.job.id).map(|_| ())
+            } else {
+                self.store.purge_dead_letter(letter.job.id, unix_now_ms()).map(|_| ()).map_err(ApiError::from)
+            };
+            match result {
+                Ok(()) => done += 1,
+                Err(e) => skipped.push(Skipped { id: letter.job.id.to_string(), why: e.message().to_owned() }),
+            }
+        }
+        let mut batch = Batch {
+            skipped,
+            next_cursor: next.map(|n| n.to_string()),
+            upto: Some(upto.to_string()),
+            ..Batch::default()
+        };
+        *(if replay { &mut batch.replayed } else { &mut batch.purged }) = Some(done);
+        Ok(json(StatusCode::OK, &batch))
+    }
+
+    pub(super) fn replay_dead_letter(&self, config: &Config, id: JobId) -> Answer {
+        let job = self.revive(config, id)?;
+        let done = DeadLetterDone {
+            replayed: Some(1),
+            job: Some(job.id.to_string()),
+            target: Some(job.target),
+            ..DeadLetterDone::default()
+        };
+        Ok(json(StatusCode::OK, &done))
+    }
+
+    fn revive(&self, config: &Config, id: JobId) -> Result<Job, ApiError> {
+        let letter =
+            self.store.find_dead_letter(id)?.ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))?;
+        let target = letter.job.target.as_str();
+        if self.store.event(&letter.job.event_id)?.is_none() {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                format!(
+                    "event {} is past retention; its body is gone, so it cannot be sent again",
+                    letter.job.event_id
+                ),
+            ));
+        }
+        if config.target(target).is_none() {
+            return Err(ApiError::conflict(format!(
+                "target {target:?} is no longer configured; replay the event to another target instead"
+            )));
+        }
+        let job = self.store.revive_dead_letter(id, unix_now_ms())?.ok_or_else(|| ApiError::not_found("gone"))?;
+        self.deliveries.wake(&job.target);
+        Ok(job)
+    }
+
+    pub(super) fn purge_dead_letter(&self, id: JobId) -> Answer {
+        if !self.store.purge_dead_letter(id, unix_now_ms())? {
+            return Err(ApiError::not_found(format!("no dead letter {id}")));
+        }
+        Ok(json(StatusCode::OK, &DeadLetterDone { purged: Some(1), ..DeadLetterDone::default() }))
+    }
+
+    pub(super) fn targets(&self, config: &Config) -> Targets {
+        let counts = self.store.counts();
+        let status = self.deliveries.status();
+        let now = unix_now_ms();
+        let targets = config
+            .targets
+            .iter()
+            .map(|t| {
+                let s = status.get(&t.name).cloned().unwrap_or_default();
+                let due = self.store.next_due_ms(&t.name).ok().flatten();
+                TargetInfo {
+                    name: t.name.clone(),
+                    url: t.endpoint.to_string(),
+                    inbox: s.inbox.map(presence),
+                    paused: s.paused,
+                    queued: counts.queued.get(&t.name).copied().unwrap_or(0),
+                    in_flight: s.in_flight,
+                    dead_letters: counts.dead.get(&t.name).copied().unwrap_or(0),
+                    oldest_due_age_s: due.map(|d| now.saturating_sub(d) / 1000),
+                    concurrency: t.concurrency,
+                    last_success: s.last_success_ms.map(time),
+                    last_failure: s.last_failure_ms.map(time),
+                    last_error: s.last_error,
+                }
+            })
+            .collect();
+        Targets { targets }
+    }
+
+    pub(super) fn pause(&self, name: &str, paused: bool) -> Answer {
+        if !self.deliveries.set_paused(name, paused)? {
+            return Err(ApiError::not_found(format!("no target named {name:?}")));
+        }
+        Ok(json(StatusCode::OK, &Paused { target: name.to_owned(), paused }))
+    }
+
+    pub(super) fn list_owners(&self, query: &Query) -> Answer {
+        let (page, next_cursor) =
+            self.store.owners_page(query.get("cursor"), query.get("destination"), query.limit()?, MAX_SCAN)?;
+        let owners = page.iter().map(|(id, o)| owner_info(id, o)).collect();
+        Ok(json(StatusCode::OK, &OwnersPage { owners, next_cursor }))
+    }
+
+    pub(super) fn show_owner(&self, id: &str) -> Answer {
+        match self.store.owner(id)? {
+            Some(owner) => Ok(json(StatusCode::OK, &owner_info(id, &owner))),
+            None => Err(ApiError::not_found(format!("no environment owns {id:?}"))),
+        }
+    }
+
+    pub(super) fn disown(&self, id: &str) -> Answer {
+        if self.store.disown(id)? {
+            Ok(json(StatusCode::OK, &Disowned { id: id.to_owned(), disowned: true }))
+        } else {
+            Err(ApiError::not_found(format!("no environment owns {id:?}")))
+        }
+    }
+}
+
+fn dead_letter_out(d: &DeadLetter) -> DeadLetterOut {
+    DeadLetterOut {
+        id: d.job.id.to_string(),
+        event_id: d.job.event_id.clone(),
+        target: d.job.target.clone(),
+        destination: d.job.destination().to_owned(),
+        attempts: d.job.attempt,
+        error: d.error.clone(),
+        created_at: time(d.job.created_at_ms),
+        died_at: time(d.died_at_ms),
+    }
+}

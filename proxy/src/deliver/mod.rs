@@ -1,0 +1,251 @@
+//! The deliver stage: one worker per target drains that target's queue in the store, so a slow or
+//! dead target only ever holds up itself. Each attempt sends the original body with a fresh
+//! `Stripe-Signature` made with the target's own secret; the outcome is settled back into the store
+//! (`complete`, `retry` with backoff and jitter, or `dead_letter`).
+//!
+//! Rooms: this file is the registry (one worker per target, started and stopped as reloads
+//! change the targets; live status; pause); `push.rs` the worker that POSTs, `pull.rs` an inbox's
+//! queue drained by `fanout listen`, `attempt.rs` what both share (load, headers, settle),
+//! `policy.rs` the retry policy.
+//!
+//! Invariant: deliver/ knows no wire format; it hands domain values to the API layer above.
+//! Invariant: a job leaves the store only when its target answered 2xx, its `any` group was
+//! delivered by another member, or it is dead-lettered; everything else goes back on the queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use fanout_store::Store;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::unix_now_ms;
+use crate::config::LiveConfig;
+use crate::http::client::Clients;
+use crate::metrics::Metrics;
+
+/// The delivery workers, one per configured target, and their live state. Ingress wakes them,
+/// the admin API reads and pauses them, a config reload adds and removes them.
+#[derive(Clone)]
+pub struct Deliveries {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    live: LiveConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    workers: RwLock<HashMap<String, Arc<TargetState>>>,
+    clients: RwLock<Clients>,
+    /// No new leases once cancelled.
+    shutdown: CancellationToken,
+    /// Attempts still in flight are cut off (and their jobs leased back) once cancelled.
+    abort: CancellationToken,
+    /// Worker loops and attempts, so a stop can wait for them.
+    tasks: TaskTracker,
+}
+
+/// What the admin API shows for a target besides its queue.
+#[derive(Clone, Debug, Default)]
+pub struct TargetStatus {
+    pub paused: bool,
+    /// For an inbox: whether a listener is connected.
+    pub inbox: Option<Presence>,
+    pub in_flight: usize,
+    pub last_success_ms: Option<u64>,
+    pub last_failure_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+struct TargetState {
+    wake: Notify,
+    paused: AtomicBool,
+    in_flight: AtomicUsize,
+    last: Mutex<TargetStatus>,
+    /// Stops this worker alone (its target was removed from the config).
+    stop: CancellationToken,
+    /// Set for an inbox target: its offers and listeners.
+    inbox: Option<Arc<InboxState>>,
+}
+
+/// Jobs moved per store call when a removed target's queue goes to the dead letters.
+const SWEEP_BATCH: usize = 500;
+
+impl Deliveries {
+    /// Starts one worker per target in the live config.
+    pub fn start(
+        live: LiveConfig,
+        store: Store,
+        clients: Clients,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        abort: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Deliveries {
+        let shared = Shared {
+            live,
+            store,
+            metrics,
+            workers: RwLock::default(),
+            clients: RwLock::new(clients),
+            shutdown,
+            abort,
+            tasks,
+        };
+        let deliveries = Deliveries { shared: Arc::new(shared) };
+        deliveries.reconcile();
+        deliveries
+    }
+
+    pub fn wake(&self, target: &str) {
+        self.shared.wake(target);
+    }
+
+    /// Brings the workers in line with the live config (after a reload): starts one for each new
+    /// target, stops those whose target is gone and moves their queues to the dead letters.
+    /// Targets that stay keep their worker, which reads its settings from the live config.
+    pub fn reconcile(&self) {
+        let config = self.shared.live.load_full();
+        let mut workers = self.shared.workers.write().unwrap_or_else(|p| p.into_inner());
+        let removed: Vec<String> = workers.keys().filter(|n| config.target(n).is_none()).cloned().collect();
+        for name in &removed {
+            if let Some(state) = workers.remove(name) {
+                state.stop.cancel();
+            }
+            tracing::warn!(target = %name, "target removed from the config: its worker stopped");
+        }
+        for target in &config.targets {
+            match workers.get(&target.name) {
+                Some(state) if state.inbox.is_some() == target.is_inbox() => continue,
+                // Became an inbox, or stopped being one: the other kind of worker takes its queue.
+                Some(state) => state.stop.cancel(),
+                None => {}
+            }
+            let paused = self.shared.store.is_paused(&target.name).unwrap_or_else(|e| {
+                tracing::error!(target = %target.name, "cannot read whether the target is paused: {e}");
+                false
+            });
+            let state = Arc::new(TargetState {
+                wake: Notify::new(),
+                paused: AtomicBool::new(paused),
+                in_flight: AtomicUsize::new(0),
+                last: Mutex::default(),
+                stop: self.shared.shutdown.child_token(),
+                inbox: target.is_inbox().then(|| Arc::new(InboxState::new(unix_now_ms()))),
+            });
+            workers.insert(target.name.clone(), state.clone());
+            match state.inbox.clone() {
+                Some(inbox) => {
+                    self.shared.tasks.spawn(pull::maintain(self.shared.clone(), target.name.clone(), state, inbox));
+                }
+                None => {
+                    let worker = Worker { name: target.name.clone(), state, shared: self.shared.clone() };
+                    self.shared.tasks.spawn(worker.run());
+                }
+            }
+        }
+        drop(workers);
+        if !removed.is_empty() {
+            // In the background: a removed target may have a backlog of millions, and a reload
+            // (or a SIGTERM right after it) must not wait for it.
+            // Tracked, so a stop waits for it and nothing is written after the final flush.
+            let this = self.clone();
+            self.shared.tasks.spawn(async move { this.sweep_orphan_queues().await });
+        }
+    }
+
+    /// Replaces the HTTP clients (a reload may change a target's CA).
+    pub fn set_clients(&self, clients: Clients) {
+        *self.shared.clients.write().unwrap_or_else(|p| p.into_inner()) = clients;
+    }
+
+    /// Moves jobs queued for targets that are no longer configured to the dead letters, with
+    /// that reason: nothing is left in a queue no worker drains. Run after each reload and by the
+    /// periodic sweep (an ingest planned on the old config can queue for a removed target just
+    /// after the reload).
+    pub async fn sweep_orphan_queues(&self) {
+        let config = self.shared.live.load_full();
+        let counts = self.shared.store.counts();
+        for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none()) {
+            let reason = format!("target {name:?} was removed from the config before this job was delivered");
+            loop {
+                if self.shared.shutdown.is_cancelled() {
+                    return;
+                }
+                let (store, target, why) = (self.shared.store.clone(), name.clone(), reason.clone());
+                let batch = move || store.dead_letter_queue(&target, &why, unix_now_ms(), SWEEP_BATCH);
+                match tokio::task::spawn_blocking(batch).await.map_err(|e| e.to_string()) {
+                    Ok(Ok(n)) if n == SWEEP_BATCH => {}
+                    Ok(Ok(n)) => {
+                        if n > 0 {
+                            tracing::warn!(target = %name, "moved queued jobs of a removed target to the dead letters");
+                        }
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(target = %name, "cannot dead-letter a removed target's queue: {e}");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(target = %name, "cannot dead-letter a removed target's queue: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pauses or resumes a target (persisted). `Ok(false)` if no such target is configured.
+    pub fn set_paused(&self, target: &str, paused: bool) -> fanout_store::Result<bool> {
+        let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = workers.get(target) else {
+            return Ok(false);
+        };
+        self.shared.store.set_paused(target, paused)?;
+        state.paused.store(paused, Ordering::SeqCst);
+        drop(workers);
+        self.shared.wake(target);
+        tracing::info!(target, paused, "target {}", if paused { "paused" } else { "resumed" });
+        Ok(true)
+    }
+
+    /// Live state of each running worker.
+    pub fn status(&self) -> HashMap<String, TargetStatus> {
+        let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
+        workers
+            .iter()
+            .map(|(name, state)| {
+                let mut status = state.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                status.paused = state.paused.load(Ordering::SeqCst);
+                status.inbox = state.inbox.as_ref().map(|i| i.status(unix_now_ms()));
+                status.in_flight = state.in_flight.load(Ordering::SeqCst);
+                (name.clone(), status)
+            })
+            .collect()
+    }
+}
+
+impl Shared {
+    /// New or re-queued work for `target`: its worker looks at its queue, or its inbox's waiting
+    /// polls do.
+    fn wake(&self, target: &str) {
+        if let Some(state) = self.workers.read().unwrap_or_else(|p| p.into_inner()).get(target) {
+            match &state.inbox {
+                Some(inbox) => inbox.arrived.notify_waiters(),
+                None => state.wake.notify_one(),
+            }
+        }
+    }
+}
+
+mod attempt;
+mod policy;
+mod pull;
+mod push;
+
+pub use policy::{next_step, retry_delay, Step};
+use pull::InboxState;
+pub use pull::{InboxError, LocalOutcome, Offer, Presence};
+use push::Worker;

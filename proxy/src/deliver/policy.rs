@@ -1,0 +1,107 @@
+//! The retry policy, as pure functions: what to do with a job whose attempt failed (retry when,
+//! fail over to whom, or give up and why).
+//!
+//! Invariant: no I/O; the clock is passed in.
+
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use fanout_store::{Delivery, Job};
+
+use crate::config::{Config, RetryPolicy};
+use crate::route::DestinationKind;
+
+/// What to do with a job whose attempt just failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Retry(Job),
+    Dead(Job, String),
+}
+
+/// The retry policy as a pure function. A plain target backs off after each failure. A failover
+/// group moves to its next member at once, and backs off only after a whole round failed; its
+/// `max_attempts` counts rounds.
+pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> Step {
+    refresh_failover_members(&mut job, config);
+    // The policy of the target that failed; for a failover group whose member was just removed,
+    // its first member's.
+    let policy_target = config.target(&job.target).or_else(|| match &job.delivery {
+        Delivery::Failover { members, .. } => members.first().and_then(|m| config.target(m)),
+        _ => None,
+    });
+    let Some(target) = policy_target else {
+        let reason = format!("target {:?} is no longer configured; last error: {error}", job.target);
+        return Step::Dead(job, reason);
+    };
+    let policy = &target.retry;
+    job.last_error = Some(error.clone());
+    let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
+    let retries = match &mut job.delivery {
+        Delivery::Failover { members, member, .. } if *member + 1 < members.len() => {
+            *member += 1;
+            job.target = members[*member].clone();
+            None
+        }
+        Delivery::Failover { members, member, .. } => {
+            *member = 0;
+            job.target = members[0].clone();
+            Some(job.attempt / members.len() as u32)
+        }
+        _ => Some(job.attempt),
+    };
+    if age >= policy.max_age {
+        let reason = format!(
+            "gave up after {} attempts over {}: older than max_age; last error: {error}",
+            job.attempt,
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        );
+        return Step::Dead(job, reason);
+    }
+    match retries {
+        None => job.due_at_ms = now_ms,
+        Some(n) if policy.max_attempts.is_some_and(|max| n >= max) => {
+            let reason = format!("gave up after {} attempts (max_attempts); last error: {error}", job.attempt);
+            return Step::Dead(job, reason);
+        }
+        Some(n) => job.due_at_ms = now_ms + retry_delay(policy, n).as_millis() as u64,
+    }
+    Step::Retry(job)
+}
+
+/// A failover job walks its group's members as configured now, not as they were at ingest: a
+/// reload may have replaced a member. If the member it just tried is no longer in the group, the
+/// walk goes on from the start.
+fn refresh_failover_members(job: &mut Job, config: &Config) {
+    let Delivery::Failover { group, members, member } = &mut job.delivery else { return };
+    let Some(DestinationKind::Group { members: now, .. }) =
+        config.router.destinations.iter().find(|d| &d.name == group).map(|d| &d.kind)
+    else {
+        return;
+    };
+    let now: Vec<String> = now.iter().map(|&i| config.targets[i].name.clone()).collect();
+    if now == *members {
+        return;
+    }
+    match now.iter().position(|m| *m == job.target) {
+        Some(i) => *member = i,
+        // Not a member any more: as if the last member had just failed, so the next is the first.
+        None => *member = now.len() - 1,
+    }
+    *members = now;
+}
+
+/// Delay before retry number `n` (1 = first retry): exponential from `initial_delay`, capped at
+/// `max_delay`, plus up to 100% jitter so a recovering target is not hit by every job at once.
+pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(policy.initial_delay)
+        .with_max_delay(policy.max_delay)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(n.saturating_sub(1).min(64) as usize)
+        .unwrap_or(policy.max_delay)
+}
+
+#[cfg(test)]
+mod tests;

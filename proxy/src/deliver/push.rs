@@ -1,0 +1,122 @@
+//! The push worker: one per HTTP target, leasing its due jobs up to the target's concurrency and
+//! POSTing each with a fresh signature. A slow or dead target only ever holds up itself.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fanout_store::Job;
+use http::Request;
+use http_body_util::Full;
+
+use super::attempt::{delivery_headers, Loaded};
+use super::{Shared, TargetState};
+use crate::clock::unix_now_ms;
+use crate::config::{Config, Endpoint, Target};
+use crate::http::client::{post, Failure, HttpClient};
+
+/// Longest a worker sleeps without re-reading its queue; bounds the effect of a wall-clock jump.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+
+pub(super) struct Worker {
+    pub(super) name: String,
+    pub(super) state: Arc<TargetState>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Worker {
+    pub(super) async fn run(self) {
+        let this = Arc::new(self);
+        loop {
+            if this.state.stop.is_cancelled() {
+                break;
+            }
+            let config = this.shared.live.load_full();
+            let Some(target) = config.target(&this.name) else { break };
+            let wait = this.lease_and_start(&config, target);
+            if wait.is_zero() {
+                // Due now but the lease raced: yield, then look again.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = this.state.stop.cancelled() => break,
+                _ = this.state.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Leases what is due up to the free concurrency and starts an attempt for each; returns how
+    /// long to wait before looking again.
+    fn lease_and_start(self: &Arc<Self>, config: &Arc<Config>, target: &Target) -> Duration {
+        let busy = self.state.in_flight.load(Ordering::SeqCst);
+        if self.state.paused.load(Ordering::SeqCst) || busy >= target.concurrency {
+            return MAX_IDLE;
+        }
+        match self.shared.store.lease_due(&self.name, unix_now_ms(), target.concurrency - busy) {
+            Ok(jobs) => {
+                for job in jobs {
+                    self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let (this, config) = (self.clone(), config.clone());
+                    self.shared.tasks.spawn(async move {
+                        this.attempt(&config, job).await;
+                        this.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        this.state.wake.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::error!(target = %self.name, "cannot read the queue: {e}"),
+        }
+        if self.state.in_flight.load(Ordering::SeqCst) >= target.concurrency {
+            return MAX_IDLE;
+        }
+        match self.shared.store.next_due_ms(&self.name) {
+            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
+            Ok(None) => MAX_IDLE,
+            Err(e) => {
+                tracing::error!(target = %self.name, "cannot read the queue: {e}");
+                MAX_IDLE
+            }
+        }
+    }
+
+    async fn attempt(&self, config: &Config, job: Job) {
+        let Some(target) = config.target(&self.name) else { return };
+        let Endpoint::Url(url) = &target.endpoint else { return };
+        let (mut job, event) = match self.shared.load_event(config, job) {
+            Loaded::Ready(job, event) => (job, Ok(event)),
+            Loaded::Unreadable(job, error) => (job, Err(Failure { status: None, error })),
+            Loaded::Settled => return,
+        };
+        job.attempt += 1;
+        let started = Instant::now();
+        let client = self.shared.clients.read().unwrap_or_else(|p| p.into_inner()).for_target(&target.name).clone();
+        let result = match event {
+            Ok(event) => {
+                tokio::select! {
+                    result = send(&client, target, url, &job, Bytes::from(event.body)) => result,
+                    _ = self.shared.abort.cancelled() => {
+                        // Shutdown deadline: the lease stays and is handed back to the queue.
+                        tracing::info!(event_id = %job.event_id, target = %target.name, "attempt cut off by shutdown; re-queued");
+                        return;
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let _ = self.shared.settle(config, &self.state, &self.name, job, result, started.elapsed());
+    }
+}
+
+/// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.
+async fn send(client: &HttpClient, target: &Target, url: &http::Uri, job: &Job, body: Bytes) -> Result<u16, Failure> {
+    let mut req = Request::post(url.clone())
+        .body(Full::new(body.clone()))
+        .map_err(|e| Failure { status: None, error: format!("cannot build the request: {e}") })?;
+    for (name, value) in delivery_headers(target, job, &body) {
+        req.headers_mut().insert(name, value);
+    }
+    post(client, req, target.timeout).await
+}

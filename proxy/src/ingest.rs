@@ -1,0 +1,111 @@
+//! Taking an authenticated event in: route it (asking the store who owns the objects it references
+//! when no rule matched), plan its jobs, persist event, jobs and ownership claims, wait until they
+//! are durable, then wake the delivery workers. The webhook handler and the admin API's backfill
+//! both come in here, so a backfilled event is routed and deduplicated exactly like Stripe's own.
+//!
+//! Invariant: `accept` returns Ok only once the event's writes are durable; every error is a
+//! store error, and the caller answers it with a retry-later.
+
+use std::sync::Arc;
+
+use fanout_store::{Disposition, EventRecord, Ingested, Job, Store, StoreError};
+
+use crate::clock::unix_now_ms;
+use crate::config::Config;
+use crate::deliver::Deliveries;
+use crate::metrics::{Metrics, SourceLabel};
+use crate::plan::{claims, plan};
+use crate::route::{Decision, KnownOwner};
+use crate::verify::VerifiedEvent;
+
+pub struct Intake {
+    pub store: Store,
+    pub deliveries: Deliveries,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What became of an authenticated event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    New,
+    Duplicate,
+}
+
+impl Intake {
+    /// Routes, persists, waits for durability, wakes the delivery workers.
+    pub async fn accept(&self, config: &Config, source: &str, event: VerifiedEvent) -> Result<Accepted, StoreError> {
+        let failed = |e: StoreError| {
+            tracing::error!(event_id = %event.id, "store failed; answering 503 so Stripe retries: {e}");
+            e
+        };
+        let decision = self.route(config, &event).map_err(failed)?;
+        let (jobs, disposition) = plan(config, &decision);
+        let now = unix_now_ms();
+        let claims = claims(config, &decision, &event.json, &event.id, now);
+        let record = EventRecord {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            source: source.to_owned(),
+            received_at_ms: now,
+            disposition,
+            body: event.body.to_vec(),
+        };
+        let ingested = self.store.ingest_claiming(&record, &jobs, claims.as_ref()).map_err(failed)?;
+        // Also for a duplicate: the first copy may still be on its way to disk.
+        if let Err(e) = self.store.durable().await {
+            // Written but maybe not on disk: Stripe hears 503 and retries, and the retry finds
+            // it (a duplicate). The jobs are queued all the same; deliver them now rather than
+            // when their workers next look (a redelivery after a crash is the at-least-once kind).
+            if let Ingested::New(jobs) = &ingested {
+                self.wake(jobs);
+            }
+            return Err(failed(e));
+        }
+        Ok(self.report(source, &record, ingested))
+    }
+
+    /// A store that cannot say who owns an object cannot route this event right: its error
+    /// (503, so Stripe retries) rather than a 200 for a guess.
+    fn route<'c>(&self, config: &'c Config, event: &VerifiedEvent) -> Result<Decision<'c>, StoreError> {
+        config.router.route_with(&event.json, |object| {
+            let owner = self.store.owner(object)?;
+            Ok(owner.map(|o| KnownOwner { destinations: o.destinations, via: o.via }))
+        })
+    }
+
+    /// Metrics and the log line of a durable ingest; wakes the workers of a new event's jobs.
+    fn report(&self, source: &str, record: &EventRecord, ingested: Ingested) -> Accepted {
+        let (id, event_type) = (&record.id, &record.event_type);
+        let jobs = match ingested {
+            Ingested::Duplicate => {
+                tracing::info!(event_id = %id, "duplicate event id: acknowledged, not fanned out again");
+                self.metrics.deduplicated.inc();
+                return Accepted::Duplicate;
+            }
+            Ingested::New(jobs) => jobs,
+        };
+        self.metrics.received.get_or_create(&SourceLabel { source: source.to_owned() }).inc();
+        match &record.disposition {
+            Disposition::Routed { destinations } => {
+                let to: Vec<&str> = destinations.iter().map(|d| d.destination.as_str()).collect();
+                tracing::info!(event_id = %id, %event_type, to = ?to, "accepted");
+            }
+            Disposition::Dropped { rule } => {
+                self.metrics.dropped.inc();
+                tracing::info!(event_id = %id, %event_type, rule = %rule, "accepted and dropped by rule")
+            }
+            Disposition::Unrouted => {
+                self.metrics.unrouted.inc();
+                tracing::info!(event_id = %id, %event_type, "accepted; no route matched and there is no default")
+            }
+        }
+        self.wake(&jobs);
+        Accepted::New
+    }
+
+    fn wake(&self, jobs: &[Job]) {
+        for job in jobs {
+            self.deliveries.wake(&job.target);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The end-to-end suite, one test binary (one link step instead of one per file): the real proxy
+//! and binary on loopback, a real sled store in temp dirs, real HTTP sinks. `tests/clock.rs` stays
+//! a binary of its own because it steps the process's view of the wall clock.
+
+mod common;
+#[path = "../../benches/loadgen/mod.rs"]
+mod loadgen;
+
+mod admin;
+mod affinity;
+mod cli;
+mod crash;
+mod faults;
+mod hostile;
+mod inbox;
+mod layers;
+mod loadgen_smoke;
+mod operate;
+mod pipeline;
+mod properties;
+mod secrets;

@@ -376,6 +376,14 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
             }
         }
     }
+    out.push_str(&describe_routes(cfg));
+    out
+}
+
+/// The routing table of `fanout check`: rules in order, ownership, the default.
+fn describe_routes(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let _ = writeln!(out, "\nroutes (in order; the first match decides unless it says continue):");
     for (i, r) in cfg.router.rules.iter().enumerate() {
         let when: Vec<String> = r.when.iter().map(condition).collect();

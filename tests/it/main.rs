@@ -15,6 +15,7 @@ mod hostile;
 mod inbox;
 mod layers;
 mod loadgen_smoke;
+mod msrv;
 mod operate;
 mod pipeline;
 mod properties;

@@ -370,67 +370,24 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
         }
         let config = shared.live.load_full();
-        if !config.target(&name).is_some_and(|t| t.is_inbox()) {
-            break;
-        }
-        let Some(target) = config.target(&name) else { break };
+        let Some(target) = config.target(&name).filter(|t| t.is_inbox()) else { break };
         let now = unix_now_ms();
-        let expired: Vec<Held> = {
-            let mut offers = inbox.offers();
-            let ids: Vec<JobId> = offers.iter().filter(|(_, o)| o.deadline_ms <= now).map(|(id, _)| *id).collect();
-            ids.iter().filter_map(|id| offers.remove(id)).collect()
-        };
-        for offer in expired {
-            let error = "no answer from the listener in time (it disconnected or the local app hung)".to_owned();
-            let latency = offer.offered.elapsed();
-            let _ = shared.settle(&config, &state, &name, offer.job, Err(Failure { status: None, error }), latency);
-        }
+        expire_offers(&shared, &config, &state, &inbox, &name, now);
         if state.paused.load(std::sync::atomic::Ordering::SeqCst)
             || inbox.online(now)
             || shared.store.queued(&name) == 0
         {
             continue;
         }
-        let offline_for = inbox.offline_for_ms(now);
-        let max_age = target.retry.max_age;
         let mut woken = Vec::new();
+        let offline_for = inbox.offline_for_ms(now);
         let swept = shared.store.sweep_queue(&name, from.as_ref(), SWEEP_SLICE, now, |job| {
-            if too_old(job, max_age, now) {
-                return Sweep::DeadLetter(expired_reason(max_age));
-            }
-            match &job.delivery {
-                Delivery::Inbox { fallback, offline_after_ms }
-                    if !fallback.is_empty() && offline_for >= *offline_after_ms =>
-                {
-                    // The fallback as configured now (a reload may have changed its group);
-                    // as planned if its route is gone.
-                    let fallback = current_fallback(&config, target, &job.rule).unwrap_or_else(|| fallback.clone());
-                    if fallback.is_empty() {
-                        return Sweep::Keep;
-                    }
-                    let moved = Job {
-                        target: fallback[0].clone(),
-                        delivery: Delivery::Failover { group: name.clone(), members: fallback.clone(), member: 0 },
-                        due_at_ms: now,
-                        ..job.clone()
-                    };
-                    woken.push(fallback[0].clone());
-                    let reason = format!(
-                        "no listener on inbox {name:?} for {}",
-                        humantime::format_duration(Duration::from_secs(offline_for / 1000))
-                    );
-                    Sweep::Reroute(Box::new(moved), reason)
-                }
-                _ => Sweep::Keep,
-            }
-        });
-        let swept = swept.map(|(n, next)| {
-            from = next;
-            n
+            offline_move(&config, target, job, offline_for, now, &mut woken)
         });
         match swept {
-            Ok(0) => {}
-            Ok(n) => {
+            Ok((0, next)) => from = next,
+            Ok((n, next)) => {
+                from = next;
                 tracing::info!(target = %name, moved = n, "inbox offline: jobs moved to their fallback or dead-lettered");
                 if let Err(e) = shared.store.durable().await {
                     tracing::error!(target = %name, "cannot flush the store: {e}");
@@ -444,6 +401,58 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         }
     }
     hand_back(&shared, &name, &inbox);
+}
+
+/// Offers past their deadline are failed attempts: the listener disconnected or its app hung.
+fn expire_offers(shared: &Shared, config: &Config, state: &TargetState, inbox: &InboxState, name: &str, now: u64) {
+    let expired: Vec<Held> = {
+        let mut offers = inbox.offers();
+        let ids: Vec<JobId> = offers.iter().filter(|(_, o)| o.deadline_ms <= now).map(|(id, _)| *id).collect();
+        ids.iter().filter_map(|id| offers.remove(id)).collect()
+    };
+    for offer in expired {
+        let error = "no answer from the listener in time (it disconnected or the local app hung)".to_owned();
+        let latency = offer.offered.elapsed();
+        let _ = shared.settle(config, state, name, offer.job, Err(Failure { status: None, error }), latency);
+    }
+}
+
+/// What becomes of a job of an inbox nobody has listened to for `offline_for` ms: dead-lettered
+/// past `max_age`, moved to its fallback once its grace period is over, else kept. Fallbacks
+/// moved to are added to `woken`.
+fn offline_move(
+    config: &Config,
+    inbox: &Target,
+    job: &Job,
+    offline_for: u64,
+    now: u64,
+    woken: &mut Vec<String>,
+) -> Sweep {
+    let max_age = inbox.retry.max_age;
+    if too_old(job, max_age, now) {
+        return Sweep::DeadLetter(expired_reason(max_age));
+    }
+    let Delivery::Inbox { fallback, offline_after_ms } = &job.delivery else { return Sweep::Keep };
+    if fallback.is_empty() || offline_for < *offline_after_ms {
+        return Sweep::Keep;
+    }
+    // The fallback as configured now (a reload may have changed its group); as planned if its
+    // route is gone.
+    let fallback = current_fallback(config, inbox, &job.rule).unwrap_or_else(|| fallback.clone());
+    let Some(first) = fallback.first().cloned() else { return Sweep::Keep };
+    let moved = Job {
+        target: first.clone(),
+        delivery: Delivery::Failover { group: inbox.name.clone(), members: fallback, member: 0 },
+        due_at_ms: now,
+        ..job.clone()
+    };
+    woken.push(first);
+    let reason = format!(
+        "no listener on inbox {:?} for {}",
+        inbox.name,
+        humantime::format_duration(Duration::from_secs(offline_for / 1000))
+    );
+    Sweep::Reroute(Box::new(moved), reason)
 }
 
 /// The inbox stops (removed from the config, no longer an inbox, or the proxy is stopping):

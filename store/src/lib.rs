@@ -390,7 +390,7 @@ impl Store {
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
-                    self.cancel(&job)?;
+                    self.cancel(&job, now_ms)?;
                     continue;
                 }
             }
@@ -425,8 +425,8 @@ impl Store {
     }
 
     /// The job was delivered. For an `any` group this also cancels the other members' pending
-    /// jobs; returns how many were cancelled.
-    pub fn complete(&self, job: &Job) -> Result<usize> {
+    /// jobs (noted in their history at `now_ms`); returns how many were cancelled.
+    pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             // The first success is recorded; a later one (a sibling already in flight) keeps it.
@@ -442,7 +442,7 @@ impl Store {
                 if let Some(value) = waiting {
                     self.counts.queued(target, -1);
                     let sibling: Job = decode(&value, "job")?;
-                    self.log(&sibling, Outcome::Cancelled, now_ms())?;
+                    self.log(&sibling, Outcome::Cancelled, now_ms)?;
                     cancelled += 1;
                 }
             }
@@ -458,16 +458,16 @@ impl Store {
     }
 
     /// A job whose `any` group another member delivered: finished without an attempt.
-    fn cancel(&self, job: &Job) -> Result<()> {
-        self.log(job, Outcome::Cancelled, now_ms())?;
+    fn cancel(&self, job: &Job, now_ms: u64) -> Result<()> {
+        self.log(job, Outcome::Cancelled, now_ms)?;
         self.finish(job.id)
     }
 
     /// Puts a failed job back in its queue with the attempt, due time, target and error the caller
-    /// set, unless its `any` group was delivered meanwhile.
-    pub fn retry(&self, job: &Job) -> Result<Settled> {
+    /// set, unless its `any` group was delivered meanwhile (cancelled, noted at `now_ms`).
+    pub fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.cancel(job)?;
+            self.cancel(job, now_ms)?;
             return Ok(Settled::CancelledByGroup);
         }
         // The lease is rewritten first, so a crash before it is removed re-queues this attempt's
@@ -488,7 +488,7 @@ impl Store {
     /// delivered by another member, in which case nothing was lost).
     pub fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.cancel(job)?;
+            self.cancel(job, now_ms)?;
             return Ok(Settled::CancelledByGroup);
         }
         let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
@@ -632,12 +632,6 @@ fn group_key(job: &Job, group: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&round.to_be_bytes());
     key
-}
-
-/// The wall clock, for the times of history entries the store writes on its own (a sibling
-/// cancelled by a group's success); they are for people to read, nothing is scheduled by them.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

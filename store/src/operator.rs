@@ -176,7 +176,7 @@ impl Store {
             match take {
                 Ok((rewritten, reason)) => {
                     self.log(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
-                    self.retry(&rewritten)?;
+                    self.retry(&rewritten, now_ms)?;
                 }
                 Err(reason) => {
                     self.dead_letter(&job, &reason, now_ms)?;

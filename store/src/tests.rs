@@ -72,7 +72,7 @@ fn retry_requeues_at_new_due_time_and_dead_letter_keeps_the_error() {
     job.attempt = 1;
     job.due_at_ms = 500;
     job.last_error = Some("HTTP 500".into());
-    assert_eq!(store.retry(&job).unwrap(), Settled::Done);
+    assert_eq!(store.retry(&job, 1).unwrap(), Settled::Done);
     assert!(store.lease_due("a", 499, 1).unwrap().is_empty());
     let again = store.lease_due("a", 500, 1).unwrap().remove(0);
     assert_eq!(again.attempt, 1);
@@ -107,7 +107,7 @@ fn any_group_success_cancels_queued_siblings_and_later_failures() {
     let a = store.lease_due("a", 0, 1).unwrap().remove(0);
     let b = store.lease_due("b", 0, 1).unwrap().remove(0);
     // c is still queued: cancelled outright. b is in flight: cancelled when it settles.
-    assert_eq!(store.complete(&a).unwrap(), 1);
+    assert_eq!(store.complete(&a, 1).unwrap(), 1);
     assert_eq!(store.queued("c"), 0);
     assert_eq!(store.dead_letter(&b, "HTTP 500", 1).unwrap(), Settled::CancelledByGroup);
     assert_eq!(store.dead_letter_count(), 0);
@@ -141,7 +141,7 @@ fn purge_forgets_old_events_only() {
     store.ingest(&event("evt_old", 10), &[any("a"), any("b")]).unwrap();
     store.ingest(&event("evt_new", 100), &[any("a"), any("b")]).unwrap();
     for job in store.lease_due("a", 100, 10).unwrap() {
-        assert_eq!(store.complete(&job).unwrap(), 1, "b's job cancelled");
+        assert_eq!(store.complete(&job, 100).unwrap(), 1, "b's job cancelled");
     }
     assert_eq!(store.groups.len(), 2);
     assert_eq!(store.purge_events_before(50, 100).unwrap(), 2, "the record and its one history entry (b cancelled)");
@@ -189,9 +189,9 @@ fn a_retried_sibling_is_cancelled_where_it_waits() {
     let mut b = store.lease_due("b", 0, 1).unwrap().remove(0);
     b.attempt = 1;
     b.due_at_ms = 1_000;
-    assert_eq!(store.retry(&b).unwrap(), Settled::Done);
+    assert_eq!(store.retry(&b, 1).unwrap(), Settled::Done);
     let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    assert_eq!(store.complete(&a).unwrap(), 2, "b at its retry time, c at its first");
+    assert_eq!(store.complete(&a, 1).unwrap(), 2, "b at its retry time, c at its first");
     assert_eq!((store.queued("b"), store.queued("c")), (0, 0));
     assert_eq!(store.requeued.len(), 0);
     assert!(store.lease_due("b", 1_000, 10).unwrap().is_empty());
@@ -208,7 +208,7 @@ fn a_member_leased_after_its_group_was_delivered_is_dropped() {
     b.due_at_ms = 7;
     store.queue.insert(queue_key("b", 7, b.id), encode(&b).unwrap()).unwrap();
     let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    assert_eq!(store.complete(&a).unwrap(), 0);
+    assert_eq!(store.complete(&a, 1).unwrap(), 0);
     assert!(store.lease_due("b", 7, 10).unwrap().is_empty(), "b is dropped, not delivered");
     assert_eq!((store.queued("b"), store.in_flight()), (0, 0));
 }
@@ -290,7 +290,7 @@ fn counts_follow_every_queue_move_and_survive_reopening() {
         let leased = store.lease_due("a", 10, 10).unwrap();
         assert_eq!(store.queued("a"), 0);
         let group_job = leased.iter().find(|j| j.event_id == "evt_2").unwrap();
-        assert_eq!(store.complete(group_job).unwrap(), 1, "c's queued member is cancelled");
+        assert_eq!(store.complete(group_job, 10).unwrap(), 1, "c's queued member is cancelled");
         assert_eq!(store.queued("c"), 0);
         let plain = leased.iter().find(|j| j.event_id == "evt_1").unwrap();
         store.dead_letter(plain, "HTTP 500", 20).unwrap();
@@ -313,10 +313,10 @@ fn history_tells_each_job_s_story() {
     store.log(&a, failed.clone(), 5).unwrap();
     let b = store.lease_due("b", 0, 1).unwrap().remove(0);
     store.log(&b, Outcome::Delivered { status: 200, latency_ms: 2 }, 6).unwrap();
-    store.complete(&b).unwrap();
+    store.complete(&b, 6).unwrap();
     // a was in flight when b succeeded: cancelled when it settles.
     a.due_at_ms = 50;
-    assert_eq!(store.retry(&a).unwrap(), Settled::CancelledByGroup);
+    assert_eq!(store.retry(&a, 7).unwrap(), Settled::CancelledByGroup);
     let history = store.history(0, "evt_1", 100).unwrap();
     let story: Vec<(&str, &Outcome)> = history.iter().map(|h| (h.target.as_str(), &h.outcome)).collect();
     assert_eq!(
@@ -448,13 +448,13 @@ fn a_replay_to_a_delivered_any_group_is_a_new_round() {
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap();
     let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    store.complete(&a).unwrap();
+    store.complete(&a, 1).unwrap();
     assert_eq!(store.queued("b"), 0, "b's member of the first round is cancelled");
     let replayed = store.replay("evt_1", &[any("a"), any("b")], 10).unwrap().unwrap();
     assert_eq!(replayed.len(), 2);
     let b = store.lease_due("b", 10, 1).unwrap();
     assert_eq!(b.len(), 1, "the replay's members are not cancelled by the first round's success");
-    store.complete(&b[0]).unwrap();
+    store.complete(&b[0], 10).unwrap();
     assert_eq!(store.queued("a"), 0, "and the replay round cancels its own other member");
 }
 
@@ -587,4 +587,18 @@ fn an_unchanged_recent_claim_is_not_written_again() {
     assert_eq!(claimed_by(), "evt_3", "another owner: written");
     store.ingest_claiming(&event("evt_4", 0), &[], Some(&claims("evt_4", "bob", 1_800))).unwrap();
     assert_eq!(claimed_by(), "evt_4", "the same owner after the refresh period: refreshed");
+}
+
+#[test]
+fn the_store_s_own_history_entries_carry_the_caller_s_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")]).unwrap();
+    let b = store.lease_due("b", 0, 1).unwrap().remove(0);
+    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 42).unwrap(), 1, "c cancelled while it waits");
+    assert_eq!(store.retry(&b, 43).unwrap(), Settled::CancelledByGroup, "b when it settles");
+    let when: Vec<(String, u64)> =
+        store.history(0, "evt_1", 10).unwrap().into_iter().map(|h| (h.target, h.at_ms)).collect();
+    assert_eq!(when, [("c".to_owned(), 42), ("b".to_owned(), 43)]);
 }

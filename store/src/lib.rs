@@ -13,6 +13,7 @@
 
 mod commit;
 mod counts;
+mod faults;
 mod history;
 mod operator;
 mod owners;
@@ -31,6 +32,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 use sled::Tree;
+
+use faults::Fault;
 
 /// Errors the proxy acts on: an open failure stops start-up, anything else makes ingest answer 503.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +98,8 @@ pub struct Store {
     owners: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
-    /// Injected faults: [0] ingests and flushes fail, [1] only flushes fail.
     #[cfg(feature = "fault-injection")]
-    fault: std::sync::Arc<[std::sync::atomic::AtomicBool; 2]>,
+    faults: std::sync::Arc<faults::Faults>,
 }
 
 /// sled's page cache. Its default (1 GiB) let RSS grow with the backlog (627 MB after a few
@@ -134,7 +136,7 @@ impl Store {
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),
             #[cfg(feature = "fault-injection")]
-            fault: Default::default(),
+            faults: Default::default(),
             db,
         };
         store.release_leases()?;
@@ -191,7 +193,7 @@ impl Store {
         new_jobs: &[NewJob],
         claims: Option<&Claims>,
     ) -> Result<Ingested> {
-        self.injected_fault(0)?;
+        self.injected_fault(Fault::Writes)?;
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
         }
@@ -276,32 +278,9 @@ impl Store {
     /// Waits until every write made before the call is on disk. Concurrent callers share one
     /// flush, so a burst of webhooks pays for a few fsyncs, not one each.
     pub async fn durable(&self) -> Result<()> {
-        self.injected_fault(0)?;
-        self.injected_fault(1)?;
+        self.injected_fault(Fault::Writes)?;
+        self.injected_fault(Fault::Flushes)?;
         self.commit.durable(&self.db).await
-    }
-
-    /// From now on (until called with false), ingests and flushes fail as on a full disk.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_writes(&self, fail: bool) {
-        self.fault[0].store(fail, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// From now on (until called with false), writes succeed but flushes fail: an ingest has
-    /// written its event when it learns it cannot be made durable.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_flushes(&self, fail: bool) {
-        self.fault[1].store(fail, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))]
-    fn injected_fault(&self, which: usize) -> Result<()> {
-        #[cfg(feature = "fault-injection")]
-        if self.fault[which].load(std::sync::atomic::Ordering::SeqCst) {
-            let disk_full = std::io::Error::other("injected fault: no space left on device");
-            return Err(StoreError::Sled(sled::Error::Io(disk_full)));
-        }
-        Ok(())
     }
 
     /// The committed copy of an event.
@@ -352,6 +331,7 @@ impl Store {
 
     /// When the earliest job queued for `target` is due, if any.
     pub fn next_due_ms(&self, target: &str) -> Result<Option<u64>> {
+        self.injected_fault(Fault::QueueReads)?;
         let prefix = queue_prefix(target);
         match self.queue.scan_prefix(&prefix).next() {
             Some(entry) => Ok(Some(due_from(&entry?.0, prefix.len()))),
@@ -373,6 +353,7 @@ impl Store {
     /// `any` member whose group was delivered meanwhile is dropped here (a safety net: `complete`
     /// normally removes it from the queue first).
     pub fn lease_due(&self, target: &str, now_ms: u64, max: usize) -> Result<Vec<Job>> {
+        self.injected_fault(Fault::QueueReads)?;
         let prefix = queue_prefix(target);
         let mut leased = Vec::new();
         for entry in self.queue.scan_prefix(&prefix) {
@@ -427,6 +408,7 @@ impl Store {
     /// The job was delivered. For an `any` group this also cancels the other members' pending
     /// jobs (noted in their history at `now_ms`); returns how many were cancelled.
     pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
+        self.injected_fault(Fault::Settles)?;
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             // The first success is recorded; a later one (a sibling already in flight) keeps it.
@@ -442,7 +424,7 @@ impl Store {
                 if let Some(value) = waiting {
                     self.counts.queued(target, -1);
                     let sibling: Job = decode(&value, "job")?;
-                    self.log(&sibling, Outcome::Cancelled, now_ms)?;
+                    self.append(&sibling, Outcome::Cancelled, now_ms)?;
                     cancelled += 1;
                 }
             }
@@ -453,19 +435,21 @@ impl Store {
 
     /// Forgets a job that must never be delivered (see [`JobEvent`]), noting why in its history.
     pub fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
-        self.log(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
+        self.injected_fault(Fault::Settles)?;
+        self.append(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
         self.finish(job.id)
     }
 
     /// A job whose `any` group another member delivered: finished without an attempt.
     fn cancel(&self, job: &Job, now_ms: u64) -> Result<()> {
-        self.log(job, Outcome::Cancelled, now_ms)?;
+        self.append(job, Outcome::Cancelled, now_ms)?;
         self.finish(job.id)
     }
 
     /// Puts a failed job back in its queue with the attempt, due time, target and error the caller
     /// set, unless its `any` group was delivered meanwhile (cancelled, noted at `now_ms`).
     pub fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
+        self.injected_fault(Fault::Settles)?;
         if self.group_delivered(job)? {
             self.cancel(job, now_ms)?;
             return Ok(Settled::CancelledByGroup);
@@ -487,6 +471,7 @@ impl Store {
     /// Gives up on a job: it moves to the dead letters with `error` (unless its `any` group was
     /// delivered by another member, in which case nothing was lost).
     pub fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
+        self.injected_fault(Fault::Settles)?;
         if self.group_delivered(job)? {
             self.cancel(job, now_ms)?;
             return Ok(Settled::CancelledByGroup);
@@ -497,7 +482,7 @@ impl Store {
         if self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?.is_none() {
             self.counts.dead(&job.target, 1);
         }
-        self.log(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
+        self.append(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
         self.finish(job.id)?;
         Ok(Settled::Done)
     }

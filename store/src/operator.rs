@@ -33,7 +33,7 @@ impl Store {
         let jobs = self.new_jobs(event_id, jobs, now_ms, received, ingest, true)?;
         self.enqueue(&jobs)?;
         for job in &jobs {
-            self.log(job, Outcome::Replayed, now_ms)?;
+            self.append(job, Outcome::Replayed, now_ms)?;
         }
         Ok(Some(jobs))
     }
@@ -110,7 +110,7 @@ impl Store {
         if self.dead.remove(id.to_be_bytes())?.is_some() {
             self.counts.dead(&died_at_target, -1);
         }
-        self.log(&revived, Outcome::Replayed, now_ms)?;
+        self.append(&revived, Outcome::Replayed, now_ms)?;
         Ok(Some(revived))
     }
 
@@ -121,7 +121,7 @@ impl Store {
         };
         let letter: DeadLetter = decode(&value, "dead letter")?;
         self.counts.dead(&letter.job.target, -1);
-        self.log(&letter.job, Outcome::Purged, now_ms)?;
+        self.append(&letter.job, Outcome::Purged, now_ms)?;
         Ok(true)
     }
 
@@ -175,7 +175,7 @@ impl Store {
             }
             match take {
                 Ok((rewritten, reason)) => {
-                    self.log(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
+                    self.append(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
                     self.retry(&rewritten, now_ms)?;
                 }
                 Err(reason) => {

@@ -602,3 +602,28 @@ fn the_store_s_own_history_entries_carry_the_caller_s_time() {
         store.history(0, "evt_1", 10).unwrap().into_iter().map(|h| (h.target, h.at_ms)).collect();
     assert_eq!(when, [("c".to_owned(), 42), ("b".to_owned(), 43)]);
 }
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn injected_faults_fail_settles_and_queue_reads_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    store.fail_queue_reads(true);
+    assert!(store.lease_due("a", 0, 1).is_err());
+    assert!(store.next_due_ms("a").is_err());
+    store.fail_queue_reads(false);
+    let job = store.lease_due("a", 0, 1).unwrap().remove(0);
+    store.fail_settles(true);
+    assert!(store.log(&job, Outcome::Delivered { status: 200, latency_ms: 1 }, 1).is_err());
+    assert!(store.complete(&job, 1).is_err());
+    assert!(store.retry(&job, 1).is_err());
+    assert!(store.dead_letter(&job, "HTTP 500", 1).is_err());
+    assert!(store.discard(&job, "superseded", 1).is_err());
+    assert_eq!(store.faults_hit(), 7);
+    assert_eq!((store.in_flight(), store.dead_letter_count(), store.queued("a")), (1, 0, 0), "nothing settled");
+    assert!(store.history(0, "evt_1", 10).unwrap().is_empty());
+    store.fail_settles(false);
+    assert_eq!(store.complete(&job, 2).unwrap(), 0);
+    assert_eq!((store.faults_hit(), store.in_flight()), (7, 0));
+}

@@ -17,6 +17,7 @@ mod faults;
 mod history;
 mod operator;
 mod owners;
+mod quarantine;
 mod record;
 
 pub use counts::TargetCounts;
@@ -28,10 +29,11 @@ pub use record::{
     Outcome, Owner, Routed, Sweep,
 };
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
-use sled::Tree;
+use sled::{IVec, Tree};
 
 use faults::Fault;
 
@@ -96,6 +98,9 @@ pub struct Store {
     paused: Tree,
     /// Stripe object id -> Owner ; sticky ownership routing (see `owners.rs`).
     owners: Tree,
+    /// source tree name ++ 0 ++ key there -> raw value ; values that did not decode, moved aside
+    /// (see `quarantine.rs`).
+    quarantine: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
     #[cfg(feature = "fault-injection")]
@@ -115,7 +120,8 @@ const LAYOUT_KEY: &[u8] = b"fanout.layout";
 
 impl Store {
     /// Opens (or creates) the store in `path` and hands every job that was in flight when the
-    /// previous process stopped back to its queue, due now: a crash mid-delivery re-delivers.
+    /// previous process stopped back to its queue, due when it was due: a crash mid-delivery
+    /// re-delivers. Values that do not decode are quarantined on the way, not fatal.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
@@ -133,6 +139,7 @@ impl Store {
             history: tree("history")?,
             paused: tree("paused")?,
             owners: tree("owners")?,
+            quarantine: tree("quarantine")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),
             #[cfg(feature = "fault-injection")]
@@ -155,7 +162,9 @@ impl Store {
                 self.leases.remove(key)?;
                 continue;
             }
-            let job: Job = decode(&value, "job")?;
+            let Some(job) = self.decoded::<Job>(&self.leases, &key, &value, "job")? else {
+                continue;
+            };
             let queued = queue_key(&job.target, job.due_at_ms, job.id);
             if matches!(job.delivery, Delivery::AnyOf { .. }) && job.due_at_ms != job.created_at_ms {
                 self.requeued.insert(key.as_ref(), queued.as_slice())?;
@@ -364,10 +373,14 @@ impl Store {
             if due_from(&key, prefix.len()) > now_ms {
                 break;
             }
+            // Decoded before it is taken: a value that does not decode goes to the quarantine,
+            // never to the leases, and the batch goes on.
+            let Some(job) = self.decoded::<Job>(&self.queue, &key, &value, "job")? else {
+                continue;
+            };
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
-            let job: Job = decode(&value, "job")?;
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
@@ -409,28 +422,48 @@ impl Store {
     /// jobs (noted in their history at `now_ms`); returns how many were cancelled.
     pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
         self.injected_fault(Fault::Settles)?;
+        let cancelled = self.cancel_siblings(job, now_ms)?;
+        self.finish(job.id)?;
+        Ok(cancelled)
+    }
+
+    /// For an `any` member's success: records it for the group and cancels the members that wait
+    /// in a queue. A member in flight is cancelled when it settles.
+    fn cancel_siblings(&self, job: &Job, now_ms: u64) -> Result<usize> {
+        let Delivery::AnyOf { group } = &job.delivery else {
+            return Ok(0);
+        };
+        // The first success is recorded; a later one (a sibling already in flight) keeps it.
+        let _ = self.groups.compare_and_swap(group_key(job, group), None::<&[u8]>, Some(job.target.as_bytes()))?;
         let mut cancelled = 0;
-        if let Delivery::AnyOf { group } = &job.delivery {
-            // The first success is recorded; a later one (a sibling already in flight) keeps it.
-            let key = group_key(job, group);
-            let _ = self.groups.compare_and_swap(key, None::<&[u8]>, Some(job.target.as_bytes()))?;
-            // Siblings not yet tried wait at their first due time, the event's arrival; retried
-            // ones where `requeued` says. A sibling in flight is cancelled when it settles.
-            for (target, id) in &job.siblings {
-                let waiting = match self.requeued.remove(id.to_be_bytes())? {
-                    Some(key) => self.queue.remove(key)?,
-                    None => self.queue.remove(queue_key(target, job.created_at_ms, *id))?,
-                };
-                if let Some(value) = waiting {
-                    self.counts.queued(target, -1);
-                    let sibling: Job = decode(&value, "job")?;
+        for (target, id) in &job.siblings {
+            // Siblings not yet tried wait at their first due time, the event's arrival.
+            let Some((key, value)) = self.take_waiting(target, *id, job.created_at_ms)? else {
+                continue;
+            };
+            match decode::<Job>(&value, "job") {
+                Ok(sibling) => {
                     self.append(&sibling, Outcome::Cancelled, now_ms)?;
                     cancelled += 1;
                 }
+                Err(error) => self.keep_aside(&self.queue, &key, &value, &error)?,
             }
         }
-        self.finish(job.id)?;
         Ok(cancelled)
+    }
+
+    /// Takes the job `id` out of `target`'s queue if it waits there: where `requeued` says (an
+    /// `any` member retried), else at `due_ms`. Returns its key and value.
+    fn take_waiting(&self, target: &str, id: JobId, due_ms: u64) -> Result<Option<(Vec<u8>, IVec)>> {
+        let key = match self.requeued.remove(id.to_be_bytes())? {
+            Some(key) => key.to_vec(),
+            None => queue_key(target, due_ms, id),
+        };
+        let Some(value) = self.queue.remove(key.as_slice())? else {
+            return Ok(None);
+        };
+        self.counts.queued(target, -1);
+        Ok(Some((key, value)))
     }
 
     /// Forgets a job that must never be delivered (see [`JobEvent`]), noting why in its history.
@@ -522,7 +555,9 @@ impl Store {
         // Without their event's body they could not be replayed, so they go with it.
         for entry in self.dead.iter().take(batch.saturating_sub(purged)) {
             let (key, value) = entry?;
-            let letter: DeadLetter = decode(&value, "dead letter")?;
+            let Some(letter) = self.decoded::<DeadLetter>(&self.dead, &key, &value, "dead letter")? else {
+                continue;
+            };
             if letter.job.created_at_ms >= cutoff_ms {
                 break;
             }
@@ -582,6 +617,12 @@ fn queue_prefix(target: &str) -> Vec<u8> {
     key.extend_from_slice(target.as_bytes());
     key.push(0);
     key
+}
+
+/// The target a queue key belongs to (what precedes its first 0).
+fn queue_target(key: &[u8]) -> Cow<'_, str> {
+    let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    String::from_utf8_lossy(&key[..end])
 }
 
 fn queue_key(target: &str, due_ms: u64, id: JobId) -> Vec<u8> {

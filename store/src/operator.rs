@@ -158,7 +158,9 @@ impl Store {
             let (key, value) = entry?;
             seen += 1;
             last = Some(QueueCursor(key.to_vec()));
-            let job: Job = decode(&value, "job")?;
+            let Some(job) = self.decoded::<Job>(&self.queue, &key, &value, "job")? else {
+                continue;
+            };
             // Ok: re-queue as rewritten; Err: dead-letter with the reason.
             let take = match decide(&job) {
                 Sweep::Keep => continue,

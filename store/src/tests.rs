@@ -627,3 +627,75 @@ fn injected_faults_fail_settles_and_queue_reads_and_are_counted() {
     assert_eq!(store.complete(&job, 2).unwrap(), 0);
     assert_eq!((store.faults_hit(), store.in_flight()), (7, 0));
 }
+
+/// Bytes no record decodes from (a varint cut short).
+const GARBAGE: &[u8] = b"\xff\xff\xff";
+
+fn event_ids(jobs: &[Job]) -> Vec<&str> {
+    jobs.iter().map(|j| j.event_id.as_str()).collect()
+}
+
+#[test]
+fn corrupt_entries_are_quarantined_at_open_and_the_rest_stays_deliverable() {
+    let dir = tempfile::tempdir().unwrap();
+    let queued_garbage = queue_key("a", 1, 1_000_001);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for (id, at) in [("evt_1", 0), ("evt_2", 2), ("evt_3", 4)] {
+            store.ingest(&event(id, at), &[to("a")]).unwrap();
+        }
+        // In flight at the stop: released by the next open.
+        assert_eq!(store.lease_due("a", 0, 1).unwrap().len(), 1);
+        store.queue.insert(queued_garbage.as_slice(), GARBAGE).unwrap();
+        store.leases.insert(1_000_002u64.to_be_bytes(), GARBAGE).unwrap();
+        store.dead.insert(1_000_003u64.to_be_bytes(), GARBAGE).unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(store.quarantined(), 2, "the lease and the dead letter, met by open");
+    assert_eq!((store.in_flight(), store.dead_letter_count()), (0, 0));
+    let leased = store.lease_due("a", 10, 10).unwrap();
+    assert_eq!(event_ids(&leased), ["evt_1", "evt_2", "evt_3"]);
+    assert_eq!(store.quarantined(), 3, "and the queue entry, met by the lease");
+    assert_eq!(store.counts().queued.get("a"), Some(&0), "no longer counted as queued");
+    assert_eq!((store.in_flight(), store.queue.len()), (3, 0));
+    let aside = store.quarantine.get([b"queue\0".as_slice(), &queued_garbage].concat()).unwrap();
+    assert_eq!(aside.as_deref(), Some(GARBAGE), "kept raw, under its tree's name and key");
+    drop(store);
+    assert_eq!(reopen(dir.path()).quarantined(), 3, "counted from disk");
+}
+
+#[test]
+fn a_corrupt_entry_in_a_leased_batch_strands_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    store.ingest(&event("evt_2", 2), &[to("a")]).unwrap();
+    store.queue.insert(queue_key("a", 1, 1_000_001), GARBAGE).unwrap();
+    let leased = store.lease_due("a", 10, 2).unwrap();
+    assert_eq!(event_ids(&leased), ["evt_1", "evt_2"], "the corrupt entry takes no place in the batch");
+    assert_eq!(store.in_flight(), 2, "only what was returned is leased");
+    assert!(store.leases.get(1_000_001u64.to_be_bytes()).unwrap().is_none());
+    assert_eq!((store.quarantined(), store.queue.len()), (1, 0));
+}
+
+#[test]
+fn a_sweep_a_group_success_and_retention_quarantine_what_they_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("inbox")]).unwrap();
+    store.queue.insert(queue_key("inbox", 0, 1_000_001), GARBAGE).unwrap();
+    let dead = |_: &Job| Sweep::DeadLetter("too old".into());
+    assert_eq!(store.sweep_queue("inbox", None, 10, 5, dead).unwrap().0, 1);
+    // An untried sibling whose queue entry does not decode.
+    let members = jobs(store.ingest(&event("evt_2", 0), &[any("a"), any("b")]).unwrap());
+    store.queue.insert(queue_key("b", 0, members[1].id), GARBAGE).unwrap();
+    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 1).unwrap(), 0, "nothing readable to cancel");
+    assert_eq!(store.queued("b"), 0);
+    // A dead letter in front of the one retention removes.
+    store.dead.insert(0u64.to_be_bytes(), GARBAGE).unwrap();
+    store.purge_events_before(100, 100).unwrap();
+    assert_eq!(store.dead_letter_count(), 0, "evt_1's letter went with its event");
+    assert_eq!((store.quarantined(), store.queue.len(), store.dead.len()), (3, 0, 0));
+}

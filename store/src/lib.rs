@@ -15,6 +15,7 @@ mod commit;
 mod counts;
 mod faults;
 mod history;
+mod lease;
 mod operator;
 mod owners;
 mod quarantine;
@@ -67,6 +68,9 @@ pub enum Ingested {
 pub enum Settled {
     Done,
     CancelledByGroup,
+    /// The lease expired and the job went back to its queue before this settle (or a stop
+    /// released it): nothing was written, the queued copy is the job now.
+    NotLeased,
 }
 
 #[derive(Clone)]
@@ -103,6 +107,8 @@ pub struct Store {
     quarantine: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
+    /// When each lease taken since open expires (see `lease.rs`).
+    deadlines: std::sync::Arc<lease::Deadlines>,
     #[cfg(feature = "fault-injection")]
     faults: std::sync::Arc<faults::Faults>,
 }
@@ -142,6 +148,7 @@ impl Store {
             quarantine: tree("quarantine")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),
+            deadlines: Default::default(),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
             db,
@@ -149,35 +156,6 @@ impl Store {
         store.release_leases()?;
         store.count_all()?;
         Ok(store)
-    }
-
-    /// Hands every job in flight back to its queue, due when it was due. Called by `open` (after a
-    /// crash) and by a graceful stop for attempts cut off at the shutdown deadline.
-    pub fn release_leases(&self) -> Result<usize> {
-        let mut released = 0;
-        for entry in self.leases.iter() {
-            let (key, value) = entry?;
-            if self.dead.contains_key(&key)? {
-                // Dead-lettered, and the process stopped before the lease was removed.
-                self.leases.remove(key)?;
-                continue;
-            }
-            let Some(job) = self.decoded::<Job>(&self.leases, &key, &value, "job")? else {
-                continue;
-            };
-            let queued = queue_key(&job.target, job.due_at_ms, job.id);
-            if matches!(job.delivery, Delivery::AnyOf { .. }) && job.due_at_ms != job.created_at_ms {
-                self.requeued.insert(key.as_ref(), queued.as_slice())?;
-            }
-            self.queue.insert(queued, value)?;
-            self.leases.remove(key)?;
-            self.counts.queued(&job.target, 1);
-            released += 1;
-        }
-        if released > 0 {
-            tracing::info!(released, "re-queued deliveries that were in flight at the last stop");
-        }
-        Ok(released)
     }
 
     /// Records a new event and its jobs, or reports that the id was seen before. Not durable until
@@ -358,10 +336,11 @@ impl Store {
         self.leases.len()
     }
 
-    /// Takes up to `max` jobs for `target` that are due at `now_ms`, marking them in flight. An
-    /// `any` member whose group was delivered meanwhile is dropped here (a safety net: `complete`
-    /// normally removes it from the queue first).
-    pub fn lease_due(&self, target: &str, now_ms: u64, max: usize) -> Result<Vec<Job>> {
+    /// Takes up to `max` jobs for `target` that are due at `now_ms`, marking them in flight until
+    /// `lease_until_ms` (then [`Store::reclaim_expired_leases`] hands them back). An `any` member
+    /// whose group was delivered meanwhile is dropped here (a safety net: `complete` normally
+    /// removes it from the queue first).
+    pub fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_until_ms: u64) -> Result<Vec<Job>> {
         self.injected_fault(Fault::QueueReads)?;
         let prefix = queue_prefix(target);
         let mut leased = Vec::new();
@@ -381,6 +360,8 @@ impl Store {
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
+            // At once: if the rest of this call fails, the jobs it took still expire.
+            self.deadlines.hold(job.id, lease_until_ms);
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
@@ -419,12 +400,15 @@ impl Store {
     }
 
     /// The job was delivered. For an `any` group this also cancels the other members' pending
-    /// jobs (noted in their history at `now_ms`); returns how many were cancelled.
+    /// jobs (noted in their history at `now_ms`); returns how many were cancelled. Recorded even
+    /// if the lease expired meanwhile: the copy the reclaim queued is taken back out, so a
+    /// delivered job is not sent again.
     pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
-        self.injected_fault(Fault::Settles)?;
-        let cancelled = self.cancel_siblings(job, now_ms)?;
-        self.finish(job.id)?;
-        Ok(cancelled)
+        self.settling(job.id, |held| {
+            let cancelled = self.cancel_siblings(job, now_ms)?;
+            self.finish_settled(job, held)?;
+            Ok(cancelled)
+        })
     }
 
     /// For an `any` member's success: records it for the group and cancels the members that wait
@@ -453,7 +437,7 @@ impl Store {
     }
 
     /// Takes the job `id` out of `target`'s queue if it waits there: where `requeued` says (an
-    /// `any` member retried), else at `due_ms`. Returns its key and value.
+    /// `any` member retried or reclaimed), else at `due_ms`. Returns its key and value.
     fn take_waiting(&self, target: &str, id: JobId, due_ms: u64) -> Result<Option<(Vec<u8>, IVec)>> {
         let key = match self.requeued.remove(id.to_be_bytes())? {
             Some(key) => key.to_vec(),
@@ -467,28 +451,46 @@ impl Store {
     }
 
     /// Forgets a job that must never be delivered (see [`JobEvent`]), noting why in its history.
+    /// Like `complete`, also takes back out a copy a reclaim queued.
     pub fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
-        self.injected_fault(Fault::Settles)?;
-        self.append(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
-        self.finish(job.id)
+        self.settling(job.id, |held| {
+            self.append(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
+            self.finish_settled(job, held)
+        })
+    }
+
+    /// Ends the lease of a job that is done with; if it was reclaimed (not `held`), the copy
+    /// queued again goes too (it waits at its own due time, as `unlease` put it).
+    fn finish_settled(&self, job: &Job, held: bool) -> Result<()> {
+        self.finish(job.id)?;
+        if !held {
+            self.take_waiting(&job.target, job.id, job.due_at_ms)?;
+        }
+        Ok(())
     }
 
     /// A job whose `any` group another member delivered: finished without an attempt.
-    fn cancel(&self, job: &Job, now_ms: u64) -> Result<()> {
+    fn cancel(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         self.append(job, Outcome::Cancelled, now_ms)?;
-        self.finish(job.id)
+        self.finish(job.id)?;
+        Ok(Settled::CancelledByGroup)
     }
 
     /// Puts a failed job back in its queue with the attempt, due time, target and error the caller
-    /// set, unless its `any` group was delivered meanwhile (cancelled, noted at `now_ms`).
+    /// set, unless its `any` group was delivered meanwhile (cancelled, noted at `now_ms`) or its
+    /// lease was reclaimed.
     pub fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
-        self.injected_fault(Fault::Settles)?;
+        self.settling_leased(job, || self.requeue(job, now_ms))
+    }
+
+    /// [`Store::retry`] of a job leased in the same call (a sweep): it has no deadline to take.
+    pub(crate) fn requeue(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.cancel(job, now_ms)?;
-            return Ok(Settled::CancelledByGroup);
+            return self.cancel(job, now_ms);
         }
         // The lease is rewritten first, so a crash before it is removed re-queues this attempt's
-        // state at the same key instead of adding a second copy at the old one.
+        // state at the same key instead of adding a second copy at the old one. Counted once the
+        // lease is gone: if removing it fails, the reclaim that follows counts the entry.
         let value = encode(job)?;
         let key = queue_key(&job.target, job.due_at_ms, job.id);
         self.leases.insert(job.id.to_be_bytes(), value.as_slice())?;
@@ -496,28 +498,44 @@ impl Store {
             self.requeued.insert(job.id.to_be_bytes(), key.as_slice())?;
         }
         self.queue.insert(key, value)?;
+        self.finish(job.id)?;
         self.counts.queued(&job.target, 1);
-        self.leases.remove(job.id.to_be_bytes())?;
         Ok(Settled::Done)
     }
 
     /// Gives up on a job: it moves to the dead letters with `error` (unless its `any` group was
-    /// delivered by another member, in which case nothing was lost).
+    /// delivered by another member, in which case nothing was lost, or its lease was reclaimed).
     pub fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
-        self.injected_fault(Fault::Settles)?;
+        self.settling_leased(job, || self.bury(job, error, now_ms))
+    }
+
+    /// [`Store::dead_letter`] of a job leased in the same call (a sweep): it has no deadline to
+    /// take.
+    pub(crate) fn bury(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.cancel(job, now_ms)?;
-            return Ok(Settled::CancelledByGroup);
+            return self.cancel(job, now_ms);
         }
         let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
         // Written before the lease is removed; a lease found with a dead letter at the next open
-        // is dropped, not re-queued.
+        // (or by a reclaim) is dropped, not re-queued.
         if self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?.is_none() {
             self.counts.dead(&job.target, 1);
         }
         self.append(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
         self.finish(job.id)?;
         Ok(Settled::Done)
+    }
+
+    /// [`Store::settling`] for a settle that puts the job somewhere (a queue, the dead letters):
+    /// if the job is no longer leased, its queued copy is the job and nothing is written.
+    fn settling_leased(&self, job: &Job, settle: impl FnOnce() -> Result<Settled>) -> Result<Settled> {
+        self.settling(job.id, |held| {
+            if held && self.leases.contains_key(job.id.to_be_bytes())? {
+                settle()
+            } else {
+                Ok(Settled::NotLeased)
+            }
+        })
     }
 
     /// Forgets events received before `cutoff_ms` (their ids may then be accepted again) with
@@ -578,6 +596,7 @@ impl Store {
 
     fn finish(&self, id: JobId) -> Result<()> {
         self.leases.remove(id.to_be_bytes())?;
+        self.deadlines.take(id);
         Ok(())
     }
 }

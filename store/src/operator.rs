@@ -168,7 +168,7 @@ impl Store {
                 Sweep::DeadLetter(reason) => Err(reason),
             };
             // Through a lease, so `retry` and `dead_letter`'s usual paths (and their group
-            // checks) apply.
+            // checks) apply. The lease has no deadline: it is settled right here.
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
@@ -178,10 +178,10 @@ impl Store {
             match take {
                 Ok((rewritten, reason)) => {
                     self.append(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
-                    self.retry(&rewritten, now_ms)?;
+                    self.requeue(&rewritten, now_ms)?;
                 }
                 Err(reason) => {
-                    self.dead_letter(&job, &reason, now_ms)?;
+                    self.bury(&job, &reason, now_ms)?;
                 }
             }
             moved += 1;

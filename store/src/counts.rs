@@ -54,13 +54,13 @@ impl crate::Store {
     pub(crate) fn count_all(&self) -> crate::Result<()> {
         let mut snapshot = TargetCounts::default();
         for key in self.queue.iter().keys() {
-            let key = key?;
-            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-            Counts::bump(&mut snapshot.queued, &String::from_utf8_lossy(&key[..end]), 1);
+            Counts::bump(&mut snapshot.queued, &crate::queue_target(&key?), 1);
         }
-        for value in self.dead.iter().values() {
-            let letter: crate::DeadLetter = crate::decode(&value?, "dead letter")?;
-            Counts::bump(&mut snapshot.dead, &letter.job.target, 1);
+        for entry in self.dead.iter() {
+            let (key, value) = entry?;
+            if let Some(letter) = self.decoded::<crate::DeadLetter>(&self.dead, &key, &value, "dead letter")? {
+                Counts::bump(&mut snapshot.dead, &letter.job.target, 1);
+            }
         }
         self.counts.set(snapshot);
         Ok(())

@@ -1,6 +1,7 @@
 //! What happened to each event, for operators: the history log (every attempt and what became of
 //! each job) and the newest-first walk over received events that listings page through.
 
+use crate::faults::Fault;
 use crate::record::{EventHead, HistoryEntry, Job, Outcome};
 use crate::{decode, encode, record_key, Result, Store, StoreError};
 
@@ -34,8 +35,15 @@ impl std::str::FromStr for EventCursor {
 }
 
 impl Store {
-    /// Appends to the job's event history.
+    /// Appends to the job's event history (a worker noting an attempt).
     pub fn log(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
+        self.injected_fault(Fault::Settles)?;
+        self.append(job, outcome, at_ms)
+    }
+
+    /// [`Store::log`] for the store's own notes (a cancel, a replay), which an injected settle
+    /// fault does not stop.
+    pub(crate) fn append(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
         let entry = HistoryEntry {
             at_ms,
             job: job.id,

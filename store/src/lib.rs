@@ -13,9 +13,12 @@
 
 mod commit;
 mod counts;
+mod faults;
 mod history;
+mod lease;
 mod operator;
 mod owners;
+mod quarantine;
 mod record;
 
 pub use counts::TargetCounts;
@@ -27,10 +30,13 @@ pub use record::{
     Outcome, Owner, Routed, Sweep,
 };
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
-use sled::Tree;
+use sled::{IVec, Tree};
+
+use faults::Fault;
 
 /// Errors the proxy acts on: an open failure stops start-up, anything else makes ingest answer 503.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +68,9 @@ pub enum Ingested {
 pub enum Settled {
     Done,
     CancelledByGroup,
+    /// The lease expired and the job went back to its queue before this settle (or a stop
+    /// released it): nothing was written, the queued copy is the job now.
+    NotLeased,
 }
 
 #[derive(Clone)]
@@ -93,11 +102,15 @@ pub struct Store {
     paused: Tree,
     /// Stripe object id -> Owner ; sticky ownership routing (see `owners.rs`).
     owners: Tree,
+    /// source tree name ++ 0 ++ key there -> raw value ; values that did not decode, moved aside
+    /// (see `quarantine.rs`).
+    quarantine: Tree,
     commit: std::sync::Arc<commit::GroupCommit>,
     counts: std::sync::Arc<counts::Counts>,
-    /// Injected faults: [0] ingests and flushes fail, [1] only flushes fail.
+    /// When each lease taken since open expires (see `lease.rs`).
+    deadlines: std::sync::Arc<lease::Deadlines>,
     #[cfg(feature = "fault-injection")]
-    fault: std::sync::Arc<[std::sync::atomic::AtomicBool; 2]>,
+    faults: std::sync::Arc<faults::Faults>,
 }
 
 /// sled's page cache. Its default (1 GiB) let RSS grow with the backlog (627 MB after a few
@@ -113,7 +126,8 @@ const LAYOUT_KEY: &[u8] = b"fanout.layout";
 
 impl Store {
     /// Opens (or creates) the store in `path` and hands every job that was in flight when the
-    /// previous process stopped back to its queue, due now: a crash mid-delivery re-delivers.
+    /// previous process stopped back to its queue, due when it was due: a crash mid-delivery
+    /// re-delivers. Values that do not decode are quarantined on the way, not fatal.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         let open_err = |source| StoreError::Open { path: path.to_owned(), source };
@@ -131,42 +145,17 @@ impl Store {
             history: tree("history")?,
             paused: tree("paused")?,
             owners: tree("owners")?,
+            quarantine: tree("quarantine")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),
+            deadlines: Default::default(),
             #[cfg(feature = "fault-injection")]
-            fault: Default::default(),
+            faults: Default::default(),
             db,
         };
         store.release_leases()?;
         store.count_all()?;
         Ok(store)
-    }
-
-    /// Hands every job in flight back to its queue, due when it was due. Called by `open` (after a
-    /// crash) and by a graceful stop for attempts cut off at the shutdown deadline.
-    pub fn release_leases(&self) -> Result<usize> {
-        let mut released = 0;
-        for entry in self.leases.iter() {
-            let (key, value) = entry?;
-            if self.dead.contains_key(&key)? {
-                // Dead-lettered, and the process stopped before the lease was removed.
-                self.leases.remove(key)?;
-                continue;
-            }
-            let job: Job = decode(&value, "job")?;
-            let queued = queue_key(&job.target, job.due_at_ms, job.id);
-            if matches!(job.delivery, Delivery::AnyOf { .. }) && job.due_at_ms != job.created_at_ms {
-                self.requeued.insert(key.as_ref(), queued.as_slice())?;
-            }
-            self.queue.insert(queued, value)?;
-            self.leases.remove(key)?;
-            self.counts.queued(&job.target, 1);
-            released += 1;
-        }
-        if released > 0 {
-            tracing::info!(released, "re-queued deliveries that were in flight at the last stop");
-        }
-        Ok(released)
     }
 
     /// Records a new event and its jobs, or reports that the id was seen before. Not durable until
@@ -191,7 +180,7 @@ impl Store {
         new_jobs: &[NewJob],
         claims: Option<&Claims>,
     ) -> Result<Ingested> {
-        self.injected_fault(0)?;
+        self.injected_fault(Fault::Writes)?;
         if self.events.contains_key(event.id.as_bytes())? {
             return Ok(Ingested::Duplicate);
         }
@@ -276,32 +265,9 @@ impl Store {
     /// Waits until every write made before the call is on disk. Concurrent callers share one
     /// flush, so a burst of webhooks pays for a few fsyncs, not one each.
     pub async fn durable(&self) -> Result<()> {
-        self.injected_fault(0)?;
-        self.injected_fault(1)?;
+        self.injected_fault(Fault::Writes)?;
+        self.injected_fault(Fault::Flushes)?;
         self.commit.durable(&self.db).await
-    }
-
-    /// From now on (until called with false), ingests and flushes fail as on a full disk.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_writes(&self, fail: bool) {
-        self.fault[0].store(fail, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// From now on (until called with false), writes succeed but flushes fail: an ingest has
-    /// written its event when it learns it cannot be made durable.
-    #[cfg(feature = "fault-injection")]
-    pub fn fail_flushes(&self, fail: bool) {
-        self.fault[1].store(fail, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    #[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))]
-    fn injected_fault(&self, which: usize) -> Result<()> {
-        #[cfg(feature = "fault-injection")]
-        if self.fault[which].load(std::sync::atomic::Ordering::SeqCst) {
-            let disk_full = std::io::Error::other("injected fault: no space left on device");
-            return Err(StoreError::Sled(sled::Error::Io(disk_full)));
-        }
-        Ok(())
     }
 
     /// The committed copy of an event.
@@ -352,6 +318,7 @@ impl Store {
 
     /// When the earliest job queued for `target` is due, if any.
     pub fn next_due_ms(&self, target: &str) -> Result<Option<u64>> {
+        self.injected_fault(Fault::QueueReads)?;
         let prefix = queue_prefix(target);
         match self.queue.scan_prefix(&prefix).next() {
             Some(entry) => Ok(Some(due_from(&entry?.0, prefix.len()))),
@@ -369,10 +336,12 @@ impl Store {
         self.leases.len()
     }
 
-    /// Takes up to `max` jobs for `target` that are due at `now_ms`, marking them in flight. An
-    /// `any` member whose group was delivered meanwhile is dropped here (a safety net: `complete`
-    /// normally removes it from the queue first).
-    pub fn lease_due(&self, target: &str, now_ms: u64, max: usize) -> Result<Vec<Job>> {
+    /// Takes up to `max` jobs for `target` that are due at `now_ms`, marking them in flight until
+    /// `lease_until_ms` (then [`Store::reclaim_expired_leases`] hands them back). An `any` member
+    /// whose group was delivered meanwhile is dropped here (a safety net: `complete` normally
+    /// removes it from the queue first).
+    pub fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_until_ms: u64) -> Result<Vec<Job>> {
+        self.injected_fault(Fault::QueueReads)?;
         let prefix = queue_prefix(target);
         let mut leased = Vec::new();
         for entry in self.queue.scan_prefix(&prefix) {
@@ -383,14 +352,20 @@ impl Store {
             if due_from(&key, prefix.len()) > now_ms {
                 break;
             }
+            // Decoded before it is taken: a value that does not decode goes to the quarantine,
+            // never to the leases, and the batch goes on.
+            let Some(job) = self.decoded::<Job>(&self.queue, &key, &value, "job")? else {
+                continue;
+            };
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
-            let job: Job = decode(&value, "job")?;
+            // At once: if the rest of this call fails, the jobs it took still expire.
+            self.deadlines.hold(job.id, lease_until_ms);
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
-                    self.cancel(&job)?;
+                    self.cancel(&job, now_ms)?;
                     continue;
                 }
             }
@@ -425,53 +400,97 @@ impl Store {
     }
 
     /// The job was delivered. For an `any` group this also cancels the other members' pending
-    /// jobs; returns how many were cancelled.
-    pub fn complete(&self, job: &Job) -> Result<usize> {
+    /// jobs (noted in their history at `now_ms`); returns how many were cancelled. Recorded even
+    /// if the lease expired meanwhile: the copy the reclaim queued is taken back out, so a
+    /// delivered job is not sent again.
+    pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
+        self.settling(job.id, |held| {
+            let cancelled = self.cancel_siblings(job, now_ms)?;
+            self.finish_settled(job, held)?;
+            Ok(cancelled)
+        })
+    }
+
+    /// For an `any` member's success: records it for the group and cancels the members that wait
+    /// in a queue. A member in flight is cancelled when it settles.
+    fn cancel_siblings(&self, job: &Job, now_ms: u64) -> Result<usize> {
+        let Delivery::AnyOf { group } = &job.delivery else {
+            return Ok(0);
+        };
+        // The first success is recorded; a later one (a sibling already in flight) keeps it.
+        let _ = self.groups.compare_and_swap(group_key(job, group), None::<&[u8]>, Some(job.target.as_bytes()))?;
         let mut cancelled = 0;
-        if let Delivery::AnyOf { group } = &job.delivery {
-            // The first success is recorded; a later one (a sibling already in flight) keeps it.
-            let key = group_key(job, group);
-            let _ = self.groups.compare_and_swap(key, None::<&[u8]>, Some(job.target.as_bytes()))?;
-            // Siblings not yet tried wait at their first due time, the event's arrival; retried
-            // ones where `requeued` says. A sibling in flight is cancelled when it settles.
-            for (target, id) in &job.siblings {
-                let waiting = match self.requeued.remove(id.to_be_bytes())? {
-                    Some(key) => self.queue.remove(key)?,
-                    None => self.queue.remove(queue_key(target, job.created_at_ms, *id))?,
-                };
-                if let Some(value) = waiting {
-                    self.counts.queued(target, -1);
-                    let sibling: Job = decode(&value, "job")?;
-                    self.log(&sibling, Outcome::Cancelled, now_ms())?;
+        for (target, id) in &job.siblings {
+            // Siblings not yet tried wait at their first due time, the event's arrival.
+            let Some((key, value)) = self.take_waiting(target, *id, job.created_at_ms)? else {
+                continue;
+            };
+            match decode::<Job>(&value, "job") {
+                Ok(sibling) => {
+                    self.append(&sibling, Outcome::Cancelled, now_ms)?;
                     cancelled += 1;
                 }
+                Err(error) => self.keep_aside(&self.queue, &key, &value, &error)?,
             }
         }
-        self.finish(job.id)?;
         Ok(cancelled)
     }
 
+    /// Takes the job `id` out of `target`'s queue if it waits there: where `requeued` says (an
+    /// `any` member retried or reclaimed), else at `due_ms`. Returns its key and value.
+    fn take_waiting(&self, target: &str, id: JobId, due_ms: u64) -> Result<Option<(Vec<u8>, IVec)>> {
+        let key = match self.requeued.remove(id.to_be_bytes())? {
+            Some(key) => key.to_vec(),
+            None => queue_key(target, due_ms, id),
+        };
+        let Some(value) = self.queue.remove(key.as_slice())? else {
+            return Ok(None);
+        };
+        self.counts.queued(target, -1);
+        Ok(Some((key, value)))
+    }
+
     /// Forgets a job that must never be delivered (see [`JobEvent`]), noting why in its history.
+    /// Like `complete`, also takes back out a copy a reclaim queued.
     pub fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
-        self.log(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
-        self.finish(job.id)
+        self.settling(job.id, |held| {
+            self.append(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
+            self.finish_settled(job, held)
+        })
+    }
+
+    /// Ends the lease of a job that is done with; if it was reclaimed (not `held`), the copy
+    /// queued again goes too (it waits at its own due time, as `unlease` put it).
+    fn finish_settled(&self, job: &Job, held: bool) -> Result<()> {
+        self.finish(job.id)?;
+        if !held {
+            self.take_waiting(&job.target, job.id, job.due_at_ms)?;
+        }
+        Ok(())
     }
 
     /// A job whose `any` group another member delivered: finished without an attempt.
-    fn cancel(&self, job: &Job) -> Result<()> {
-        self.log(job, Outcome::Cancelled, now_ms())?;
-        self.finish(job.id)
+    fn cancel(&self, job: &Job, now_ms: u64) -> Result<Settled> {
+        self.append(job, Outcome::Cancelled, now_ms)?;
+        self.finish(job.id)?;
+        Ok(Settled::CancelledByGroup)
     }
 
     /// Puts a failed job back in its queue with the attempt, due time, target and error the caller
-    /// set, unless its `any` group was delivered meanwhile.
-    pub fn retry(&self, job: &Job) -> Result<Settled> {
+    /// set, unless its `any` group was delivered meanwhile (cancelled, noted at `now_ms`) or its
+    /// lease was reclaimed.
+    pub fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
+        self.settling_leased(job, || self.requeue(job, now_ms))
+    }
+
+    /// [`Store::retry`] of a job leased in the same call (a sweep): it has no deadline to take.
+    pub(crate) fn requeue(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.cancel(job)?;
-            return Ok(Settled::CancelledByGroup);
+            return self.cancel(job, now_ms);
         }
         // The lease is rewritten first, so a crash before it is removed re-queues this attempt's
-        // state at the same key instead of adding a second copy at the old one.
+        // state at the same key instead of adding a second copy at the old one. Counted once the
+        // lease is gone: if removing it fails, the reclaim that follows counts the entry.
         let value = encode(job)?;
         let key = queue_key(&job.target, job.due_at_ms, job.id);
         self.leases.insert(job.id.to_be_bytes(), value.as_slice())?;
@@ -479,27 +498,44 @@ impl Store {
             self.requeued.insert(job.id.to_be_bytes(), key.as_slice())?;
         }
         self.queue.insert(key, value)?;
+        self.finish(job.id)?;
         self.counts.queued(&job.target, 1);
-        self.leases.remove(job.id.to_be_bytes())?;
         Ok(Settled::Done)
     }
 
     /// Gives up on a job: it moves to the dead letters with `error` (unless its `any` group was
-    /// delivered by another member, in which case nothing was lost).
+    /// delivered by another member, in which case nothing was lost, or its lease was reclaimed).
     pub fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
+        self.settling_leased(job, || self.bury(job, error, now_ms))
+    }
+
+    /// [`Store::dead_letter`] of a job leased in the same call (a sweep): it has no deadline to
+    /// take.
+    pub(crate) fn bury(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
-            self.cancel(job)?;
-            return Ok(Settled::CancelledByGroup);
+            return self.cancel(job, now_ms);
         }
         let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
         // Written before the lease is removed; a lease found with a dead letter at the next open
-        // is dropped, not re-queued.
+        // (or by a reclaim) is dropped, not re-queued.
         if self.dead.insert(job.id.to_be_bytes(), encode(&letter)?)?.is_none() {
             self.counts.dead(&job.target, 1);
         }
-        self.log(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
+        self.append(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
         self.finish(job.id)?;
         Ok(Settled::Done)
+    }
+
+    /// [`Store::settling`] for a settle that puts the job somewhere (a queue, the dead letters):
+    /// if the job is no longer leased, its queued copy is the job and nothing is written.
+    fn settling_leased(&self, job: &Job, settle: impl FnOnce() -> Result<Settled>) -> Result<Settled> {
+        self.settling(job.id, |held| {
+            if held && self.leases.contains_key(job.id.to_be_bytes())? {
+                settle()
+            } else {
+                Ok(Settled::NotLeased)
+            }
+        })
     }
 
     /// Forgets events received before `cutoff_ms` (their ids may then be accepted again) with
@@ -537,7 +573,9 @@ impl Store {
         // Without their event's body they could not be replayed, so they go with it.
         for entry in self.dead.iter().take(batch.saturating_sub(purged)) {
             let (key, value) = entry?;
-            let letter: DeadLetter = decode(&value, "dead letter")?;
+            let Some(letter) = self.decoded::<DeadLetter>(&self.dead, &key, &value, "dead letter")? else {
+                continue;
+            };
             if letter.job.created_at_ms >= cutoff_ms {
                 break;
             }
@@ -558,6 +596,7 @@ impl Store {
 
     fn finish(&self, id: JobId) -> Result<()> {
         self.leases.remove(id.to_be_bytes())?;
+        self.deadlines.take(id);
         Ok(())
     }
 }
@@ -599,6 +638,12 @@ fn queue_prefix(target: &str) -> Vec<u8> {
     key
 }
 
+/// The target a queue key belongs to (what precedes its first 0).
+fn queue_target(key: &[u8]) -> Cow<'_, str> {
+    let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    String::from_utf8_lossy(&key[..end])
+}
+
 fn queue_key(target: &str, due_ms: u64, id: JobId) -> Vec<u8> {
     let mut key = queue_prefix(target);
     key.extend_from_slice(&due_ms.to_be_bytes());
@@ -632,12 +677,6 @@ fn group_key(job: &Job, group: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&round.to_be_bytes());
     key
-}
-
-/// The wall clock, for the times of history entries the store writes on its own (a sibling
-/// cancelled by a group's success); they are for people to read, nothing is scheduled by them.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ impl Store {
         let jobs = self.new_jobs(event_id, jobs, now_ms, received, ingest, true)?;
         self.enqueue(&jobs)?;
         for job in &jobs {
-            self.log(job, Outcome::Replayed, now_ms)?;
+            self.append(job, Outcome::Replayed, now_ms)?;
         }
         Ok(Some(jobs))
     }
@@ -110,7 +110,7 @@ impl Store {
         if self.dead.remove(id.to_be_bytes())?.is_some() {
             self.counts.dead(&died_at_target, -1);
         }
-        self.log(&revived, Outcome::Replayed, now_ms)?;
+        self.append(&revived, Outcome::Replayed, now_ms)?;
         Ok(Some(revived))
     }
 
@@ -121,7 +121,7 @@ impl Store {
         };
         let letter: DeadLetter = decode(&value, "dead letter")?;
         self.counts.dead(&letter.job.target, -1);
-        self.log(&letter.job, Outcome::Purged, now_ms)?;
+        self.append(&letter.job, Outcome::Purged, now_ms)?;
         Ok(true)
     }
 
@@ -158,7 +158,9 @@ impl Store {
             let (key, value) = entry?;
             seen += 1;
             last = Some(QueueCursor(key.to_vec()));
-            let job: Job = decode(&value, "job")?;
+            let Some(job) = self.decoded::<Job>(&self.queue, &key, &value, "job")? else {
+                continue;
+            };
             // Ok: re-queue as rewritten; Err: dead-letter with the reason.
             let take = match decide(&job) {
                 Sweep::Keep => continue,
@@ -166,7 +168,7 @@ impl Store {
                 Sweep::DeadLetter(reason) => Err(reason),
             };
             // Through a lease, so `retry` and `dead_letter`'s usual paths (and their group
-            // checks) apply.
+            // checks) apply. The lease has no deadline: it is settled right here.
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
@@ -175,11 +177,11 @@ impl Store {
             }
             match take {
                 Ok((rewritten, reason)) => {
-                    self.log(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
-                    self.retry(&rewritten)?;
+                    self.append(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
+                    self.requeue(&rewritten, now_ms)?;
                 }
                 Err(reason) => {
-                    self.dead_letter(&job, &reason, now_ms)?;
+                    self.bury(&job, &reason, now_ms)?;
                 }
             }
             moved += 1;

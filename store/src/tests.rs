@@ -32,6 +32,9 @@ fn reopen(path: &std::path::Path) -> Store {
     panic!("the store stayed locked after its handles were dropped");
 }
 
+/// For tests about anything but expiry.
+const NO_DEADLINE: u64 = u64::MAX;
+
 fn jobs(ingested: Ingested) -> Vec<Job> {
     match ingested {
         Ingested::New(jobs) => jobs,
@@ -56,7 +59,7 @@ fn lease_takes_only_due_jobs_of_that_target_in_due_order() {
     store.ingest(&event("evt_late", 50), &[to("a")]).unwrap();
     store.ingest(&event("evt_early", 20), &[to("a"), to("b")]).unwrap();
     assert_eq!(store.next_due_ms("a").unwrap(), Some(20));
-    let leased = store.lease_due("a", 30, 10).unwrap();
+    let leased = store.lease_due("a", 30, 10, NO_DEADLINE).unwrap();
     assert_eq!(leased.iter().map(|j| j.event_id.as_str()).collect::<Vec<_>>(), ["evt_early"]);
     assert_eq!(store.queued("a"), 1);
     assert_eq!(store.queued("b"), 1);
@@ -68,13 +71,13 @@ fn retry_requeues_at_new_due_time_and_dead_letter_keeps_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
-    let mut job = store.lease_due("a", 0, 1).unwrap().remove(0);
+    let mut job = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
     job.attempt = 1;
     job.due_at_ms = 500;
     job.last_error = Some("HTTP 500".into());
-    assert_eq!(store.retry(&job).unwrap(), Settled::Done);
-    assert!(store.lease_due("a", 499, 1).unwrap().is_empty());
-    let again = store.lease_due("a", 500, 1).unwrap().remove(0);
+    assert_eq!(store.retry(&job, 1).unwrap(), Settled::Done);
+    assert!(store.lease_due("a", 499, 1, NO_DEADLINE).unwrap().is_empty());
+    let again = store.lease_due("a", 500, 1, NO_DEADLINE).unwrap().remove(0);
     assert_eq!(again.attempt, 1);
     store.dead_letter(&again, "gave up after 1 attempt", 600).unwrap();
     let dead = store.dead_letters(10).unwrap();
@@ -90,13 +93,13 @@ fn reopening_releases_in_flight_jobs() {
     {
         let store = Store::open(dir.path()).unwrap();
         store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
-        assert_eq!(store.lease_due("a", 0, 1).unwrap().len(), 1);
+        assert_eq!(store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().len(), 1);
         assert_eq!(store.queued("a"), 0);
         store.db.flush().unwrap();
     }
     let store = reopen(dir.path());
     assert_eq!(store.in_flight(), 0);
-    assert_eq!(store.lease_due("a", 0, 1).unwrap().len(), 1);
+    assert_eq!(store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().len(), 1);
 }
 
 #[test]
@@ -104,10 +107,10 @@ fn any_group_success_cancels_queued_siblings_and_later_failures() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")]).unwrap();
-    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    let b = store.lease_due("b", 0, 1).unwrap().remove(0);
+    let a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    let b = store.lease_due("b", 0, 1, NO_DEADLINE).unwrap().remove(0);
     // c is still queued: cancelled outright. b is in flight: cancelled when it settles.
-    assert_eq!(store.complete(&a).unwrap(), 1);
+    assert_eq!(store.complete(&a, 1).unwrap(), 1);
     assert_eq!(store.queued("c"), 0);
     assert_eq!(store.dead_letter(&b, "HTTP 500", 1).unwrap(), Settled::CancelledByGroup);
     assert_eq!(store.dead_letter_count(), 0);
@@ -140,8 +143,8 @@ fn purge_forgets_old_events_only() {
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_old", 10), &[any("a"), any("b")]).unwrap();
     store.ingest(&event("evt_new", 100), &[any("a"), any("b")]).unwrap();
-    for job in store.lease_due("a", 100, 10).unwrap() {
-        assert_eq!(store.complete(&job).unwrap(), 1, "b's job cancelled");
+    for job in store.lease_due("a", 100, 10, NO_DEADLINE).unwrap() {
+        assert_eq!(store.complete(&job, 100).unwrap(), 1, "b's job cancelled");
     }
     assert_eq!(store.groups.len(), 2);
     assert_eq!(store.purge_events_before(50, 100).unwrap(), 2, "the record and its one history entry (b cancelled)");
@@ -186,15 +189,15 @@ fn a_retried_sibling_is_cancelled_where_it_waits() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")]).unwrap();
-    let mut b = store.lease_due("b", 0, 1).unwrap().remove(0);
+    let mut b = store.lease_due("b", 0, 1, NO_DEADLINE).unwrap().remove(0);
     b.attempt = 1;
     b.due_at_ms = 1_000;
-    assert_eq!(store.retry(&b).unwrap(), Settled::Done);
-    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    assert_eq!(store.complete(&a).unwrap(), 2, "b at its retry time, c at its first");
+    assert_eq!(store.retry(&b, 1).unwrap(), Settled::Done);
+    let a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 1).unwrap(), 2, "b at its retry time, c at its first");
     assert_eq!((store.queued("b"), store.queued("c")), (0, 0));
     assert_eq!(store.requeued.len(), 0);
-    assert!(store.lease_due("b", 1_000, 10).unwrap().is_empty());
+    assert!(store.lease_due("b", 1_000, 10, NO_DEADLINE).unwrap().is_empty());
 }
 
 #[test]
@@ -207,9 +210,9 @@ fn a_member_leased_after_its_group_was_delivered_is_dropped() {
     store.queue.remove(queue_key("b", 0, b.id)).unwrap();
     b.due_at_ms = 7;
     store.queue.insert(queue_key("b", 7, b.id), encode(&b).unwrap()).unwrap();
-    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    assert_eq!(store.complete(&a).unwrap(), 0);
-    assert!(store.lease_due("b", 7, 10).unwrap().is_empty(), "b is dropped, not delivered");
+    let a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 1).unwrap(), 0);
+    assert!(store.lease_due("b", 7, 10, NO_DEADLINE).unwrap().is_empty(), "b is dropped, not delivered");
     assert_eq!((store.queued("b"), store.in_flight()), (0, 0));
 }
 
@@ -287,10 +290,10 @@ fn counts_follow_every_queue_move_and_survive_reopening() {
         store.ingest(&event("evt_1", 0), &[to("a"), to("b")]).unwrap();
         store.ingest(&event("evt_2", 1), &[any("a"), any("c")]).unwrap();
         assert_eq!((store.queued("a"), store.queued("b"), store.queued("c")), (2, 1, 1));
-        let leased = store.lease_due("a", 10, 10).unwrap();
+        let leased = store.lease_due("a", 10, 10, NO_DEADLINE).unwrap();
         assert_eq!(store.queued("a"), 0);
         let group_job = leased.iter().find(|j| j.event_id == "evt_2").unwrap();
-        assert_eq!(store.complete(group_job).unwrap(), 1, "c's queued member is cancelled");
+        assert_eq!(store.complete(group_job, 10).unwrap(), 1, "c's queued member is cancelled");
         assert_eq!(store.queued("c"), 0);
         let plain = leased.iter().find(|j| j.event_id == "evt_1").unwrap();
         store.dead_letter(plain, "HTTP 500", 20).unwrap();
@@ -307,16 +310,16 @@ fn history_tells_each_job_s_story() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap();
-    let mut a = store.lease_due("a", 0, 1).unwrap().remove(0);
+    let mut a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
     a.attempt = 1;
     let failed = Outcome::Failed { status: Some(500), latency_ms: 3, error: "HTTP 500".into(), retry_at_ms: Some(50) };
     store.log(&a, failed.clone(), 5).unwrap();
-    let b = store.lease_due("b", 0, 1).unwrap().remove(0);
+    let b = store.lease_due("b", 0, 1, NO_DEADLINE).unwrap().remove(0);
     store.log(&b, Outcome::Delivered { status: 200, latency_ms: 2 }, 6).unwrap();
-    store.complete(&b).unwrap();
+    store.complete(&b, 6).unwrap();
     // a was in flight when b succeeded: cancelled when it settles.
     a.due_at_ms = 50;
-    assert_eq!(store.retry(&a).unwrap(), Settled::CancelledByGroup);
+    assert_eq!(store.retry(&a, 7).unwrap(), Settled::CancelledByGroup);
     let history = store.history(0, "evt_1", 100).unwrap();
     let story: Vec<(&str, &Outcome)> = history.iter().map(|h| (h.target.as_str(), &h.outcome)).collect();
     assert_eq!(
@@ -359,7 +362,7 @@ fn replay_queues_new_deliverable_jobs_marked_as_replays() {
     assert_eq!(store.replay("evt_unknown", &[to("a")], 10).unwrap(), None);
     let replayed = store.replay("evt_1", &[to("b")], 10).unwrap().unwrap().remove(0);
     assert!(replayed.replay && replayed.id != first.id);
-    let leased = store.lease_due("b", 10, 1).unwrap().remove(0);
+    let leased = store.lease_due("b", 10, 1, NO_DEADLINE).unwrap().remove(0);
     assert!(matches!(store.event_for(&leased).unwrap(), JobEvent::Ready(_)));
     assert_eq!(store.history(0, "evt_1", 10).unwrap()[0].outcome, Outcome::Replayed);
 }
@@ -371,7 +374,7 @@ fn dead_letters_page_by_target_revive_and_purge() {
     for i in 0..4 {
         let target = if i % 2 == 0 { "a" } else { "b" };
         store.ingest(&event(&format!("evt_{i}"), i), &[to(target)]).unwrap();
-        let job = store.lease_due(target, 10, 1).unwrap().remove(0);
+        let job = store.lease_due(target, 10, 1, NO_DEADLINE).unwrap().remove(0);
         store.dead_letter(&job, "HTTP 500", 20).unwrap();
     }
     let (page, next) = store.dead_letters_page(Some("a"), None, None, 1, 100).unwrap();
@@ -385,7 +388,7 @@ fn dead_letters_page_by_target_revive_and_purge() {
 
     let revived = store.revive_dead_letter(page_id(&store, "evt_0"), 30).unwrap().unwrap();
     assert!(revived.replay && revived.attempt == 0 && revived.due_at_ms == 30);
-    assert_eq!(store.lease_due("a", 30, 5).unwrap().len(), 1);
+    assert_eq!(store.lease_due("a", 30, 5, NO_DEADLINE).unwrap().len(), 1);
     assert!(store.purge_dead_letter(page_id(&store, "evt_1"), 30).unwrap());
     assert!(!store.purge_dead_letter(page_id(&store, "evt_2") + 1000, 30).unwrap());
     assert_eq!(store.dead_letter_count(), 2);
@@ -416,7 +419,7 @@ fn retention_takes_history_and_dead_letters_with_the_event() {
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_old", 10), &[to("a")]).unwrap();
     store.ingest(&event("evt_new", 1000), &[to("a")]).unwrap();
-    for job in store.lease_due("a", 1000, 2).unwrap() {
+    for job in store.lease_due("a", 1000, 2, NO_DEADLINE).unwrap() {
         store.dead_letter(&job, "HTTP 500", 1000).unwrap();
     }
     store.purge_events_before(500, 100).unwrap();
@@ -447,14 +450,14 @@ fn a_replay_to_a_delivered_any_group_is_a_new_round() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap();
-    let a = store.lease_due("a", 0, 1).unwrap().remove(0);
-    store.complete(&a).unwrap();
+    let a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    store.complete(&a, 1).unwrap();
     assert_eq!(store.queued("b"), 0, "b's member of the first round is cancelled");
     let replayed = store.replay("evt_1", &[any("a"), any("b")], 10).unwrap().unwrap();
     assert_eq!(replayed.len(), 2);
-    let b = store.lease_due("b", 10, 1).unwrap();
+    let b = store.lease_due("b", 10, 1, NO_DEADLINE).unwrap();
     assert_eq!(b.len(), 1, "the replay's members are not cancelled by the first round's success");
-    store.complete(&b[0]).unwrap();
+    store.complete(&b[0], 10).unwrap();
     assert_eq!(store.queued("a"), 0, "and the replay round cancels its own other member");
 }
 
@@ -464,7 +467,7 @@ fn a_lease_left_behind_by_a_dead_letter_is_not_requeued() {
     {
         let store = Store::open(dir.path()).unwrap();
         store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
-        let job = store.lease_due("a", 0, 1).unwrap().remove(0);
+        let job = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
         // A crash between writing the dead letter and removing the lease.
         let letter = DeadLetter { job: job.clone(), error: "HTTP 500".into(), died_at_ms: 1 };
         store.dead.insert(job.id.to_be_bytes(), encode(&letter).unwrap()).unwrap();
@@ -479,12 +482,12 @@ fn a_bulk_dead_letter_pass_stops_at_where_it_began() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
-    let job = store.lease_due("a", 0, 1).unwrap().remove(0);
+    let job = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
     store.dead_letter(&job, "x", 1).unwrap();
     let end = store.dead_letters_end().unwrap();
     // Revived, and dead again: a new, later letter the pass must not reach.
     let revived = store.revive_dead_letter(job.id, 2).unwrap().unwrap();
-    let again = store.lease_due("a", 2, 1).unwrap().remove(0);
+    let again = store.lease_due("a", 2, 1, NO_DEADLINE).unwrap().remove(0);
     assert_eq!(again.id, revived.id);
     store.dead_letter(&again, "x", 3).unwrap();
     assert_eq!(store.dead_letters_page(None, None, Some(end), 10, 10).unwrap(), (vec![], None));
@@ -534,7 +537,7 @@ fn a_sweep_reroutes_or_dead_letters_queued_jobs_and_keeps_the_rest() {
     let (swept, next) = store.sweep_queue("inbox", next.as_ref(), 2, 2_000, decide).unwrap();
     assert_eq!((swept, next), (0, None));
     assert_eq!((store.queued("inbox"), store.queued("staging"), store.dead_letter_count()), (1, 1, 1));
-    let moved = store.lease_due("staging", 5_000, 10).unwrap();
+    let moved = store.lease_due("staging", 5_000, 10, NO_DEADLINE).unwrap();
     assert_eq!(moved[0].event_id, "evt_1");
     let received = store.event("evt_1").unwrap().unwrap().received_at_ms;
     let history = store.history(received, "evt_1", 10).unwrap();
@@ -553,7 +556,7 @@ fn two_takers_racing_for_one_queue_lease_each_job_once_and_keep_every_lease() {
         std::thread::spawn(move || {
             let mut got = Vec::new();
             loop {
-                let jobs = store.lease_due("inbox", 10, 3).unwrap();
+                let jobs = store.lease_due("inbox", 10, 3, NO_DEADLINE).unwrap();
                 if jobs.is_empty() && store.queued("inbox") == 0 {
                     return got;
                 }
@@ -587,4 +590,224 @@ fn an_unchanged_recent_claim_is_not_written_again() {
     assert_eq!(claimed_by(), "evt_3", "another owner: written");
     store.ingest_claiming(&event("evt_4", 0), &[], Some(&claims("evt_4", "bob", 1_800))).unwrap();
     assert_eq!(claimed_by(), "evt_4", "the same owner after the refresh period: refreshed");
+}
+
+#[test]
+fn the_store_s_own_history_entries_carry_the_caller_s_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b"), any("c")]).unwrap();
+    let b = store.lease_due("b", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    let a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 42).unwrap(), 1, "c cancelled while it waits");
+    assert_eq!(store.retry(&b, 43).unwrap(), Settled::CancelledByGroup, "b when it settles");
+    let when: Vec<(String, u64)> =
+        store.history(0, "evt_1", 10).unwrap().into_iter().map(|h| (h.target, h.at_ms)).collect();
+    assert_eq!(when, [("c".to_owned(), 42), ("b".to_owned(), 43)]);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn injected_faults_fail_settles_and_queue_reads_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    store.fail_queue_reads(true);
+    assert!(store.lease_due("a", 0, 1, NO_DEADLINE).is_err());
+    assert!(store.next_due_ms("a").is_err());
+    store.fail_queue_reads(false);
+    let job = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    store.fail_settles(true);
+    assert!(store.log(&job, Outcome::Delivered { status: 200, latency_ms: 1 }, 1).is_err());
+    assert!(store.complete(&job, 1).is_err());
+    assert!(store.retry(&job, 1).is_err());
+    assert!(store.dead_letter(&job, "HTTP 500", 1).is_err());
+    assert!(store.discard(&job, "superseded", 1).is_err());
+    assert_eq!(store.faults_hit(), 7);
+    assert_eq!((store.in_flight(), store.dead_letter_count(), store.queued("a")), (1, 0, 0), "nothing settled");
+    assert!(store.history(0, "evt_1", 10).unwrap().is_empty());
+    store.fail_settles(false);
+    assert_eq!(store.complete(&job, 2).unwrap(), 0);
+    assert_eq!((store.faults_hit(), store.in_flight()), (7, 0));
+}
+
+/// Bytes no record decodes from (a varint cut short).
+const GARBAGE: &[u8] = b"\xff\xff\xff";
+
+fn event_ids(jobs: &[Job]) -> Vec<&str> {
+    jobs.iter().map(|j| j.event_id.as_str()).collect()
+}
+
+#[test]
+fn corrupt_entries_are_quarantined_at_open_and_the_rest_stays_deliverable() {
+    let dir = tempfile::tempdir().unwrap();
+    let queued_garbage = queue_key("a", 1, 1_000_001);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for (id, at) in [("evt_1", 0), ("evt_2", 2), ("evt_3", 4)] {
+            store.ingest(&event(id, at), &[to("a")]).unwrap();
+        }
+        // In flight at the stop: released by the next open.
+        assert_eq!(store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().len(), 1);
+        store.queue.insert(queued_garbage.as_slice(), GARBAGE).unwrap();
+        store.leases.insert(1_000_002u64.to_be_bytes(), GARBAGE).unwrap();
+        store.dead.insert(1_000_003u64.to_be_bytes(), GARBAGE).unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(store.quarantined(), 2, "the lease and the dead letter, met by open");
+    assert_eq!((store.in_flight(), store.dead_letter_count()), (0, 0));
+    let leased = store.lease_due("a", 10, 10, NO_DEADLINE).unwrap();
+    assert_eq!(event_ids(&leased), ["evt_1", "evt_2", "evt_3"]);
+    assert_eq!(store.quarantined(), 3, "and the queue entry, met by the lease");
+    assert_eq!(store.counts().queued.get("a"), Some(&0), "no longer counted as queued");
+    assert_eq!((store.in_flight(), store.queue.len()), (3, 0));
+    let aside = store.quarantine.get([b"queue\0".as_slice(), &queued_garbage].concat()).unwrap();
+    assert_eq!(aside.as_deref(), Some(GARBAGE), "kept raw, under its tree's name and key");
+    drop(store);
+    assert_eq!(reopen(dir.path()).quarantined(), 3, "counted from disk");
+}
+
+#[test]
+fn a_corrupt_entry_in_a_leased_batch_strands_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    store.ingest(&event("evt_2", 2), &[to("a")]).unwrap();
+    store.queue.insert(queue_key("a", 1, 1_000_001), GARBAGE).unwrap();
+    let leased = store.lease_due("a", 10, 2, NO_DEADLINE).unwrap();
+    assert_eq!(event_ids(&leased), ["evt_1", "evt_2"], "the corrupt entry takes no place in the batch");
+    assert_eq!(store.in_flight(), 2, "only what was returned is leased");
+    assert!(store.leases.get(1_000_001u64.to_be_bytes()).unwrap().is_none());
+    assert_eq!((store.quarantined(), store.queue.len()), (1, 0));
+}
+
+#[test]
+fn a_sweep_a_group_success_and_retention_quarantine_what_they_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("inbox")]).unwrap();
+    store.queue.insert(queue_key("inbox", 0, 1_000_001), GARBAGE).unwrap();
+    let dead = |_: &Job| Sweep::DeadLetter("too old".into());
+    assert_eq!(store.sweep_queue("inbox", None, 10, 5, dead).unwrap().0, 1);
+    // An untried sibling whose queue entry does not decode.
+    let members = jobs(store.ingest(&event("evt_2", 0), &[any("a"), any("b")]).unwrap());
+    store.queue.insert(queue_key("b", 0, members[1].id), GARBAGE).unwrap();
+    let a = store.lease_due("a", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 1).unwrap(), 0, "nothing readable to cancel");
+    assert_eq!(store.queued("b"), 0);
+    // A dead letter in front of the one retention removes.
+    store.dead.insert(0u64.to_be_bytes(), GARBAGE).unwrap();
+    store.purge_events_before(100, 100).unwrap();
+    assert_eq!(store.dead_letter_count(), 0, "evt_1's letter went with its event");
+    assert_eq!((store.quarantined(), store.queue.len(), store.dead.len()), (3, 0, 0));
+}
+
+#[test]
+fn an_expired_lease_goes_back_to_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    store.ingest(&event("evt_2", 1), &[to("a")]).unwrap();
+    let leased = store.lease_due("a", 1, 10, 100).unwrap();
+    assert!(store.reclaim_expired_leases(99, 10).unwrap().is_empty());
+    assert_eq!(store.in_flight(), 2);
+    assert_eq!(store.reclaim_expired_leases(100, 1).unwrap().len(), 1, "at most `max`");
+    assert_eq!(store.reclaim_expired_leases(100, 1).unwrap().len(), 1);
+    assert_eq!((store.in_flight(), store.queued("a")), (0, 2));
+    let again = store.lease_due("a", 1, 10, 200).unwrap();
+    assert_eq!(again, leased, "due when they were due, as they were");
+    assert!(store.reclaim_expired_leases(199, 10).unwrap().is_empty(), "a new lease, a new deadline");
+}
+
+#[test]
+fn a_settle_after_a_reclaim_makes_no_second_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a"), to("b")]).unwrap();
+    let mut a = store.lease_due("a", 0, 1, 100).unwrap().remove(0);
+    let b = store.lease_due("b", 0, 1, 100).unwrap().remove(0);
+    assert_eq!(store.reclaim_expired_leases(100, 10).unwrap().len(), 2);
+    a.attempt = 1;
+    a.due_at_ms = 500;
+    assert_eq!(store.retry(&a, 150).unwrap(), Settled::NotLeased);
+    assert_eq!(store.dead_letter(&b, "HTTP 500", 150).unwrap(), Settled::NotLeased);
+    assert_eq!((store.queue.len(), store.queued("a"), store.queued("b")), (2, 1, 1), "one copy each");
+    assert_eq!((store.dead_letter_count(), store.in_flight()), (0, 0));
+    assert!(store.history(0, "evt_1", 10).unwrap().is_empty(), "nothing written");
+    assert_eq!(store.lease_due("a", 0, 10, NO_DEADLINE).unwrap().len(), 1, "where the reclaim put it");
+}
+
+#[test]
+fn a_job_settled_as_done_after_a_reclaim_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a"), to("b")]).unwrap();
+    let a = store.lease_due("a", 0, 1, 100).unwrap().remove(0);
+    let b = store.lease_due("b", 0, 1, 100).unwrap().remove(0);
+    assert_eq!(store.reclaim_expired_leases(100, 10).unwrap().len(), 2);
+    assert_eq!(store.complete(&a, 150).unwrap(), 0);
+    store.discard(&b, "superseded", 150).unwrap();
+    assert_eq!((store.queue.len(), store.queued("a"), store.queued("b"), store.in_flight()), (0, 0, 0, 0));
+    assert!(store.lease_due("a", 1_000, 10, NO_DEADLINE).unwrap().is_empty());
+}
+
+#[test]
+fn a_reclaimed_any_member_is_cancelled_where_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[any("a"), any("b")]).unwrap();
+    let mut b = store.lease_due("b", 0, 1, NO_DEADLINE).unwrap().remove(0);
+    b.attempt = 1;
+    b.due_at_ms = 50;
+    assert_eq!(store.retry(&b, 1).unwrap(), Settled::Done);
+    store.lease_due("b", 50, 1, 60).unwrap().remove(0);
+    assert_eq!(store.reclaim_expired_leases(60, 10).unwrap().len(), 1);
+    assert_eq!(store.requeued.len(), 1, "a retried member's key is indexed again");
+    let a = store.lease_due("a", 60, 1, NO_DEADLINE).unwrap().remove(0);
+    assert_eq!(store.complete(&a, 70).unwrap(), 1);
+    assert_eq!((store.queued("b"), store.requeued.len()), (0, 0));
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_failed_settle_leaves_the_lease_to_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_1", 0), &[to("a")]).unwrap();
+    let mut job = store.lease_due("a", 0, 1, 100).unwrap().remove(0);
+    job.attempt = 1;
+    job.due_at_ms = 50;
+    store.fail_settles(true);
+    assert!(store.retry(&job, 10).is_err());
+    store.fail_settles(false);
+    assert_eq!(store.reclaim_expired_leases(100, 10).unwrap().len(), 1);
+    assert_eq!(store.lease_due("a", 100, 10, NO_DEADLINE).unwrap().len(), 1);
+}
+
+#[test]
+fn settles_racing_a_reclaim_leave_each_job_in_exactly_one_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..300 {
+        store.ingest(&event(&format!("evt_{i}"), 0), &[to("a")]).unwrap();
+    }
+    let leased = store.lease_due("a", 0, 300, 100).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| while !store.reclaim_expired_leases(100, 7).unwrap().is_empty() {});
+        for (i, job) in leased.iter().enumerate() {
+            let settled = if i % 2 == 0 {
+                store.retry(&Job { attempt: 1, due_at_ms: 500, ..job.clone() }, 50).unwrap()
+            } else {
+                store.dead_letter(job, "HTTP 500", 50).unwrap()
+            };
+            assert_ne!(settled, Settled::CancelledByGroup);
+        }
+    });
+    let mut places: Vec<JobId> = store.queue.iter().keys().map(|k| id_from(&k.unwrap()[2 + 8..])).collect();
+    places.extend(store.dead.iter().keys().map(|k| id_from(&k.unwrap())));
+    places.sort();
+    assert_eq!(places, leased.iter().map(|j| j.id).collect::<Vec<_>>(), "each job queued or dead, once");
+    assert_eq!(store.in_flight(), 0);
+    assert_eq!((store.queued("a"), store.dead_letter_count()), (store.queue.len(), store.dead.len()));
 }

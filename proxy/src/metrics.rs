@@ -54,6 +54,7 @@ pub struct Metrics {
     pub in_flight: Family<TargetLabel, Gauge>,
     pub paused: Family<TargetLabel, Gauge>,
     pub config_reloads: Family<ReasonLabel, Counter>,
+    pub quarantined: Gauge,
 }
 
 impl Default for Metrics {
@@ -74,6 +75,7 @@ impl Default for Metrics {
             in_flight: Family::default(),
             paused: Family::default(),
             config_reloads: Family::default(),
+            quarantined: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("events_received", "Events verified and accepted, by source", m.received.clone());
@@ -109,6 +111,11 @@ impl Default for Metrics {
         r.register("in_flight", "Delivery attempts in flight per target", m.in_flight.clone());
         r.register("target_paused", "1 if an operator paused the target", m.paused.clone());
         r.register("config_reloads", "Config reloads by result (applied, refused)", m.config_reloads.clone());
+        r.register(
+            "store_quarantined",
+            "Store entries that could not be read, moved aside (logged with their key) so the rest goes on",
+            m.quarantined.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 }

@@ -22,6 +22,10 @@ const ORPHAN_AFTER: Duration = Duration::from_secs(60);
 /// How soon a job leased while its ingest was still committing is looked at again.
 const UNCOMMITTED_RECHECK: Duration = Duration::from_millis(100);
 
+/// Why an outcome was not recorded: the store reclaimed the lease (it expired, see
+/// `Deliveries::reclaim`), so the job is queued again and its next attempt decides.
+const LEASE_LOST: &str = "outcome not recorded: the lease expired meanwhile and the job was queued again";
+
 /// What a worker (or an inbox) finds when it loads a leased job's event.
 pub(super) enum Loaded {
     Ready(Job, fanout_store::EventRecord),
@@ -44,7 +48,7 @@ impl Shared {
             Ok(JobEvent::Uncommitted) if now.saturating_sub(job.created_at_ms) <= ORPHAN_AFTER.as_millis() as u64 => {
                 // Its ingest is still writing: not an attempt, look again shortly.
                 job.due_at_ms = now + UNCOMMITTED_RECHECK.as_millis() as u64;
-                if let Err(e) = store.retry(&job) {
+                if let Err(e) = store.retry(&job, now) {
                     tracing::error!(event_id = %job.event_id, %target, "cannot re-queue a job: {e}");
                 }
                 Loaded::Settled
@@ -128,7 +132,7 @@ impl Shared {
 
     fn settle_success(&self, job: &Job, status: u16, latency_ms: u64, now: u64) -> Result<(), StoreError> {
         self.store.log(job, Outcome::Delivered { status, latency_ms }, now)?;
-        let cancelled = self.store.complete(job)?;
+        let cancelled = self.store.complete(job, now)?;
         if cancelled > 0 {
             tracing::info!(event_id = %job.event_id, cancelled, "group delivered; other members' pending jobs cancelled");
         }
@@ -159,19 +163,24 @@ impl Shared {
             Step::Retry(job) => {
                 self.metrics.delivery(name, "failed");
                 let (target, due_in) = (job.target.clone(), job.due_at_ms.saturating_sub(now));
-                if store.retry(&job)? == Settled::CancelledByGroup {
-                    tracing::info!(%event_id, "not retried: its group was delivered by another member");
-                } else if target != name {
-                    tracing::info!(%event_id, next = %target, "failing over to the next group member");
-                    self.wake(&target);
-                } else {
-                    tracing::debug!(%event_id, due_in_ms = due_in, "retry scheduled");
+                match store.retry(&job, now)? {
+                    Settled::CancelledByGroup => {
+                        tracing::info!(%event_id, "not retried: its group was delivered by another member")
+                    }
+                    Settled::NotLeased => tracing::warn!(%event_id, "{LEASE_LOST}"),
+                    Settled::Done if target != name => {
+                        tracing::info!(%event_id, next = %target, "failing over to the next group member");
+                        self.wake(&target);
+                    }
+                    Settled::Done => tracing::debug!(%event_id, due_in_ms = due_in, "retry scheduled"),
                 }
             }
             Step::Dead(job, reason) => {
                 self.metrics.delivery(name, "dead_lettered");
-                if store.dead_letter(&job, &reason, now)? == Settled::Done {
-                    tracing::warn!(%event_id, target = %job.target, "dead-lettered: {reason}");
+                match store.dead_letter(&job, &reason, now)? {
+                    Settled::Done => tracing::warn!(%event_id, target = %job.target, "dead-lettered: {reason}"),
+                    Settled::NotLeased => tracing::warn!(%event_id, "{LEASE_LOST}"),
+                    Settled::CancelledByGroup => {}
                 }
             }
         }

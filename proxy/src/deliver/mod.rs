@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use fanout_store::Store;
 use tokio::sync::Notify;
@@ -70,6 +71,15 @@ struct TargetState {
     inbox: Option<Arc<InboxState>>,
 }
 
+/// How long past its attempt's own bound (the target's timeout, an offer's deadline) a lease is
+/// held: time to settle it. A lease past that is taken back by [`Deliveries::reclaim`] and the job
+/// attempted again; it happens only when settling failed (a store error) or hung.
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often expired leases are looked for, and how many are handed back per look.
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+const RECLAIM_BATCH: usize = 256;
+
 /// Jobs moved per store call when a removed target's queue goes to the dead letters.
 const SWEEP_BATCH: usize = 500;
 
@@ -96,7 +106,32 @@ impl Deliveries {
         };
         let deliveries = Deliveries { shared: Arc::new(shared) };
         deliveries.reconcile();
+        deliveries.shared.tasks.spawn(deliveries.clone().reclaim());
         deliveries
+    }
+
+    /// Hands back to their queues the jobs whose lease expired (an outcome that could not be
+    /// recorded, an attempt that hung) and wakes their workers: a stranded job comes back on its
+    /// own, without a restart.
+    async fn reclaim(self) {
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(RECLAIM_EVERY) => {}
+            }
+            let store = self.shared.store.clone();
+            let reclaimed = tokio::task::spawn_blocking(move || store.reclaim_expired_leases(unix_now_ms(), RECLAIM_BATCH));
+            match reclaimed.await.map_err(|e| e.to_string()) {
+                Ok(Ok(jobs)) => {
+                    for job in &jobs {
+                        tracing::warn!(event_id = %job.event_id, target = %job.target, "lease expired: queued again");
+                        self.shared.wake(&job.target);
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("cannot look for expired leases: {e}"),
+                Err(e) => tracing::error!("cannot look for expired leases: {e}"),
+            }
+        }
     }
 
     pub fn wake(&self, target: &str) {

@@ -243,7 +243,9 @@ impl Deliveries {
     ) -> Result<Vec<Offer>, InboxError> {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
-        let jobs = self.shared.store.lease_due(name, now, max)?;
+        // Held until the last offer's deadline (below), and a margin for its answer to be settled.
+        let until = now.saturating_add(target.timeout.saturating_mul(max as u32 + 1).as_millis() as u64);
+        let jobs = self.shared.store.lease_due(name, now, max, until + super::LEASE_MARGIN.as_millis() as u64)?;
         let (mut offered, mut ready) = (Vec::new(), Vec::new());
         for job in jobs {
             if too_old(&job, target.retry.max_age, now) {
@@ -462,7 +464,7 @@ fn hand_back(shared: &Shared, name: &str, inbox: &InboxState) {
     let offers: Vec<Held> = inbox.offers().drain().map(|(_, o)| o).collect();
     for offer in offers {
         let job = Job { due_at_ms: unix_now_ms(), ..offer.job };
-        if let Err(e) = shared.store.retry(&job) {
+        if let Err(e) = shared.store.retry(&job, unix_now_ms()) {
             tracing::error!(event_id = %job.event_id, target = %name, "cannot hand an offered event back: {e}");
         }
     }

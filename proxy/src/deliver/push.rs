@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fanout_store::Job;
+use fanout_store::{Job, StoreError};
 use http::Request;
 use http_body_util::Full;
 
@@ -28,13 +28,31 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) async fn run(self) {
         let this = Arc::new(self);
+        // Consecutive store errors: a store that keeps failing is asked again after a growing
+        // pause, not in a loop at full CPU, and the log says so once, not once per try.
+        let mut failing = 0u32;
         loop {
             if this.state.stop.is_cancelled() {
                 break;
             }
             let config = this.shared.live.load_full();
             let Some(target) = config.target(&this.name) else { break };
-            let wait = this.lease_and_start(&config, target);
+            let wait = match this.lease_and_start(&config, target) {
+                Ok(wait) => {
+                    if failing > 0 {
+                        tracing::info!(target = %this.name, "the queue is readable again");
+                        failing = 0;
+                    }
+                    wait
+                }
+                Err(e) => {
+                    if failing == 0 {
+                        tracing::error!(target = %this.name, "cannot read the queue; backing off until it can: {e}");
+                    }
+                    failing = failing.saturating_add(1);
+                    store_backoff(failing)
+                }
+            };
             if wait.is_zero() {
                 // Due now but the lease raced: yield, then look again.
                 tokio::task::yield_now().await;
@@ -50,36 +68,30 @@ impl Worker {
 
     /// Leases what is due up to the free concurrency and starts an attempt for each; returns how
     /// long to wait before looking again.
-    fn lease_and_start(self: &Arc<Self>, config: &Arc<Config>, target: &Target) -> Duration {
+    fn lease_and_start(self: &Arc<Self>, config: &Arc<Config>, target: &Target) -> Result<Duration, StoreError> {
         let busy = self.state.in_flight.load(Ordering::SeqCst);
         if self.state.paused.load(Ordering::SeqCst) || busy >= target.concurrency {
-            return MAX_IDLE;
+            return Ok(MAX_IDLE);
         }
-        match self.shared.store.lease_due(&self.name, unix_now_ms(), target.concurrency - busy) {
-            Ok(jobs) => {
-                for job in jobs {
-                    self.state.in_flight.fetch_add(1, Ordering::SeqCst);
-                    let (this, config) = (self.clone(), config.clone());
-                    self.shared.tasks.spawn(async move {
-                        this.attempt(&config, job).await;
-                        this.state.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        this.state.wake.notify_one();
-                    });
-                }
-            }
-            Err(e) => tracing::error!(target = %self.name, "cannot read the queue: {e}"),
+        let now = unix_now_ms();
+        // An attempt ends within the target's timeout; the margin covers settling it.
+        let until = now + (target.timeout + super::LEASE_MARGIN).as_millis() as u64;
+        for job in self.shared.store.lease_due(&self.name, now, target.concurrency - busy, until)? {
+            self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+            let (this, config) = (self.clone(), config.clone());
+            self.shared.tasks.spawn(async move {
+                this.attempt(&config, job).await;
+                this.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                this.state.wake.notify_one();
+            });
         }
         if self.state.in_flight.load(Ordering::SeqCst) >= target.concurrency {
-            return MAX_IDLE;
+            return Ok(MAX_IDLE);
         }
-        match self.shared.store.next_due_ms(&self.name) {
-            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
-            Ok(None) => MAX_IDLE,
-            Err(e) => {
-                tracing::error!(target = %self.name, "cannot read the queue: {e}");
-                MAX_IDLE
-            }
-        }
+        Ok(match self.shared.store.next_due_ms(&self.name)? {
+            Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
+            None => MAX_IDLE,
+        })
     }
 
     async fn attempt(&self, config: &Config, job: Job) {
@@ -108,6 +120,11 @@ impl Worker {
         };
         let _ = self.shared.settle(config, &self.state, &self.name, job, result, started.elapsed());
     }
+}
+
+/// The pause after `n` store errors in a row: 100 ms doubling to 5 s.
+fn store_backoff(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.min(6).saturating_sub(1))).min(Duration::from_secs(5))
 }
 
 /// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.

@@ -85,7 +85,6 @@ impl Admin {
         let config = self.live.load_full();
         let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
         match (method, path_refs.as_slice()) {
-            (&Method::GET, ["metrics"]) => return Ok(self.metrics_text()),
             (&Method::POST, ["events"]) => return self.ingest(&config, &Query::parse(req.uri().query()), req).await,
             (&Method::PUT, ["owners", id]) => return self.set_owner(&config, id, req).await,
             _ => {}
@@ -102,9 +101,10 @@ impl Admin {
         .map_err(|e| ApiError::unavailable("an admin request failed", &e))?
     }
 
-    /// The routes that only touch the store; None for no such route.
+    /// The routes that only read or write the store (and live state); None for no such route.
     fn store_route(&self, config: &Config, method: &Method, path: &[&str], query: &Query) -> Option<Answer> {
         Some(match (method, path) {
+            (&Method::GET, ["metrics"]) => Ok(self.metrics_text()),
             (&Method::GET, ["events"]) => self.list_events(query),
             (&Method::GET, ["events", id]) => self.show_event(id),
             (&Method::POST, ["events", id, "replay"]) => self.replay_one(config, id, query.get("to")),
@@ -169,6 +169,7 @@ impl Admin {
             let due = self.store.next_due_ms(&t.name).ok().flatten();
             m.oldest_due_age.get_or_create(&label).set(due.map_or(0.0, |d| now.saturating_sub(d) as f64 / 1000.0));
         }
+        m.quarantined.set(self.store.quarantined() as i64);
         // Dead letters outlive their target's removal from the config: they are still there.
         for (target, n) in counts.dead.iter().filter(|(_, n)| **n > 0) {
             m.dead_letters.get_or_create(&TargetLabel { target: target.clone() }).set(*n);

@@ -14,12 +14,14 @@ pub(crate) enum Fault {
     Settles,
     /// Reading a queue fails: `lease_due`, `next_due_ms`.
     QueueReads,
+    /// Leasing fails while the queue can still be looked at: `lease_due` only.
+    Leases,
 }
 
 #[cfg(feature = "fault-injection")]
 #[derive(Default)]
 pub(crate) struct Faults {
-    on: [std::sync::atomic::AtomicBool; 4],
+    on: [std::sync::atomic::AtomicBool; 5],
     /// Errors returned so far: tells a worker that retries in a tight loop from one that backs off.
     hits: std::sync::atomic::AtomicU64,
 }
@@ -48,6 +50,12 @@ impl Store {
         self.set_fault(Fault::QueueReads, fail);
     }
 
+    /// From now on (until called with false), `lease_due` fails while `next_due_ms` still
+    /// answers: a worker sees due work it cannot take.
+    pub fn fail_leases(&self, fail: bool) {
+        self.set_fault(Fault::Leases, fail);
+    }
+
     /// How many injected errors the store has returned so far.
     pub fn faults_hit(&self) -> u64 {
         self.faults.hits.load(std::sync::atomic::Ordering::SeqCst)
@@ -65,7 +73,7 @@ impl Store {
         if self.faults.on[fault as usize].load(std::sync::atomic::Ordering::SeqCst) {
             self.faults.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let error = match fault {
-                Fault::QueueReads => "injected fault: input/output error",
+                Fault::QueueReads | Fault::Leases => "injected fault: input/output error",
                 Fault::Writes | Fault::Flushes | Fault::Settles => "injected fault: no space left on device",
             };
             return Err(crate::StoreError::Sled(sled::Error::Io(std::io::Error::other(error))));

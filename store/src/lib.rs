@@ -342,6 +342,7 @@ impl Store {
     /// removes it from the queue first).
     pub fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_until_ms: u64) -> Result<Vec<Job>> {
         self.injected_fault(Fault::QueueReads)?;
+        self.injected_fault(Fault::Leases)?;
         let prefix = queue_prefix(target);
         let mut leased = Vec::new();
         for entry in self.queue.scan_prefix(&prefix) {

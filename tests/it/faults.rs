@@ -281,3 +281,145 @@ async fn idle_connections_and_slow_clients_do_not_exhaust_the_proxy() {
     })
     .await;
 }
+
+fn one_target(sink: &Sink, extra: &str) -> String {
+    format!(
+        "sources:\n  - {{name: s, path: /hook, secrets: [{SOURCE_SECRET}]}}\nretry: {{initial_delay: 100ms, max_delay: 200ms}}\ntargets:\n  - {{name: t, url: \"{}\", secret: whsec_t, timeout: 1s}}\n{extra}default: t\n",
+        sink.url()
+    )
+}
+
+/// The target took the event, but the store could not record it: the lease is not stranded until
+/// a restart. It expires (the target's timeout + 5 s), the job is queued again and delivered, and
+/// this time its outcome is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_store_could_not_record_comes_back_without_a_restart() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let proxy = Proxy::start(&one_target(&sink, "")).await;
+        let store = proxy.running.store.clone();
+        store.fail_settles(true);
+        assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_stranded", "invoice.paid", "x")).await.0, 200);
+        assert!(eventually(WITHIN, || sink.for_event("evt_stranded").len() == 1).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.in_flight(), 1, "the attempt's outcome was not recorded: its lease is held");
+        store.fail_settles(false);
+        // Delivered again once the lease expires (at least once), then recorded.
+        assert!(eventually(WITHIN, || sink.for_event("evt_stranded").len() == 2).await, "stranded until a restart");
+        assert!(eventually(WITHIN, || store.in_flight() == 0).await);
+        let (_, v) = proxy.admin(Method::GET, "/events/evt_stranded", None).await;
+        assert_eq!(v["state"], "delivered", "{v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sink.for_event("evt_stranded").len(), 2, "not sent a third time");
+        proxy.running.stop().await;
+    })
+    .await;
+}
+
+/// A listener's answer that the store could not record is not reported as settled: the listener
+/// hears 503, and the event is offered again once its lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_answer_the_store_could_not_record_is_not_reported_settled() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let token = "alice-inbox-token-0123456789";
+        let extra = format!(
+            "  - {{name: alice, kind: inbox, token: {token}, secret: whsec_alice, timeout: 1s}}\nroutes:\n  - {{name: a, when: {{fields: [{{path: data.object.metadata.env, equals: alice}}]}}, to: [alice]}}\n"
+        );
+        let proxy = Proxy::start(&one_target(&sink, &extra)).await;
+        let store = proxy.running.store.clone();
+        assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_answer", "invoice.paid", "alice")).await.0, 200);
+        let auth = [("authorization", format!("Bearer {token}"))];
+        let (poll_url, answer_url) = (proxy.url("/fanout/inbox/events?wait=15&max=1"), proxy.url("/fanout/inbox/answer"));
+        let poll = || async {
+            let (status, text) = request(Method::GET, &poll_url, &auth, "").await;
+            assert_eq!(status, 200, "{text}");
+            let polled: serde_json::Value = serde_json::from_str(&text).unwrap();
+            polled["deliveries"][0]["id"].as_str().map(str::to_owned)
+        };
+        let answer = |id: String| {
+            let body = serde_json::json!({ "id": id, "status": 200, "latency_ms": 3, "error": null }).to_string();
+            request(Method::POST, &answer_url, &auth, body)
+        };
+        let first = poll().await.expect("offered");
+        let first_id = first.clone();
+        store.fail_settles(true);
+        let (status, text) = answer(first).await;
+        assert_eq!(status, 503, "a failed settle was reported settled: {text}");
+        assert!(!text.contains("injected fault"), "store error text reaches the client: {text}");
+        store.fail_settles(false);
+        // The attempt's outcome was never recorded, so it is offered as the same attempt again.
+        let again = poll().await.expect("offered again once the lease expired");
+        assert_eq!(again, first_id, "the same job");
+        let (status, text) = answer(again).await;
+        assert_eq!(status, 200, "{text}");
+        let (_, v) = proxy.admin(Method::GET, "/events/evt_answer", None).await;
+        assert_eq!(v["state"], "delivered", "{v}");
+        proxy.running.stop().await;
+    })
+    .await;
+}
+
+/// A store that keeps failing to lease while due work is visible: the worker backs off instead
+/// of asking again in a loop at full CPU, and delivers once the store recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_backs_off_from_a_store_that_keeps_failing() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let proxy = Proxy::start(&one_target(&sink, "")).await;
+        let store = proxy.running.store.clone();
+        store.fail_leases(true);
+        assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_spin", "invoice.paid", "x")).await.0, 200);
+        let before = store.faults_hit();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tries = store.faults_hit() - before;
+        assert!(tries <= 20, "the worker asked a failing store {tries} times in 2 s");
+        assert!(tries >= 2, "the worker stopped asking ({tries})");
+        store.fail_leases(false);
+        assert!(eventually(WITHIN, || sink.for_event("evt_spin").len() == 1).await);
+        proxy.running.stop().await;
+    })
+    .await;
+}
+
+/// A reload that removes a target with a backlog moves it to the dead letters in the background;
+/// a stop waits for that work, so nothing holds (or writes to) the store once `stop` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_sweep_of_a_removed_target_s_queue() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml = one_target(&sink, "  - {name: gone, url: \"http://127.0.0.1:9/\", secret: whsec_g}\n");
+        let proxy = Proxy::start(&yaml).await;
+        let store = proxy.running.store.clone();
+        assert_eq!(proxy.admin(Method::POST, "/targets/gone/pause", None).await.0, 200);
+        let jobs: Vec<fanout_store::NewJob> = (0..20)
+            .map(|_| fanout_store::NewJob {
+                target: "gone".into(),
+                delivery: fanout_store::Delivery::Target,
+                rule: "r".into(),
+            })
+            .collect();
+        for i in 0..1_000 {
+            let record = fanout_store::EventRecord {
+                id: format!("evt_backlog_{i}"),
+                event_type: "invoice.paid".into(),
+                source: "s".into(),
+                received_at_ms: fanout::clock::unix_now_ms(),
+                disposition: fanout_store::Disposition::Unrouted,
+                body: b"{}".to_vec(),
+            };
+            store.ingest(&record, &jobs).unwrap();
+        }
+        assert_eq!(store.queued("gone"), 20_000);
+        let mut config = proxy.running.config().as_ref().clone();
+        config.targets.retain(|t| t.name != "gone");
+        config.router = fanout::config::Config::parse("r.yaml", &one_target(&sink, ""), |_| None).unwrap().router;
+        proxy.running.reload(config).unwrap();
+        drop(store);
+        let Proxy { running, dir } = proxy;
+        running.stop().await;
+        let reopened = fanout_store::Store::open(dir.path().join("data"));
+        assert!(reopened.is_ok(), "the store is still held after stop: {:?}", reopened.err());
+    })
+    .await;
+}

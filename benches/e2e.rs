@@ -3,9 +3,11 @@
 //!     cargo bench -p fanout --bench e2e                      # ingest, delivery, backlog
 //!     cargo bench -p fanout --bench e2e -- ingest delivery   # some of them
 //!
+//!     cargo bench -p fanout --bench e2e -- admin             # ingest while an operator pages events
+//!
 //! Sizes can be changed with FANOUT_BENCH_SECS (per ingest level), FANOUT_BENCH_LEVELS (ingest
 //! concurrency levels, e.g. `1,64`), FANOUT_BENCH_EVENTS (delivery) and FANOUT_BENCH_BACKLOG
-//! (backlog jobs).
+//! (backlog jobs). FANOUT_BENCH_BIN runs another build of fanout (an A/B within one run).
 
 #[path = "loadgen/mod.rs"]
 mod loadgen;
@@ -29,7 +31,8 @@ fn main() {
     if chosen.is_empty() {
         chosen = vec!["ingest".into(), "delivery".into(), "backlog".into()];
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_fanout"));
+    let other = std::env::var_os("FANOUT_BENCH_BIN").map(std::path::PathBuf::from);
+    let bin = other.as_deref().unwrap_or(Path::new(env!("CARGO_BIN_EXE_fanout")));
     let me = std::env::current_exe().expect("the bench's own path");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     println!(
@@ -58,13 +61,19 @@ fn main() {
                     print_delivery(&r);
                     Ok(())
                 }
+                "admin" => {
+                    let secs = env_or("FANOUT_BENCH_SECS", 10);
+                    let r = loadgen::admin_paging(bin, 64, Duration::from_secs(secs), 3000).await?;
+                    print_admin(&r);
+                    Ok(())
+                }
                 "backlog" => {
                     let jobs = env_or("FANOUT_BENCH_BACKLOG", 1_000_000) as usize;
                     let r = loadgen::backlog(bin, jobs, 64, 1000).await?;
                     print_backlog(&r);
                     Ok(())
                 }
-                other => Err(format!("unknown scenario {other:?}: use ingest, delivery or backlog")),
+                other => Err(format!("unknown scenario {other:?}: use ingest, delivery, backlog or admin")),
             }
         });
         if let Err(e) = outcome {
@@ -76,17 +85,19 @@ fn main() {
 
 fn print_ingest(r: &loadgen::IngestReport) {
     println!("\n## ingest: signed 3 KB events, durability on (fsync before 200)\n");
-    println!("| senders | fanout ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev | bare ev/s | bare p99 ms | bare CPU µs/req | fanout/bare | errors |");
+    println!("| senders | fanout ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev (user + sys) | bare ev/s | bare p99 ms | bare CPU µs/req | fanout/bare | errors |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (f, b) in r.fanout.iter().zip(&r.bare) {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.2} | {:.1} | {:.0}% | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {:.0} | {:.2} | {:.1} | {:.0}% | {} |",
             f.senders,
             f.sent.per_sec(),
             f.sent.percentile_ms(0.50),
             f.sent.percentile_ms(0.99),
             f.sent.percentile_ms(0.999),
             f.cpu_us_per_event,
+            f.user_us_per_event,
+            f.sys_us_per_event,
             b.sent.per_sec(),
             b.sent.percentile_ms(0.99),
             b.cpu_us_per_event,
@@ -102,10 +113,10 @@ fn print_ingest(r: &loadgen::IngestReport) {
 
 fn print_delivery(r: &loadgen::DeliveryReport) {
     println!("\n## delivery: {} events x 3 destinations (a, b, any-group g1|g2), sinks answer 200\n", r.events);
-    println!("| acked | deliveries | seconds | deliveries/s | sent→delivered p50 ms | p99 ms | ack p99 ms | CPU µs/event | peak RSS MB |");
+    println!("| acked | deliveries | seconds | deliveries/s | sent→delivered p50 ms | p99 ms | ack p99 ms | CPU µs/event (user + sys) | peak RSS MB |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |",
+        "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {:.1} |",
         r.acked,
         r.deliveries,
         r.elapsed.as_secs_f64(),
@@ -114,6 +125,8 @@ fn print_delivery(r: &loadgen::DeliveryReport) {
         percentile_ms(&r.latencies_us, 0.99),
         r.ingest.percentile_ms(0.99),
         r.cpu_us_per_event,
+        r.user_sys_us_per_event.0,
+        r.user_sys_us_per_event.1,
         mb(r.peak_rss),
     );
 }
@@ -121,22 +134,50 @@ fn print_delivery(r: &loadgen::DeliveryReport) {
 fn print_backlog(r: &loadgen::BacklogReport) {
     println!("\n## backlog: {} jobs queued for a target that never answers, then drained\n", r.jobs);
     println!(
-        "queueing: {:.0} ev/s, ack p99 {:.2} ms, {:.1} CPU µs/event, peak RSS {:.1} MB, store on disk {:.0} MB",
+        "queueing: {:.0} ev/s, ack p99 {:.2} ms, {:.1} CPU µs/event ({:.1} user + {:.1} sys), peak RSS {:.1} MB, store on disk {:.0} MB",
         r.queueing.per_sec(),
         r.queueing.percentile_ms(0.99),
         r.cpu_us_per_event_queueing,
+        r.user_sys_us_queueing.0,
+        r.user_sys_us_queueing.1,
         mb(r.peak_rss_queueing),
         mb(r.store_bytes)
     );
     let samples: Vec<String> = r.rss_samples.iter().map(|(n, rss)| format!("{n}: {:.0} MB", mb(*rss))).collect();
     println!("RSS as the backlog grew: {}", samples.join(", "));
     println!(
-        "restart: listening in {:.2} s, first delivery {:.2} s after; drained in {:.1} s = {:.0} deliveries/s, {:.1} CPU µs/delivery, peak RSS {:.1} MB",
+        "restart: listening in {:.2} s, first delivery {:.2} s after; drained in {:.1} s = {:.0} deliveries/s, {:.1} CPU µs/delivery ({:.1} user + {:.1} sys), peak RSS {:.1} MB",
         r.restart_ready_in.as_secs_f64(),
         r.first_delivery_in.as_secs_f64(),
         r.drain_elapsed.as_secs_f64(),
         r.drain_per_sec(),
         r.cpu_us_per_delivery_draining,
+        r.user_sys_us_draining.0,
+        r.user_sys_us_draining.1,
         mb(r.peak_rss_draining)
+    );
+}
+
+fn print_admin(r: &loadgen::AdminPagingReport) {
+    println!("\n## admin: ingest at 64 senders, alone and while an operator pages through every event\n");
+    println!("| phase | ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev (user + sys) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, l) in [("alone", &r.quiet), ("while paging", &r.paging)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) |",
+            l.sent.per_sec(),
+            l.sent.percentile_ms(0.50),
+            l.sent.percentile_ms(0.99),
+            l.sent.percentile_ms(0.999),
+            l.cpu_us_per_event,
+            l.user_us_per_event,
+            l.sys_us_per_event
+        );
+    }
+    println!(
+        "\nadmin pages served while paging: {} (500 events each), page latency p50 {:.1} ms, p99 {:.1} ms",
+        r.pages,
+        percentile_ms(&r.page_latencies_us, 0.50),
+        percentile_ms(&r.page_latencies_us, 0.99)
     );
 }

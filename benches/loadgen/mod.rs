@@ -332,6 +332,8 @@ pub struct Server {
     pub pid: u32,
     /// From spawn to the `listening on` line: start-up time, including opening the store.
     pub ready_in: Duration,
+    /// The admin listener, for `fanout serve` (its second line, `admin on ADDR`).
+    pub admin: Option<SocketAddr>,
 }
 
 impl Server {
@@ -347,10 +349,15 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Server::start(cmd, log)
+        Server::launch(cmd, log, true)
     }
 
-    pub fn start(mut cmd: Command, log: &Path) -> Result<Server, String> {
+    pub fn start(cmd: Command, log: &Path) -> Result<Server, String> {
+        Server::launch(cmd, log, false)
+    }
+
+    /// Spawns `cmd` and reads its `listening on` line (and, for fanout, its `admin on` line).
+    fn launch(mut cmd: Command, log: &Path, admin_line: bool) -> Result<Server, String> {
         let log_file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let started = Instant::now();
         let bin = cmd.get_program().to_owned();
@@ -367,8 +374,13 @@ impl Server {
         };
         let ready_in = started.elapsed();
         // Keep draining stdout so the child never blocks on a full pipe.
+        let admin = if admin_line {
+            lines.next().and_then(Result::ok).and_then(|l| l.strip_prefix("admin on ")?.trim().parse().ok())
+        } else {
+            None
+        };
         std::thread::spawn(move || for _ in lines {});
-        Ok(Server { pid: child.id(), child, addr, ready_in })
+        Ok(Server { pid: child.id(), child, addr, ready_in, admin })
     }
 
     pub fn stats(&self) -> ProcStats {
@@ -404,6 +416,8 @@ impl Drop for Server {
 pub struct ProcStats {
     /// user + system CPU seconds so far.
     pub cpu_secs: f64,
+    pub user_secs: f64,
+    pub sys_secs: f64,
     pub rss_bytes: u64,
     /// Peak resident set size so far (VmHWM).
     pub peak_rss_bytes: u64,
@@ -417,7 +431,7 @@ impl ProcStats {
         let fields: Vec<&str> = after.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
         // USER_HZ is 100 on every Linux ABI.
-        let cpu_secs = (ticks(11) + ticks(12)) as f64 / 100.0;
+        let (user_secs, sys_secs) = (ticks(11) as f64 / 100.0, ticks(12) as f64 / 100.0);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kb = |key: &str| {
             status
@@ -427,7 +441,13 @@ impl ProcStats {
                 .unwrap_or(0)
                 * 1024
         };
-        ProcStats { cpu_secs, rss_bytes: kb("VmRSS:"), peak_rss_bytes: kb("VmHWM:") }
+        ProcStats {
+            cpu_secs: user_secs + sys_secs,
+            user_secs,
+            sys_secs,
+            rss_bytes: kb("VmRSS:"),
+            peak_rss_bytes: kb("VmHWM:"),
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub struct IngestLevel {
     pub sent: SendReport,
     /// Server CPU (user + system) per acknowledged event, in microseconds.
     pub cpu_us_per_event: f64,
+    pub user_us_per_event: f64,
+    pub sys_us_per_event: f64,
 }
 
 #[derive(Debug)]
@@ -78,9 +80,85 @@ async fn level(
     };
     let sent = send(load).await;
     *seq += (sent.acked + sent.failed) as u64;
-    let cpu = server.stats().cpu_secs - before.cpu_secs;
-    let cpu_us_per_event = cpu * 1e6 / sent.acked.max(1) as f64;
-    IngestLevel { senders, sent, cpu_us_per_event }
+    let after = server.stats();
+    let per_event = |secs: f64| secs * 1e6 / sent.acked.max(1) as f64;
+    IngestLevel {
+        senders,
+        cpu_us_per_event: per_event(after.cpu_secs - before.cpu_secs),
+        user_us_per_event: per_event(after.user_secs - before.user_secs),
+        sys_us_per_event: per_event(after.sys_secs - before.sys_secs),
+        sent,
+    }
+}
+
+/// Ingest with and without an operator paging through events on the admin API.
+#[derive(Debug)]
+pub struct AdminPagingReport {
+    pub quiet: IngestLevel,
+    pub paging: IngestLevel,
+    /// Admin pages served while paging, and their latency (sorted, µs).
+    pub pages: usize,
+    pub page_latencies_us: Vec<u32>,
+}
+
+/// Ingest at `senders` for `per_phase` twice against one `fanout serve`: alone, then while an
+/// operator pages through every event (`GET /events?limit=500`, following cursors, alternating
+/// with a `state=pending` filter that also reads each event's history) as fast as the API answers.
+/// The first phase fills the store the second one pages through.
+pub async fn admin_paging(
+    bin: &Path,
+    senders: usize,
+    per_phase: Duration,
+    body_bytes: usize,
+) -> Result<AdminPagingReport, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let down = BlackHole::start().await;
+    let config = write_config(dir.path(), &[("down", "DOWN_URL")], &[], &["down"]);
+    let fanout = Server::fanout(bin, &config, &[("DOWN_URL", down.url())], &log_path(dir.path(), "admin"))?;
+    let admin = fanout.admin.ok_or("fanout did not print its admin address")?;
+    let mut seq = 0;
+    let quiet = level(&fanout, "admin", &mut seq, senders, per_phase, body_bytes).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pager = tokio::spawn(page_events(admin, stop.clone()));
+    let paging = level(&fanout, "admin", &mut seq, senders, per_phase, body_bytes).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut page_latencies_us = pager.await.map_err(|e| e.to_string())??;
+    fanout.stop();
+    page_latencies_us.sort_unstable();
+    Ok(AdminPagingReport { quiet, paging, pages: page_latencies_us.len(), page_latencies_us })
+}
+
+/// Pages through `/events` until `stop`, one request at a time; returns each page's latency.
+async fn page_events(
+    admin: std::net::SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Vec<u32>, String> {
+    let mut conn = connect(admin).await.map_err(|e| e.to_string())?;
+    let (mut latencies, mut cursor, mut filtered) = (Vec::new(), None::<String>, false);
+    while !stop.load(Ordering::Relaxed) {
+        let mut path = format!("/events?limit=500{}", if filtered { "&state=pending" } else { "" });
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let req = Request::get(format!("http://{admin}{path}"))
+            .header("host", admin.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let started = Instant::now();
+        let res = conn.send_request(req).await.map_err(|e| format!("admin API: {e}"))?;
+        let status = res.status();
+        let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!("admin API answered {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        let page: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            filtered = !filtered;
+        }
+    }
+    Ok(latencies)
 }
 
 #[derive(Debug)]
@@ -93,6 +171,8 @@ pub struct DeliveryReport {
     /// Event-sent-to-delivered latency of every delivery, sorted, microseconds.
     pub latencies_us: Vec<u32>,
     pub cpu_us_per_event: f64,
+    /// User and system CPU per event, in microseconds.
+    pub user_sys_us_per_event: (f64, f64),
     pub peak_rss: u64,
     pub ingest: SendReport,
 }
@@ -152,6 +232,10 @@ pub async fn delivery(bin: &Path, events: usize, senders: usize, body_bytes: usi
         elapsed,
         latencies_us,
         cpu_us_per_event: (stats.cpu_secs - before.cpu_secs) * 1e6 / ingest.acked.max(1) as f64,
+        user_sys_us_per_event: (
+            (stats.user_secs - before.user_secs) * 1e6 / ingest.acked.max(1) as f64,
+            (stats.sys_secs - before.sys_secs) * 1e6 / ingest.acked.max(1) as f64,
+        ),
         peak_rss: stats.peak_rss_bytes,
         ingest,
     })
@@ -170,7 +254,10 @@ pub struct BacklogReport {
     pub drain_elapsed: Duration,
     pub peak_rss_draining: u64,
     pub cpu_us_per_event_queueing: f64,
+    /// User and system CPU per queued event, in microseconds.
+    pub user_sys_us_queueing: (f64, f64),
     pub cpu_us_per_delivery_draining: f64,
+    pub user_sys_us_draining: (f64, f64),
 }
 
 impl BacklogReport {
@@ -217,6 +304,10 @@ pub async fn backlog(bin: &Path, jobs: usize, senders: usize, body_bytes: usize)
     queueing.latencies_us.sort_unstable();
     let stats = fanout.stats();
     let cpu_us_per_event_queueing = (stats.cpu_secs - before.cpu_secs) * 1e6 / queueing.acked.max(1) as f64;
+    let user_sys_us_queueing = (
+        (stats.user_secs - before.user_secs) * 1e6 / queueing.acked.max(1) as f64,
+        (stats.sys_secs - before.sys_secs) * 1e6 / queueing.acked.max(1) as f64,
+    );
     fanout.stop();
     let store_bytes = dir_bytes(&dir.path().join("data"));
 
@@ -247,7 +338,12 @@ pub async fn backlog(bin: &Path, jobs: usize, senders: usize, body_bytes: usize)
         drain_elapsed,
         peak_rss_draining: drain_stats.peak_rss_bytes,
         cpu_us_per_event_queueing,
+        user_sys_us_queueing,
         cpu_us_per_delivery_draining: drain_stats.cpu_secs * 1e6 / sink.count().max(1) as f64,
+        user_sys_us_draining: (
+            drain_stats.user_secs * 1e6 / sink.count().max(1) as f64,
+            drain_stats.sys_secs * 1e6 / sink.count().max(1) as f64,
+        ),
     })
 }
 

@@ -120,7 +120,8 @@ impl Deliveries {
                 _ = tokio::time::sleep(RECLAIM_EVERY) => {}
             }
             let store = self.shared.store.clone();
-            let reclaimed = tokio::task::spawn_blocking(move || store.reclaim_expired_leases(unix_now_ms(), RECLAIM_BATCH));
+            let reclaimed =
+                tokio::task::spawn_blocking(move || store.reclaim_expired_leases(unix_now_ms(), RECLAIM_BATCH));
             match reclaimed.await.map_err(|e| e.to_string()) {
                 Ok(Ok(jobs)) => {
                     for job in &jobs {

@@ -221,12 +221,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_until_signal(&config, Overrides { listen, admin_listen, data_dir }).await
         }
         Command::Check { config } => {
-            let cfg = Config::load(&config)?;
+            let cfg = reload::load(&config)?;
             print!("{}", describe(&config, &cfg));
             Ok(())
         }
         Command::Route { config, event, owners, live, admin } => {
-            let cfg = Config::load(&config)?;
+            let cfg = reload::load(&config)?;
             let json: serde_json::Value =
                 serde_json::from_slice(&read(&event)?).with_context(|| format!("{} is not JSON", event.display()))?;
             let mut known = Vec::new();

@@ -38,6 +38,14 @@ pub fn unix_now_ms() -> u64 {
     now
 }
 
+/// Milliseconds of the monotonic clock since this process first asked: for deadlines that live
+/// only in this process (leases), which must not all expire at once when NTP steps the wall
+/// clock forward.
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// Steps this process's view of the wall clock by `by_ms` (negative: back), as NTP or an operator
 /// might step the system clock. For tests of what a step does; nothing else calls it.
 pub fn step_wall_clock(by_ms: i64) {

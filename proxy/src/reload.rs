@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::serve::Running;
 
 /// How often the file is read to see whether it changed.
@@ -22,9 +22,20 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Reads and parses the config at `path`: `${VAR}`s from the process's environment, the files it
+/// names checked on disk.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        line: None,
+        message: format!("cannot read the config: {e}"),
+    })?;
+    Config::parse_checking(&path.display().to_string(), &text, |name| std::env::var(name).ok(), Path::is_file)
+}
+
 impl Overrides {
-    pub fn load(&self, path: &Path) -> Result<Config, crate::config::ConfigError> {
-        let mut config = Config::load(path)?;
+    pub fn load(&self, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = load(path)?;
         config.listen = self.listen.unwrap_or(config.listen);
         config.admin.listen = self.admin_listen.unwrap_or(config.admin.listen);
         config.data_dir = self.data_dir.clone().unwrap_or(config.data_dir);

@@ -20,7 +20,6 @@ use tokio_util::task::TaskTracker;
 use crate::api::admin::Admin;
 use crate::api::listen::ListenApi;
 use crate::api::webhook::Webhooks;
-use crate::clock::unix_now_ms;
 use crate::config::{Config, LiveConfig, INBOX_PATH};
 use crate::deliver::Deliveries;
 use crate::http::client::Clients;
@@ -29,6 +28,7 @@ use crate::http::tls::{self, TlsError};
 use crate::http::Body;
 use crate::ingest::Intake;
 use crate::metrics::{Metrics, ReasonLabel};
+use crate::retention;
 
 /// A running proxy. Dropping it does not stop it; call [`Running::stop`].
 pub struct Running {
@@ -60,9 +60,6 @@ pub enum StartError {
     #[error("{0}")]
     Admin(String),
 }
-
-/// How often retention runs (and re-checks for queues of removed targets).
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
     config.admin.check().map_err(StartError::Admin)?;
@@ -118,7 +115,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let background = vec![
         tokio::spawn(listeners.clone().accept(listener, tls, webhooks)),
         tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
-        tokio::spawn(sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
+        tokio::spawn(retention::sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
     ];
     Ok(Running {
         addr,
@@ -205,8 +202,13 @@ impl Running {
             tracing::warn!(left = self.connections.len(), "connections still open at shutdown; closed");
         }
         self.shutdown.cancel();
-        for task in self.background {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        for mut task in self.background {
+            // Each stops at the token within a batch; one that does not is cut off, not left
+            // running past the final flush.
+            if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
         self.delivery_tasks.close();
         if tokio::time::timeout(config.shutdown_grace, self.delivery_tasks.wait()).await.is_err() {
@@ -227,46 +229,5 @@ impl Running {
             tracing::error!("final flush failed: {e}");
         }
         drop(self.deliveries);
-    }
-}
-
-/// Forgets events (with their history and dead letters) and object ownership older than the
-/// retention, in small batches so ingest never waits on it; and moves jobs queued for removed
-/// targets to the dead letters. Each batch runs on the blocking pool: it is sled work.
-async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown: CancellationToken) {
-    let mut owners_from: Option<String> = None;
-    loop {
-        let keep = live.load().retention;
-        let cutoff = unix_now_ms().saturating_sub(keep.as_millis() as u64);
-        loop {
-            let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.purge_events_before(cutoff, 500)).await {
-                Ok(Ok(500)) => {}
-                Ok(Ok(_)) => break,
-                Ok(Err(e)) => {
-                    tracing::error!("retention sweep failed: {e}");
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!("retention sweep failed: {e}");
-                    break;
-                }
-            }
-            if shutdown.is_cancelled() {
-                return;
-            }
-        }
-        // Ownership is keyed by object id: a slice of it per pass, cursor kept between passes.
-        let (s, from) = (store.clone(), owners_from.take());
-        match tokio::task::spawn_blocking(move || s.purge_owners_before(cutoff, from.as_deref(), 1000)).await {
-            Ok(Ok((_, next))) => owners_from = next,
-            Ok(Err(e)) => tracing::error!("retention sweep of object owners failed: {e}"),
-            Err(e) => tracing::error!("retention sweep of object owners failed: {e}"),
-        }
-        deliveries.sweep_orphan_queues().await;
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(SWEEP_EVERY) => {}
-        }
     }
 }

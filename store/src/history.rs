@@ -3,7 +3,7 @@
 
 use crate::faults::Fault;
 use crate::record::{EventHead, HistoryEntry, Job, Outcome};
-use crate::{decode, encode, record_key, Result, Store, StoreError};
+use crate::{encode, record_key, Result, Store, StoreError};
 
 fn history_prefix(received_at_ms: u64, event_id: &str) -> Vec<u8> {
     let mut key = record_key(received_at_ms, event_id);
@@ -66,14 +66,12 @@ impl Store {
     /// The newest `limit` entries of the history of the event `event_id` that arrived at
     /// `received_at_ms`, oldest first.
     pub fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
-        let mut newest: Vec<HistoryEntry> = self
-            .history
-            .scan_prefix(history_prefix(received_at_ms, event_id))
-            .values()
-            .rev()
-            .take(limit)
-            .map(|v| decode(&v?, "history"))
-            .collect::<Result<_>>()?;
+        let mut newest = Vec::new();
+        for entry in self.history.scan_prefix(history_prefix(received_at_ms, event_id)).rev().take(limit) {
+            let (key, value) = entry?;
+            // An entry that does not decode is quarantined; the rest of the story still shows.
+            newest.extend(self.decoded::<HistoryEntry>(&self.history, &key, &value, "history")?);
+        }
         newest.reverse();
         Ok(newest)
     }
@@ -98,11 +96,19 @@ impl Store {
         self.records
             .range(since_ms.to_be_bytes().to_vec()..end)
             .rev()
-            .map(|entry| {
-                let (_, value) = entry?;
-                postcard::take_from_bytes::<EventHead>(&value)
-                    .map(|(head, _)| head)
-                    .map_err(|e| StoreError::Corrupt { what: "event", detail: e.to_string() })
+            .filter_map(move |entry| {
+                let (key, value) = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                match postcard::take_from_bytes::<EventHead>(&value) {
+                    Ok((head, _)) => Some(Ok(head)),
+                    // Quarantined and passed over: a listing goes on past it.
+                    Err(e) => {
+                        let error = StoreError::Corrupt { what: "event", detail: e.to_string() };
+                        self.quarantine(&self.records, &key, &value, &error).err().map(Err)
+                    }
+                }
             })
             .filter_map(move |head| match head {
                 Ok(head) => match committed(&head) {

@@ -4,6 +4,7 @@
 //! every lease back to its queue anyway, so they never need to outlive it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use sled::IVec;
@@ -12,23 +13,57 @@ use crate::faults::Fault;
 use crate::record::{Delivery, Job, JobId};
 use crate::{id_from, queue_key, Result, Store};
 
-/// job id -> when its lease may be reclaimed (ms, the caller's clock).
+/// One lease of a job: its number (each lease of a job gets a new one, carried in `Job::lease`,
+/// so a late settle of an old lease never acts on a newer one) and when it may be reclaimed (ms,
+/// on the clock the caller gives `reclaim_expired_leases`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hold {
+    lease: u64,
+    until: u64,
+}
+
+/// job id -> its current lease.
 #[derive(Default)]
-pub(crate) struct Deadlines(Mutex<HashMap<JobId, u64>>);
+pub(crate) struct Deadlines {
+    held: Mutex<HashMap<JobId, Hold>>,
+    next: AtomicU64,
+}
 
 impl Deadlines {
-    pub(crate) fn hold(&self, id: JobId, until_ms: u64) {
-        self.lock().insert(id, until_ms);
+    /// A new lease of `id`, reclaimable from `until_ms`; returns its number.
+    pub(crate) fn hold(&self, id: JobId, until_ms: u64) -> u64 {
+        let lease = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(id, Hold { lease, until: until_ms });
+        lease
     }
 
-    /// Whoever takes a job's deadline, a settle or a reclaim, is the one that moves the job.
-    pub(crate) fn take(&self, id: JobId) -> Option<u64> {
-        self.lock().remove(&id)
+    /// Takes the deadline of lease `lease` of job `id`: whoever takes it, a settle or a reclaim,
+    /// is the one that moves the job. None if that lease is no longer held (reclaimed, or the job
+    /// was leased again since).
+    pub(crate) fn take(&self, id: JobId, lease: u64) -> Option<Hold> {
+        let mut held = self.lock();
+        match held.get(&id) {
+            Some(hold) if hold.lease == lease => held.remove(&id),
+            _ => None,
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, u64>> {
+    /// Puts back a deadline taken by a settle that then failed, unless the job has a newer one.
+    pub(crate) fn restore(&self, id: JobId, hold: Hold) {
+        self.lock().entry(id).or_insert(hold);
+    }
+
+    fn expired(&self, now_ms: u64, max: usize) -> Vec<(JobId, Hold)> {
+        self.lock().iter().filter(|(_, h)| h.until <= now_ms).take(max).map(|(id, h)| (*id, *h)).collect()
+    }
+
+    fn forget(&self, id: JobId) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<JobId, Hold>> {
         // A panic elsewhere while holding it leaves plain numbers, still usable.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -37,11 +72,10 @@ impl Store {
     /// crash) and by a graceful stop for attempts cut off at the shutdown deadline, when no
     /// worker settles any more.
     pub fn release_leases(&self) -> Result<usize> {
-        let mut deadlines = self.deadlines.lock();
         let mut released = 0;
         for entry in self.leases.iter() {
             let (key, held) = entry?;
-            deadlines.remove(&id_from(&key));
+            self.deadlines.forget(id_from(&key));
             if self.unlease(&key, &held)?.is_some() {
                 released += 1;
             }
@@ -56,18 +90,13 @@ impl Store {
     /// (given to `lease_due`) is at or before `now_ms`; returns them so their targets can be
     /// woken. The worker that held one finds it gone when it settles ([`crate::Settled::NotLeased`]).
     pub fn reclaim_expired_leases(&self, now_ms: u64, max: usize) -> Result<Vec<Job>> {
-        // Held throughout: a settle takes its job's deadline under this lock before it writes, so
-        // it either comes first (and the job is not reclaimed) or finds the job reclaimed.
-        let mut deadlines = self.deadlines.lock();
-        let expired: Vec<(JobId, u64)> = deadlines
-            .iter()
-            .filter(|(_, until)| **until <= now_ms)
-            .map(|(id, until)| (*id, *until))
-            .take(max)
-            .collect();
         let mut reclaimed = Vec::new();
-        for (id, until) in expired {
-            deadlines.remove(&id);
+        for (id, hold) in self.deadlines.expired(now_ms, max) {
+            // Taken one job at a time (no lock held across the writes): a settle that took it
+            // first keeps the job, one that comes after finds it reclaimed.
+            if self.deadlines.take(id, hold.lease).is_none() {
+                continue;
+            }
             let key = id.to_be_bytes();
             let unleased = match self.leases.get(key) {
                 Ok(Some(held)) => self.unlease(&key, &held),
@@ -77,9 +106,11 @@ impl Store {
             match unleased {
                 Ok(job) => reclaimed.extend(job),
                 Err(e) => {
-                    // Left to expire again: the next pass tries it once more.
-                    deadlines.insert(id, until);
-                    return Err(e);
+                    // Left to expire again: the next pass tries it once more. What was reclaimed
+                    // so far is returned, so its workers are woken.
+                    self.deadlines.restore(id, hold);
+                    tracing::error!("cannot hand an expired lease back to its queue: {e}");
+                    break;
                 }
             }
         }
@@ -121,16 +152,17 @@ impl Store {
         Ok(Some(job))
     }
 
-    /// Runs a settle of the job `id`. Its deadline is taken first, so a settle and a reclaim
-    /// never both move one job: `held` tells the settle whether it has the lease, or a reclaim
-    /// (or a stop's release) queued the job again before. If the settle fails, the deadline goes
-    /// back: the lease still expires, and a failed settle strands nothing.
-    pub(crate) fn settling<T>(&self, id: JobId, settle: impl FnOnce(bool) -> Result<T>) -> Result<T> {
-        let until = self.deadlines.take(id);
+    /// Runs a settle of `job` under its lease (`job.lease`). The deadline is taken first, so a
+    /// settle and a reclaim never both move one job: `held` tells the settle whether it still has
+    /// the lease, or a reclaim (or a stop's release) queued the job again, or it was leased again
+    /// since. If the settle fails, the deadline goes back: the lease still expires, and a failed
+    /// settle strands nothing.
+    pub(crate) fn settling<T>(&self, job: &Job, settle: impl FnOnce(bool) -> Result<T>) -> Result<T> {
+        let hold = self.deadlines.take(job.id, job.lease);
         // Injected here, after the deadline is taken, so a test goes through the failure path.
-        let settled = self.injected_fault(Fault::Settles).and_then(|()| settle(until.is_some()));
-        if let (Err(_), Some(until)) = (&settled, until) {
-            self.deadlines.hold(id, until);
+        let settled = self.injected_fault(Fault::Settles).and_then(|()| settle(hold.is_some()));
+        if let (Err(_), Some(hold)) = (&settled, hold) {
+            self.deadlines.restore(job.id, hold);
         }
         settled
     }

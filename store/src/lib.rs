@@ -238,6 +238,7 @@ impl Store {
                 ingest,
                 replay,
                 received_at_ms,
+                lease: 0,
             });
         }
         let members: Vec<(String, JobId, Delivery)> =
@@ -362,7 +363,8 @@ impl Store {
                 continue;
             }
             // At once: if the rest of this call fails, the jobs it took still expire.
-            self.deadlines.hold(job.id, lease_until_ms);
+            let mut job = job;
+            job.lease = self.deadlines.hold(job.id, lease_until_ms);
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
                 if self.group_delivered(&job)? {
@@ -405,7 +407,7 @@ impl Store {
     /// if the lease expired meanwhile: the copy the reclaim queued is taken back out, so a
     /// delivered job is not sent again.
     pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
-        self.settling(job.id, |held| {
+        self.settling(job, |held| {
             let cancelled = self.cancel_siblings(job, now_ms)?;
             self.finish_settled(job, held)?;
             Ok(cancelled)
@@ -454,26 +456,27 @@ impl Store {
     /// Forgets a job that must never be delivered (see [`JobEvent`]), noting why in its history.
     /// Like `complete`, also takes back out a copy a reclaim queued.
     pub fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
-        self.settling(job.id, |held| {
+        self.settling(job, |held| {
             self.append(job, Outcome::Discarded { reason: reason.to_owned() }, now_ms)?;
             self.finish_settled(job, held)
         })
     }
 
-    /// Ends the lease of a job that is done with; if it was reclaimed (not `held`), the copy
-    /// queued again goes too (it waits at its own due time, as `unlease` put it).
+    /// Ends the lease of a job that is done with. If its lease was reclaimed (not `held`), the
+    /// lease it has now (if any) is someone else's and stays; the copy queued again goes, if it
+    /// still waits (at its own due time, where `unlease` put it).
     fn finish_settled(&self, job: &Job, held: bool) -> Result<()> {
-        self.finish(job.id)?;
-        if !held {
-            self.take_waiting(&job.target, job.id, job.due_at_ms)?;
+        if held {
+            return self.finish(job);
         }
+        self.take_waiting(&job.target, job.id, job.due_at_ms)?;
         Ok(())
     }
 
     /// A job whose `any` group another member delivered: finished without an attempt.
     fn cancel(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         self.append(job, Outcome::Cancelled, now_ms)?;
-        self.finish(job.id)?;
+        self.finish(job)?;
         Ok(Settled::CancelledByGroup)
     }
 
@@ -484,8 +487,8 @@ impl Store {
         self.settling_leased(job, || self.requeue(job, now_ms))
     }
 
-    /// [`Store::retry`] of a job leased in the same call (a sweep): it has no deadline to take.
-    pub(crate) fn requeue(&self, job: &Job, now_ms: u64) -> Result<Settled> {
+    /// The writes of [`Store::retry`], once the lease is known to be held.
+    fn requeue(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
             return self.cancel(job, now_ms);
         }
@@ -499,7 +502,7 @@ impl Store {
             self.requeued.insert(job.id.to_be_bytes(), key.as_slice())?;
         }
         self.queue.insert(key, value)?;
-        self.finish(job.id)?;
+        self.finish(job)?;
         self.counts.queued(&job.target, 1);
         Ok(Settled::Done)
     }
@@ -510,9 +513,8 @@ impl Store {
         self.settling_leased(job, || self.bury(job, error, now_ms))
     }
 
-    /// [`Store::dead_letter`] of a job leased in the same call (a sweep): it has no deadline to
-    /// take.
-    pub(crate) fn bury(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
+    /// The writes of [`Store::dead_letter`], once the lease is known to be held.
+    fn bury(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         if self.group_delivered(job)? {
             return self.cancel(job, now_ms);
         }
@@ -523,14 +525,14 @@ impl Store {
             self.counts.dead(&job.target, 1);
         }
         self.append(job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms)?;
-        self.finish(job.id)?;
+        self.finish(job)?;
         Ok(Settled::Done)
     }
 
     /// [`Store::settling`] for a settle that puts the job somewhere (a queue, the dead letters):
     /// if the job is no longer leased, its queued copy is the job and nothing is written.
     fn settling_leased(&self, job: &Job, settle: impl FnOnce() -> Result<Settled>) -> Result<Settled> {
-        self.settling(job.id, |held| {
+        self.settling(job, |held| {
             if held && self.leases.contains_key(job.id.to_be_bytes())? {
                 settle()
             } else {
@@ -595,9 +597,11 @@ impl Store {
         Ok(self.groups.contains_key(group_key(job, group))?)
     }
 
-    fn finish(&self, id: JobId) -> Result<()> {
-        self.leases.remove(id.to_be_bytes())?;
-        self.deadlines.take(id);
+    /// Ends `job`'s lease. Its deadline goes first, and only if it is still this lease's: the
+    /// job may be queued (a retry) and leased again by the time the lease entry goes.
+    fn finish(&self, job: &Job) -> Result<()> {
+        self.deadlines.take(job.id, job.lease);
+        self.leases.remove(job.id.to_be_bytes())?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! need not know an operator was involved (beyond the `replay` flag they pass on).
 
 use crate::record::{DeadLetter, Delivery, Job, JobId, NewJob, Outcome, Sweep};
-use crate::{decode, Result, Store};
+use crate::{decode, Result, Settled, Store};
 
 /// Where a [`Store::sweep_queue`] pass stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +61,10 @@ impl Store {
             if page.len() >= limit || looked >= scan {
                 return Ok((page, last));
             }
-            let (_, value) = entry?;
-            let letter: DeadLetter = decode(&value, "dead letter")?;
+            let (key, value) = entry?;
+            let Some(letter) = self.decoded::<DeadLetter>(&self.dead, &key, &value, "dead letter")? else {
+                continue;
+            };
             last = Some(letter.job.id);
             if target.is_none_or(|t| t == letter.job.target) {
                 page.push(letter);
@@ -168,21 +170,29 @@ impl Store {
                 Sweep::DeadLetter(reason) => Err(reason),
             };
             // Through a lease, so `retry` and `dead_letter`'s usual paths (and their group
-            // checks) apply. The lease has no deadline: it is settled right here.
+            // checks) apply. The lease is reclaimable at once: settled right here, or, if that
+            // fails, handed back by the next reclaim rather than stranded.
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
+            let mut job = job;
+            job.lease = self.deadlines.hold(job.id, 0);
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
             }
-            match take {
+            let settled = match take {
                 Ok((rewritten, reason)) => {
-                    self.append(&job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms)?;
-                    self.requeue(&rewritten, now_ms)?;
+                    let to = rewritten.target.clone();
+                    let settled = self.retry(&Job { lease: job.lease, ..rewritten }, now_ms)?;
+                    if settled == Settled::Done {
+                        self.append(&job, Outcome::Rerouted { to, reason }, now_ms)?;
+                    }
+                    settled
                 }
-                Err(reason) => {
-                    self.bury(&job, &reason, now_ms)?;
-                }
+                Err(reason) => self.dead_letter(&job, &reason, now_ms)?,
+            };
+            if settled == Settled::NotLeased {
+                continue;
             }
             moved += 1;
         }

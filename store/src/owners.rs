@@ -3,7 +3,7 @@
 //! when no rule routes a later event, expired by retention.
 
 use crate::record::{Claims, Owner};
-use crate::{decode, encode, Result, Store};
+use crate::{encode, Result, Store};
 
 /// Where an owners listing or retention pass stopped: the next starts after this object id.
 pub type OwnerCursor = String;
@@ -13,8 +13,13 @@ pub type OwnersPage = (Vec<(String, Owner)>, Option<OwnerCursor>);
 
 impl Store {
     /// Who owns the object `id`, if anyone (expired entries included until retention removes them).
+    /// An entry that does not decode is quarantined and counts as no owner: the event is routed
+    /// by the rules and the default, rather than refused for good.
     pub fn owner(&self, id: &str) -> Result<Option<Owner>> {
-        self.owners.get(id.as_bytes())?.map(|v| decode(&v, "owner")).transpose()
+        match self.owners.get(id.as_bytes())? {
+            Some(value) => self.decoded(&self.owners, id.as_bytes(), &value, "owner"),
+            None => Ok(None),
+        }
     }
 
     /// Records `owner` for each of `ids` (the latest claim wins). Not durable until
@@ -31,8 +36,11 @@ impl Store {
     pub(crate) fn claim_unless_fresh(&self, claims: &Claims) -> Result<()> {
         let value = encode(&claims.owner)?;
         for id in &claims.ids {
-            if let Some(existing) = self.owners.get(id.as_bytes())? {
-                let existing: Owner = decode(&existing, "owner")?;
+            let existing = match self.owners.get(id.as_bytes())? {
+                Some(value) => self.decoded::<Owner>(&self.owners, id.as_bytes(), &value, "owner")?,
+                None => None,
+            };
+            if let Some(existing) = existing {
                 let same = existing.destinations == claims.owner.destinations && existing.via == claims.owner.via;
                 if same && claims.owner.at_ms < existing.at_ms.saturating_add(claims.refresh_after_ms) {
                     continue;
@@ -64,7 +72,7 @@ impl Store {
             let (key, value) = entry?;
             let id = String::from_utf8_lossy(&key).into_owned();
             last = Some(id.clone());
-            let owner: Owner = decode(&value, "owner")?;
+            let Some(owner) = self.decoded::<Owner>(&self.owners, &key, &value, "owner")? else { continue };
             if destination.is_none_or(|d| owner.destinations.iter().any(|o| o == d)) {
                 page.push((id, owner));
                 if page.len() >= limit {
@@ -93,11 +101,11 @@ impl Store {
         for entry in self.owners.range(start..).take(batch) {
             let (key, value) = entry?;
             seen += 1;
-            let owner: Owner = decode(&value, "owner")?;
+            last = Some(String::from_utf8_lossy(&key).into_owned());
+            let Some(owner) = self.decoded::<Owner>(&self.owners, &key, &value, "owner")? else { continue };
             if owner.at_ms < cutoff_ms && self.owners.compare_and_swap(&key, Some(value), None::<&[u8]>)?.is_ok() {
                 purged += 1;
             }
-            last = Some(String::from_utf8_lossy(&key).into_owned());
         }
         Ok((purged, if seen == batch { last } else { None }))
     }

@@ -36,7 +36,7 @@ impl Store {
     /// Moves a value that does not decode out of `tree`. Copied aside first, so a crash between
     /// the two leaves it in both places (met and moved again), never lost. Removed with a
     /// compare-and-swap, so a value rewritten meanwhile is not taken for the bad one.
-    fn quarantine(&self, tree: &Tree, key: &[u8], value: &[u8], error: &StoreError) -> Result<()> {
+    pub(crate) fn quarantine(&self, tree: &Tree, key: &[u8], value: &[u8], error: &StoreError) -> Result<()> {
         let name = tree.name();
         let aside = aside_key(&name, key);
         self.quarantine.insert(aside.as_slice(), value)?;

@@ -85,6 +85,11 @@ pub struct Job {
     /// When the event arrived (for a replay too): history is kept in arrival order beside it, and
     /// a job whose event retention removed can say so.
     pub received_at_ms: u64,
+    /// The lease this copy was handed out under (0: none), set by `lease_due`. Not stored: a
+    /// settle names its lease with it, so a late settle of an expired lease never acts on a
+    /// newer one.
+    #[serde(skip)]
+    pub lease: u64,
 }
 
 impl Job {

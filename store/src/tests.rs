@@ -716,7 +716,8 @@ fn an_expired_lease_goes_back_to_its_queue() {
     assert_eq!(store.reclaim_expired_leases(100, 1).unwrap().len(), 1);
     assert_eq!((store.in_flight(), store.queued("a")), (0, 2));
     let again = store.lease_due("a", 1, 10, 200).unwrap();
-    assert_eq!(again, leased, "due when they were due, as they were");
+    let unleased = |jobs: Vec<Job>| jobs.into_iter().map(|j| Job { lease: 0, ..j }).collect::<Vec<_>>();
+    assert_eq!(unleased(again), unleased(leased), "due when they were due, as they were");
     assert!(store.reclaim_expired_leases(199, 10).unwrap().is_empty(), "a new lease, a new deadline");
 }
 
@@ -810,4 +811,75 @@ fn settles_racing_a_reclaim_leave_each_job_in_exactly_one_place() {
     assert_eq!(places, leased.iter().map(|j| j.id).collect::<Vec<_>>(), "each job queued or dead, once");
     assert_eq!(store.in_flight(), 0);
     assert_eq!((store.queued("a"), store.dead_letter_count()), (store.queue.len(), store.dead.len()));
+}
+
+/// A settle that comes late, after its lease expired and the job was leased again, acts on its
+/// own lease only: it neither re-queues nor finishes the newer one, whose deadline stays.
+#[test]
+fn a_late_settle_of_an_expired_lease_leaves_the_newer_lease_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.ingest(&event("evt_late_settle", 10), &[to("a")]).unwrap();
+    let old = store.lease_due("a", 10, 1, 100).unwrap().remove(0);
+    assert_eq!(store.reclaim_expired_leases(100, 10).unwrap().len(), 1);
+    let new = store.lease_due("a", 10, 1, 1_000).unwrap().remove(0);
+    assert_ne!(old.lease, new.lease, "each lease has its own number");
+    // The old holder's retry and dead letter are refused; its complete records the delivery
+    // but leaves the new lease and its deadline in place.
+    assert_eq!(store.retry(&Job { due_at_ms: 20, ..old.clone() }, 10).unwrap(), Settled::NotLeased);
+    assert_eq!(store.dead_letter(&old, "x", 10).unwrap(), Settled::NotLeased);
+    store.complete(&old, 10).unwrap();
+    assert_eq!(store.in_flight(), 1, "the newer lease is still held");
+    assert_eq!(store.queued("a"), 0);
+    assert!(store.reclaim_expired_leases(999, 10).unwrap().is_empty(), "the new deadline is intact");
+    assert_eq!(store.reclaim_expired_leases(1_000, 10).unwrap().len(), 1, "and still expires");
+    // A retry due at once, leased again right away: the first lease's end does not take the
+    // second lease's deadline.
+    let first = store.lease_due("a", 10, 1, 2_000).unwrap().remove(0);
+    assert_eq!(store.retry(&Job { due_at_ms: 10, attempt: 1, ..first }, 10).unwrap(), Settled::Done);
+    let second = store.lease_due("a", 10, 1, 3_000).unwrap().remove(0);
+    assert!(store.reclaim_expired_leases(2_500, 10).unwrap().is_empty());
+    assert_eq!(store.reclaim_expired_leases(3_000, 10).unwrap()[0].id, second.id);
+}
+
+/// An owner, a history entry, an event record or a dead letter that does not decode is moved
+/// aside where it is read: routing, listings and retention go on past it instead of failing at
+/// it on every request.
+#[test]
+fn corrupt_owners_history_records_and_dead_letters_do_not_block_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let owner = Owner { destinations: vec!["alice".into()], via: "r".into(), event_id: None, at_ms: 5 };
+    store.claim(&["cus_good".to_owned()], &owner).unwrap();
+    store.owners.insert("cus_bad", GARBAGE).unwrap();
+    assert_eq!(store.owner("cus_bad").unwrap(), None, "no owner, not an error");
+    let claims = Claims { ids: vec!["cus_bad2".into()], owner: owner.clone(), refresh_after_ms: 10 };
+    store.owners.insert("cus_bad2", GARBAGE).unwrap();
+    store.claim_unless_fresh(&claims).unwrap();
+    assert_eq!(store.owner("cus_bad2").unwrap(), Some(owner.clone()), "claimed afresh");
+    store.owners.insert("cus_bad3", GARBAGE).unwrap();
+    let (page, _) = store.owners_page(None, None, 10, 100).unwrap();
+    assert_eq!(page.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["cus_bad2", "cus_good"]);
+    store.owners.insert("cus_bad4", GARBAGE).unwrap();
+    assert_eq!(store.purge_owners_before(u64::MAX, None, 10).unwrap().0, 2, "retention goes past it");
+
+    let job = jobs(store.ingest(&event("evt_1", 10), &[to("a")]).unwrap()).remove(0);
+    store.log(&job, Outcome::Replayed, 11).unwrap();
+    let mut bad = history_prefix_for(&job);
+    bad.extend_from_slice(&u64::MAX.to_be_bytes());
+    store.history.insert(bad, GARBAGE).unwrap();
+    assert_eq!(store.history(10, "evt_1", 10).unwrap().len(), 1, "the readable entry still shows");
+    store.records.insert(record_key(20, "evt_bad"), GARBAGE).unwrap();
+    let heads: Vec<String> = store.events_newest_first(None, 0).map(|h| h.unwrap().id).collect();
+    assert_eq!(heads, ["evt_1"], "a listing pages past a corrupt record");
+    store.dead.insert(1_000_003u64.to_be_bytes(), GARBAGE).unwrap();
+    assert!(store.dead_letters_page(None, None, None, 10, 100).unwrap().0.is_empty());
+    assert_eq!(store.quarantined(), 7);
+}
+
+fn history_prefix_for(job: &Job) -> Vec<u8> {
+    let mut key = job.received_at_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(job.event_id.as_bytes());
+    key.push(0);
+    key
 }

@@ -369,3 +369,24 @@ async fn cli_verbs_print_tables_or_json_and_say_what_is_wrong() {
     })
     .await
 }
+
+/// Path segments are percent-decoded as paths are, not as forms: `+` stays a plus, `%2B` is a
+/// plus, `%20` a space, `%2F` a slash inside one segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_path_segments_are_percent_decoded() {
+    bounded(async {
+        let (proxy, ..) = setup().await;
+        let auth = [("authorization", format!("Bearer {TOKEN}"))];
+        let owner = r#"{"owner": "ok"}"#;
+        let (status, text) =
+            request(Method::PUT, &proxy.admin_url("/owners/cus%2Bplus"), &auth, owner.to_owned()).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(get(&proxy, "/owners/cus+plus").await["id"], "cus+plus", "a plus is a plus");
+        let (status, text) =
+            request(Method::PUT, &proxy.admin_url("/owners/cus%20a%2Fb"), &auth, owner.to_owned()).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(get(&proxy, "/owners/cus%20a%2Fb").await["id"], "cus a/b");
+        proxy.running.stop().await;
+    })
+    .await;
+}

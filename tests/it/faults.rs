@@ -324,18 +324,24 @@ async fn a_listen_answer_the_store_could_not_record_is_not_reported_settled() {
         let sink = Sink::ok().await;
         let token = "alice-inbox-token-0123456789";
         let extra = format!(
-            "  - {{name: alice, kind: inbox, token: {token}, secret: whsec_alice, timeout: 1s}}\nroutes:\n  - {{name: a, when: {{fields: [{{path: data.object.metadata.env, equals: alice}}]}}, to: [alice]}}\n"
+            "  - {{name: alice, kind: inbox, token: {token}, secret: whsec_alice, timeout: 2s}}\nroutes:\n  - {{name: a, when: {{fields: [{{path: data.object.metadata.env, equals: alice}}]}}, to: [alice]}}\n"
         );
         let proxy = Proxy::start(&one_target(&sink, &extra)).await;
         let store = proxy.running.store.clone();
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_answer", "invoice.paid", "alice")).await.0, 200);
         let auth = [("authorization", format!("Bearer {token}"))];
         let (poll_url, answer_url) = (proxy.url("/fanout/inbox/events?wait=15&max=1"), proxy.url("/fanout/inbox/answer"));
+        // Polls until an event is offered (each poll waits up to 15 s), for at most 30 s.
         let poll = || async {
-            let (status, text) = request(Method::GET, &poll_url, &auth, "").await;
-            assert_eq!(status, 200, "{text}");
-            let polled: serde_json::Value = serde_json::from_str(&text).unwrap();
-            polled["deliveries"][0]["id"].as_str().map(str::to_owned)
+            for _ in 0..2 {
+                let (status, text) = request(Method::GET, &poll_url, &auth, "").await;
+                assert_eq!(status, 200, "{text}");
+                let polled: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if let Some(id) = polled["deliveries"][0]["id"].as_str() {
+                    return Some(id.to_owned());
+                }
+            }
+            None
         };
         let answer = |id: String| {
             let body = serde_json::json!({ "id": id, "status": 200, "latency_ms": 3, "error": null }).to_string();

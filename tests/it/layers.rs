@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
     ("signature", 0),
     ("clock", 0),
+    ("blocking", 0),
     ("route", 1),
     ("config", 2),
     ("verify", 3),
@@ -19,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 4),
     ("deliver", 5),
     ("ingest", 6),
+    ("retention", 6),
     ("api", 7),
     ("serve", 8),
     ("reload", 9),
@@ -27,6 +29,19 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// The pure core: no I/O, and imports nothing outside itself.
 const PURE: &[&str] = &["wire", "signature", "route", "config", "verify", "plan", "deliver::policy"];
+
+/// What doing I/O looks like in source: the pure core contains none of it.
+const IO: &[&str] = &[
+    "std::fs",
+    "std::env",
+    "std::process",
+    "std::net::Tcp",
+    "tokio",
+    "sled",
+    "is_file()",
+    "SystemTime::now",
+    "Instant::now",
+];
 
 /// Where status codes may be made or read.
 const HTTP_SPEAKERS: &[&str] = &["http", "api", "cli"];
@@ -61,26 +76,55 @@ fn module(path: &Path) -> Option<Vec<String>> {
 
 /// The top-level modules a file names through `crate::` (comments and inline tests left out).
 fn imports(text: &str) -> BTreeSet<String> {
-    let code: String = text
-        .split("#[cfg(test)]\nmod tests {")
+    let code = code_of(text);
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                found.extend(top_level_items(group).iter().map(|g| ident(g.trim())).filter(|g| !g.is_empty()))
+            }
+            None => {
+                found.insert(ident(rest));
+            }
+        }
+    }
+    found
+}
+
+/// The items of a `{a::{b, c}, d}` group (given without its opening brace), split at the
+/// commas of its own level.
+fn top_level_items(group: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..i]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    items
+}
+
+/// Code without comments and without an inline test module.
+fn code_of(text: &str) -> String {
+    text.split("#[cfg(test)]\nmod tests {")
         .next()
         .unwrap()
         .lines()
         .map(|l| l.split("//").next().unwrap_or(""))
         .collect::<Vec<_>>()
-        .join("\n");
-    let mut found = BTreeSet::new();
-    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
-    for (i, _) in code.match_indices("crate::") {
-        let rest = &code[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let group = &group[..group.find('}').unwrap_or(group.len())];
-            found.extend(group.split(',').map(|g| ident(g.trim())).filter(|g| !g.is_empty()));
-        } else {
-            found.insert(ident(rest));
-        }
-    }
-    found
+        .join("\n")
 }
 
 fn layer(module: &str) -> u8 {
@@ -111,6 +155,12 @@ fn imports_point_down_and_the_pure_core_stays_pure() {
                 wrong.push(format!("{full} uses wire types; deliver/ hands domain values up"));
             }
         }
+        if pure {
+            let code = code_of(&text);
+            for io in IO.iter().filter(|io| code.contains(*io)) {
+                wrong.push(format!("{full} is pure core but does I/O ({io})"));
+            }
+        }
         if text.contains("StatusCode") && !HTTP_SPEAKERS.contains(&top) {
             wrong.push(format!("{full} speaks in HTTP status codes; only {HTTP_SPEAKERS:?} may"));
         }
@@ -121,7 +171,8 @@ fn imports_point_down_and_the_pure_core_stays_pure() {
 #[test]
 fn the_check_sees_an_upward_import() {
     // The checker itself: a config file importing the delivery workers is caught.
-    let found = imports("use crate::deliver::Deliveries;\nuse crate::{route, wire::admin};\n// crate::cli\n");
-    assert_eq!(found.into_iter().collect::<Vec<_>>(), ["deliver", "route", "wire"]);
+    let found =
+        imports("use crate::deliver::Deliveries;\nuse crate::{route::{A, B}, wire::admin, plan};\n// crate::cli\n");
+    assert_eq!(found.into_iter().collect::<Vec<_>>(), ["deliver", "plan", "route", "wire"]);
     assert!(layer("deliver") >= layer("config"));
 }

@@ -16,10 +16,10 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use super::presence;
 use crate::config::{Config, LiveConfig, Target};
-use crate::deliver::{Deliveries, InboxError, LocalOutcome, Offer, Presence};
+use crate::deliver::{Deliveries, InboxError, LocalOutcome, Offer};
 use crate::http::{bearer, json, read_body, ApiError, Body};
-use crate::wire;
 use crate::wire::listen::{Answer, InboxInfo, InboxSecret, Offered, Polled, Settled, LISTENER_HEADER, PATH_PREFIX};
 
 /// Longest a poll may wait, and the default.
@@ -143,15 +143,5 @@ fn offered(offer: Offer) -> Offered {
             .filter_map(|(k, v)| Some((k.to_owned(), v.to_str().ok()?.to_owned())))
             .collect(),
         body: offer.body,
-    }
-}
-
-/// An inbox's presence as the APIs show it.
-pub fn presence(p: Presence) -> wire::listen::Presence {
-    wire::listen::Presence {
-        online: p.online,
-        listeners: p.listeners,
-        last_seen_ms: p.last_seen_ms,
-        offered: p.offered,
     }
 }

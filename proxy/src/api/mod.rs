@@ -6,3 +6,16 @@
 pub mod admin;
 pub mod listen;
 pub mod webhook;
+
+use crate::deliver::Presence;
+use crate::wire;
+
+/// An inbox's presence as both APIs show it.
+pub fn presence(p: Presence) -> wire::listen::Presence {
+    wire::listen::Presence {
+        online: p.online,
+        listeners: p.listeners,
+        last_seen_ms: p.last_seen_ms,
+        offered: p.offered,
+    }
+}

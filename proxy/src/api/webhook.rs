@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use crate::clock::unix_now_secs;
 use crate::config::LiveConfig;
-use crate::http::{json_static, read_body, ApiError, Body};
+use crate::http::{json_static, read_body, ApiError, Body, BodyError};
 use crate::ingest::{Accepted, Intake};
 use crate::metrics::Metrics;
 use crate::verify;
@@ -61,9 +61,18 @@ impl Webhooks {
             ));
         }
         let (parts, body) = req.into_parts();
-        let body = read_body(&parts.headers, body, config.max_body_bytes, config.body_read_timeout)
-            .await
-            .map_err(|e| (e.label(), ApiError::from(e)))?;
+        let body = read_body(&parts.headers, body, config.max_body_bytes, config.body_read_timeout).await.map_err(
+            |e| match e {
+                BodyError::TooLarge(limit) => (
+                    e.label(),
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("body exceeds the {limit}-byte limit (max_body_bytes)"),
+                    ),
+                ),
+                e => (e.label(), ApiError::from(e)),
+            },
+        )?;
         let event = verify::verify(source, &parts.headers, body, unix_now_secs()).map_err(|rejection| {
             tracing::warn!(source = %source.name, reason = rejection.reason(), "rejected: {rejection}");
             (rejection.reason(), ApiError::bad_request(rejection.to_string()))

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::ops::{self, AdminArgs};
-use crate::api::admin::parse_time;
 use crate::clock::unix_now_ms;
 use crate::http::client::{self as outbound, HttpClient};
 use crate::wire::admin::Ingested;
+use crate::wire::parse_time;
 
 /// Stripe's largest page.
 const PAGE: usize = 100;

@@ -233,23 +233,26 @@ pub struct ConfigError {
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            line: None,
-            message: format!("cannot read the config: {e}"),
-        })?;
-        Config::parse(&path.display().to_string(), &text, |name| std::env::var(name).ok())
+    /// Parses `text` (named `file` in errors), looking `${VAR}`s up with `env`. Files it names
+    /// (TLS, a target's CA) are not looked at; [`Config::parse_checking`] does.
+    pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::parse_checking(file, text, env, |_| true)
     }
 
-    /// Parses `text` (named `file` in errors), looking `${VAR}`s up with `env`.
-    pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    /// [`Config::parse`], with `is_file` telling whether a file it names can be read. The caller
+    /// asks the system (`reload::load`); this module does no I/O.
+    pub fn parse_checking(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+        is_file: impl Fn(&Path) -> bool,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| ConfigError {
             file: file.to_owned(),
             line: e.location().map(|l| l.line()),
             message: format!("{e}"),
         })?;
-        Resolver { file, text, env: &env }.resolve(raw)
+        Resolver { file, text, env: &env, is_file: &is_file }.resolve(raw)
     }
 }
 

@@ -22,6 +22,7 @@ pub(super) struct Resolver<'a> {
     pub(super) file: &'a str,
     pub(super) text: &'a str,
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    pub(super) is_file: &'a dyn Fn(&std::path::Path) -> bool,
 }
 
 impl Resolver<'_> {
@@ -524,7 +525,7 @@ impl Resolver<'_> {
     /// A path to a file that must exist (a PEM file, say); relative paths are as written.
     fn file(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
         let path = PathBuf::from(self.expand(value)?);
-        if !path.is_file() {
+        if !(self.is_file)(&path) {
             return Err(self.err(value, format!("{key}: {} is not a readable file", path.display())));
         }
         Ok(path)

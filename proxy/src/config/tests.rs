@@ -4,9 +4,8 @@ const BASE: &str = "sources:\n  - {name: s, path: /in, secrets: [whsec_a]}\n";
 
 fn parse(extra: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Config::parse("r.yaml", &format!("{BASE}{extra}"), move |k| {
-        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    })
+    let env = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    Config::parse_checking("r.yaml", &format!("{BASE}{extra}"), env, |p| p.starts_with("/exists"))
 }
 
 #[test]

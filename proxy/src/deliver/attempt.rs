@@ -79,7 +79,12 @@ impl Shared {
                 self.drop_job(&job, "another copy of its event was committed and is delivered instead");
                 Loaded::Settled
             }
-            Err(e) => Loaded::Unreadable(job, format!("cannot read the event from the store: {e}")),
+            Err(e) => {
+                // The operator reads the attempt's error in the history; the store's own words
+                // stay in the log.
+                tracing::error!(event_id = %job.event_id, %target, "cannot read the event from the store: {e}");
+                Loaded::Unreadable(job, "the proxy's store could not be read (see its log)".to_owned())
+            }
         }
     }
 
@@ -93,7 +98,8 @@ impl Shared {
 
     /// Records an attempt's outcome (metrics, status, history) and settles the job: complete,
     /// retry, fail over or dead-letter. On a store error the job stays leased and its lease
-    /// expires (see `deliver::reclaim`): it is attempted again, not lost and not reported settled.
+    /// expires (see `Deliveries::reclaim`): it is attempted again, not lost and not reported
+    /// settled. `Ok(false)`: the lease had expired already, and the job's next attempt decides.
     pub(super) fn settle(
         &self,
         config: &Config,
@@ -102,7 +108,7 @@ impl Shared {
         job: Job,
         result: Result<u16, Failure>,
         latency: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let latency_ms = latency.as_millis() as u64;
         let now = unix_now_ms();
         let label = TargetLabel { target: name.to_owned() };
@@ -130,13 +136,14 @@ impl Shared {
         })
     }
 
-    fn settle_success(&self, job: &Job, status: u16, latency_ms: u64, now: u64) -> Result<(), StoreError> {
+    /// A delivery is recorded even if its lease expired meanwhile (the copy queued again goes).
+    fn settle_success(&self, job: &Job, status: u16, latency_ms: u64, now: u64) -> Result<bool, StoreError> {
         self.store.log(job, Outcome::Delivered { status, latency_ms }, now)?;
         let cancelled = self.store.complete(job, now)?;
         if cancelled > 0 {
             tracing::info!(event_id = %job.event_id, cancelled, "group delivered; other members' pending jobs cancelled");
         }
-        Ok(())
+        Ok(true)
     }
 
     fn settle_failure(
@@ -147,7 +154,7 @@ impl Shared {
         failure: Failure,
         latency_ms: u64,
         now: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let store = &self.store;
         let event_id = job.event_id.clone();
         let step = next_step(job, failure.error.clone(), config, now);
@@ -167,7 +174,10 @@ impl Shared {
                     Settled::CancelledByGroup => {
                         tracing::info!(%event_id, "not retried: its group was delivered by another member")
                     }
-                    Settled::NotLeased => tracing::warn!(%event_id, "{LEASE_LOST}"),
+                    Settled::NotLeased => {
+                        tracing::warn!(%event_id, "{LEASE_LOST}");
+                        return Ok(false);
+                    }
                     Settled::Done if target != name => {
                         tracing::info!(%event_id, next = %target, "failing over to the next group member");
                         self.wake(&target);
@@ -179,12 +189,15 @@ impl Shared {
                 self.metrics.delivery(name, "dead_lettered");
                 match store.dead_letter(&job, &reason, now)? {
                     Settled::Done => tracing::warn!(%event_id, target = %job.target, "dead-lettered: {reason}"),
-                    Settled::NotLeased => tracing::warn!(%event_id, "{LEASE_LOST}"),
+                    Settled::NotLeased => {
+                        tracing::warn!(%event_id, "{LEASE_LOST}");
+                        return Ok(false);
+                    }
                     Settled::CancelledByGroup => {}
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::unix_now_ms;
+use crate::clock::{mono_ms, unix_now_ms};
 use crate::config::LiveConfig;
 use crate::http::client::Clients;
 use crate::metrics::Metrics;
@@ -120,17 +120,10 @@ impl Deliveries {
                 _ = tokio::time::sleep(RECLAIM_EVERY) => {}
             }
             let store = self.shared.store.clone();
-            let reclaimed =
-                tokio::task::spawn_blocking(move || store.reclaim_expired_leases(unix_now_ms(), RECLAIM_BATCH));
-            match reclaimed.await.map_err(|e| e.to_string()) {
-                Ok(Ok(jobs)) => {
-                    for job in &jobs {
-                        tracing::warn!(event_id = %job.event_id, target = %job.target, "lease expired: queued again");
-                        self.shared.wake(&job.target);
-                    }
-                }
-                Ok(Err(e)) => tracing::error!("cannot look for expired leases: {e}"),
-                Err(e) => tracing::error!("cannot look for expired leases: {e}"),
+            let reclaimed = move || store.reclaim_expired_leases(mono_ms(), RECLAIM_BATCH);
+            for job in crate::blocking::run("cannot look for expired leases", reclaimed).await.unwrap_or_default() {
+                tracing::warn!(event_id = %job.event_id, target = %job.target, "lease expired: queued again");
+                self.shared.wake(&job.target);
             }
         }
     }
@@ -212,22 +205,15 @@ impl Deliveries {
                 }
                 let (store, target, why) = (self.shared.store.clone(), name.clone(), reason.clone());
                 let batch = move || store.dead_letter_queue(&target, &why, unix_now_ms(), SWEEP_BATCH);
-                match tokio::task::spawn_blocking(batch).await.map_err(|e| e.to_string()) {
-                    Ok(Ok(n)) if n == SWEEP_BATCH => {}
-                    Ok(Ok(n)) => {
+                match crate::blocking::run("cannot dead-letter a removed target's queue", batch).await {
+                    Some(n) if n == SWEEP_BATCH => {}
+                    Some(n) => {
                         if n > 0 {
                             tracing::warn!(target = %name, "moved queued jobs of a removed target to the dead letters");
                         }
                         break;
                     }
-                    Ok(Err(e)) => {
-                        tracing::error!(target = %name, "cannot dead-letter a removed target's queue: {e}");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::error!(target = %name, "cannot dead-letter a removed target's queue: {e}");
-                        break;
-                    }
+                    None => break,
                 }
             }
         }

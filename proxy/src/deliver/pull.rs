@@ -17,7 +17,7 @@ use http::HeaderValue;
 
 use super::attempt::{delivery_headers, Loaded};
 use super::{Deliveries, Shared, TargetState};
-use crate::clock::unix_now_ms;
+use crate::clock::{mono_ms, unix_now_ms};
 use crate::config::{Config, Target};
 use crate::http::client::Failure;
 
@@ -244,12 +244,12 @@ impl Deliveries {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
         // Held until the last offer's deadline (below), and a margin for its answer to be settled.
-        let until = now.saturating_add(target.timeout.saturating_mul(max as u32 + 1).as_millis() as u64);
-        let jobs = self.shared.store.lease_due(name, now, max, until + super::LEASE_MARGIN.as_millis() as u64)?;
+        let held_for = target.timeout.saturating_mul(max as u32 + 1) + super::LEASE_MARGIN;
+        let jobs = self.shared.store.lease_due(name, now, max, mono_ms() + held_for.as_millis() as u64)?;
         let (mut offered, mut ready) = (Vec::new(), Vec::new());
         for job in jobs {
             if too_old(&job, target.retry.max_age, now) {
-                // On a store error the job stays leased (handed back at the next start); the
+                // On a store error the job stays leased until its lease expires; the
                 // rest of the batch goes on.
                 let reason = expired_reason(target.retry.max_age);
                 match self.shared.store.dead_letter(&job, &reason, now) {
@@ -321,9 +321,10 @@ impl Deliveries {
         let config = self.shared.live.load_full();
         let latency =
             Duration::from_millis(answer.latency_ms.unwrap_or_else(|| offer.offered.elapsed().as_millis() as u64));
-        self.shared.settle(&config, &state, name, offer.job, result, latency)?;
+        // Not recorded (its lease expired meanwhile): the answer is for an offer that is gone.
+        let recorded = self.shared.settle(&config, &state, name, offer.job, result, latency)?;
         self.shared.store.durable().await?;
-        Ok(true)
+        Ok(recorded)
     }
 }
 
@@ -372,7 +373,9 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
         }
         let config = shared.live.load_full();
-        let Some(target) = config.target(&name).filter(|t| t.is_inbox()) else { break };
+        if !config.target(&name).is_some_and(|t| t.is_inbox()) {
+            break;
+        }
         let now = unix_now_ms();
         expire_offers(&shared, &config, &state, &inbox, &name, now);
         if state.paused.load(std::sync::atomic::Ordering::SeqCst)
@@ -381,25 +384,29 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         {
             continue;
         }
-        let mut woken = Vec::new();
         let offline_for = inbox.offline_for_ms(now);
-        let swept = shared.store.sweep_queue(&name, from.as_ref(), SWEEP_SLICE, now, |job| {
-            offline_move(&config, target, job, offline_for, now, &mut woken)
-        });
-        match swept {
-            Ok((0, next)) => from = next,
-            Ok((n, next)) => {
-                from = next;
-                tracing::info!(target = %name, moved = n, "inbox offline: jobs moved to their fallback or dead-lettered");
-                if let Err(e) = shared.store.durable().await {
-                    tracing::error!(target = %name, "cannot flush the store: {e}");
-                }
-                woken.dedup();
-                for t in woken {
-                    shared.wake(&t);
-                }
+        let (store, cfg, inbox_name, cursor) = (shared.store.clone(), config.clone(), name.clone(), from.take());
+        let sweep = move || {
+            let mut woken = Vec::new();
+            let Some(target) = cfg.target(&inbox_name) else { return Ok((0, None, woken)) };
+            let (n, next) = store.sweep_queue(&inbox_name, cursor.as_ref(), SWEEP_SLICE, now, |job| {
+                offline_move(&cfg, target, job, offline_for, now, &mut woken)
+            })?;
+            Ok::<_, fanout_store::StoreError>((n, next, woken))
+        };
+        let Some((moved, next, mut woken)) = crate::blocking::run("cannot sweep the inbox queue", sweep).await else {
+            continue;
+        };
+        from = next;
+        if moved > 0 {
+            tracing::info!(target = %name, moved, "inbox offline: jobs moved to their fallback or dead-lettered");
+            if let Err(e) = shared.store.durable().await {
+                tracing::error!(target = %name, "cannot flush the store: {e}");
             }
-            Err(e) => tracing::error!(target = %name, "cannot sweep the inbox queue: {e}"),
+            woken.dedup();
+            for t in woken {
+                shared.wake(&t);
+            }
         }
     }
     hand_back(&shared, &name, &inbox);
@@ -459,7 +466,8 @@ fn offline_move(
 
 /// The inbox stops (removed from the config, no longer an inbox, or the proxy is stopping):
 /// events offered and not answered go back to its queue, where the new worker, the removed
-/// targets' sweep or the next start takes them; none stays leased to a listener nobody serves.
+/// targets' sweep or the next start takes them (if that fails, their leases expire); none stays
+/// leased to a listener nobody serves.
 fn hand_back(shared: &Shared, name: &str, inbox: &InboxState) {
     let offers: Vec<Held> = inbox.offers().drain().map(|(_, o)| o).collect();
     for offer in offers {

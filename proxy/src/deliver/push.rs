@@ -12,7 +12,7 @@ use http_body_util::Full;
 
 use super::attempt::{delivery_headers, Loaded};
 use super::{Shared, TargetState};
-use crate::clock::unix_now_ms;
+use crate::clock::{mono_ms, unix_now_ms};
 use crate::config::{Config, Endpoint, Target};
 use crate::http::client::{post, Failure, HttpClient};
 
@@ -37,7 +37,8 @@ impl Worker {
             }
             let config = this.shared.live.load_full();
             let Some(target) = config.target(&this.name) else { break };
-            let wait = match this.lease_and_start(&config, target) {
+            let looked = this.lease_and_start(&config, target);
+            let wait = match looked {
                 Ok(wait) => {
                     if failing > 0 {
                         tracing::info!(target = %this.name, "the queue is readable again");
@@ -58,9 +59,18 @@ impl Worker {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // While the store fails, new work does not cut the pause short: it would be asked
+            // again at the rate events arrive.
+            let woken = async {
+                if failing == 0 {
+                    this.state.wake.notified().await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
                 _ = this.state.stop.cancelled() => break,
-                _ = this.state.wake.notified() => {}
+                _ = woken => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -75,7 +85,7 @@ impl Worker {
         }
         let now = unix_now_ms();
         // An attempt ends within the target's timeout; the margin covers settling it.
-        let until = now + (target.timeout + super::LEASE_MARGIN).as_millis() as u64;
+        let until = mono_ms() + (target.timeout + super::LEASE_MARGIN).as_millis() as u64;
         for job in self.shared.store.lease_due(&self.name, now, target.concurrency - busy, until)? {
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
             let (this, config) = (self.clone(), config.clone());
@@ -122,9 +132,9 @@ impl Worker {
     }
 }
 
-/// The pause after `n` store errors in a row: 100 ms doubling to 5 s.
+/// The pause after `n` store errors in a row: 100 ms doubling up to 5 s.
 fn store_backoff(n: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << n.min(6).saturating_sub(1))).min(Duration::from_secs(5))
+    Duration::from_millis(100u64 << n.clamp(1, 7).saturating_sub(1)).min(Duration::from_secs(5))
 }
 
 /// One attempt: POST the original body with a fresh signature; Ok(status) only for 2xx.

@@ -52,6 +52,12 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry later")
     }
 
+    /// 500: a handler failed inside the proxy (it panicked). Logged; the caller hears only that.
+    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!("{context}: {error}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request failed inside the proxy; see its log")
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -128,10 +134,9 @@ impl BodyError {
 impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> ApiError {
         match e {
-            BodyError::TooLarge(limit) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body exceeds the {limit}-byte limit (max_body_bytes)"),
-            ),
+            BodyError::TooLarge(limit) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body exceeds the {limit}-byte limit"))
+            }
             BodyError::Timeout => ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
             BodyError::Unreadable(e) => ApiError::bad_request(format!("could not read the request body: {e}")),
         }

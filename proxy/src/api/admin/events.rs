@@ -2,7 +2,6 @@
 //! store's history), the filters a listing or a bulk replay takes, and replay itself.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fanout_store::{Disposition, EventCursor, EventHead, EventRecord, HistoryEntry, NewJob, Outcome};
 use http::StatusCode;
@@ -18,6 +17,7 @@ use crate::route::Decision;
 use crate::wire::admin::{
     Attempt, Batch, DestinationSummary, EventDetail, EventSummary, EventsPage, QueuedJob, Replayed, Skipped,
 };
+use crate::wire::{parse_time, time};
 
 /// Most history entries shown for one event (the newest).
 const MAX_HISTORY: usize = 1_000;
@@ -387,26 +387,6 @@ fn attempt(h: &HistoryEntry) -> Attempt {
         retry_at,
         to,
     }
-}
-
-/// RFC 3339 in UTC, to the millisecond (clamped to year 9999, which RFC 3339 cannot go past).
-pub fn time(ms: u64) -> String {
-    const END_OF_9999_MS: u64 = 253_402_300_799_999;
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(END_OF_9999_MS))).to_string()
-}
-
-/// A point in time as an operator writes it: RFC 3339 (`2026-11-24T10:00:00Z`), unix seconds, or
-/// a duration meaning that long ago (`2h`).
-pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return secs.checked_mul(1000).ok_or_else(|| format!("{s} is too far in the future"));
-    }
-    if let Ok(ago) = humantime::parse_duration(s) {
-        return Ok(now_ms.saturating_sub(ago.as_millis() as u64));
-    }
-    humantime::parse_rfc3339_weak(s)
-        .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-        .map_err(|_| format!("{s:?} is not a time: write 2026-11-24T10:00:00Z, unix seconds, or 2h (ago)"))
 }
 
 #[cfg(test)]

@@ -5,13 +5,11 @@
 //!
 //! Invariants: every route but the health checks needs the bearer token when one is configured;
 //! every list is paged and bounded, so no request reads the whole store into memory; store scans
-//! run on the blocking pool, never on the threads that answer Stripe; nothing here writes to the
+//! run on the background threads (`blocking`), never on the threads that answer Stripe; nothing here writes to the
 //! store except through its operations.
 
 mod events;
 mod operate;
-
-pub use events::{parse_time, time};
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +27,7 @@ use crate::ingest::{Accepted, Intake};
 use crate::metrics::{Metrics, TargetLabel};
 use crate::verify;
 use crate::wire::admin::{Ingested, OwnerInfo, SetOwner};
+use crate::wire::time;
 
 pub struct Admin {
     pub live: LiveConfig,
@@ -89,7 +88,7 @@ impl Admin {
             (&Method::PUT, ["owners", id]) => return self.set_owner(&config, id, req).await,
             _ => {}
         }
-        // Everything else reads or writes the store and nothing else: on the blocking pool.
+        // Everything else reads or writes the store and nothing else: on the background threads.
         let (method, query, shown) = (method.clone(), Query::parse(req.uri().query()), req.uri().path().to_owned());
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -98,7 +97,7 @@ impl Admin {
                 .unwrap_or_else(|| Err(ApiError::not_found(format!("no admin route {method} {shown}"))))
         })
         .await
-        .map_err(|e| ApiError::unavailable("an admin request failed", &e))?
+        .map_err(|e| ApiError::internal("an admin request failed", &e))?
     }
 
     /// The routes that only read or write the store (and live state); None for no such route.
@@ -143,7 +142,7 @@ impl Admin {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.event("readyz-probe"))
             .await
-            .map_err(|e| ApiError::unavailable("readiness probe failed", &e))??;
+            .map_err(|e| ApiError::internal("readiness probe failed", &e))??;
         Ok(text(StatusCode::OK, "ready\n"))
     }
 

@@ -4,8 +4,8 @@
 use fanout_store::{DeadLetter, Job, JobId};
 use http::StatusCode;
 
-use super::{job_id, owner_info, time, Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
-use crate::api::listen::presence;
+use super::{job_id, owner_info, Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
+use crate::api::presence;
 use crate::clock::unix_now_ms;
 use crate::config::Config;
 use crate::http::{json, ApiError};
@@ -13,6 +13,7 @@ use crate::wire::admin::DeadLetter as DeadLetterOut;
 use crate::wire::admin::{
     Batch, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused, Skipped, TargetInfo, Targets,
 };
+use crate::wire::time;
 
 impl Admin {
     pub(super) fn list_dead_letters(&self, query: &Query) -> Answer {

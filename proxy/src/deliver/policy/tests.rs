@@ -25,6 +25,7 @@ fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
         ingest: 0,
         replay: false,
         received_at_ms: 1_000_000,
+        lease: 0,
     }
 }
 

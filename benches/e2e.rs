@@ -4,6 +4,7 @@
 //!     cargo bench -p fanout --bench e2e -- ingest delivery   # some of them
 //!
 //!     cargo bench -p fanout --bench e2e -- admin             # ingest while an operator pages events
+//!                                                            # (FANOUT_BENCH_PAGE_EVERY_MS, default 100)
 //!
 //! Sizes can be changed with FANOUT_BENCH_SECS (per ingest level), FANOUT_BENCH_LEVELS (ingest
 //! concurrency levels, e.g. `1,64`), FANOUT_BENCH_EVENTS (delivery) and FANOUT_BENCH_BACKLOG
@@ -63,8 +64,9 @@ fn main() {
                 }
                 "admin" => {
                     let secs = env_or("FANOUT_BENCH_SECS", 10);
-                    let r = loadgen::admin_paging(bin, 64, Duration::from_secs(secs), 3000).await?;
-                    print_admin(&r);
+                    let pace = Duration::from_millis(env_or("FANOUT_BENCH_PAGE_EVERY_MS", 100));
+                    let r = loadgen::admin_paging(bin, 64, Duration::from_secs(secs), pace, 3000).await?;
+                    print_admin(&r, pace);
                     Ok(())
                 }
                 "backlog" => {
@@ -158,8 +160,11 @@ fn print_backlog(r: &loadgen::BacklogReport) {
     );
 }
 
-fn print_admin(r: &loadgen::AdminPagingReport) {
-    println!("\n## admin: ingest at 64 senders, alone and while an operator pages through every event\n");
+fn print_admin(r: &loadgen::AdminPagingReport, pace: Duration) {
+    println!(
+        "\n## admin: ingest at 64 senders, alone and while an operator pages through every event (a page every {} ms at most)\n",
+        pace.as_millis()
+    );
     println!("| phase | ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev (user + sys) |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, l) in [("alone", &r.quiet), ("while paging", &r.paging)] {

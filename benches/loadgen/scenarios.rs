@@ -103,12 +103,14 @@ pub struct AdminPagingReport {
 
 /// Ingest at `senders` for `per_phase` twice against one `fanout serve`: alone, then while an
 /// operator pages through every event (`GET /events?limit=500`, following cursors, alternating
-/// with a `state=pending` filter that also reads each event's history) as fast as the API answers.
-/// The first phase fills the store the second one pages through.
+/// with a `state=pending` filter that also reads each event's history), a page every `pace` at
+/// most (zero: as fast as the API answers). The first phase fills the store the second one pages
+/// through.
 pub async fn admin_paging(
     bin: &Path,
     senders: usize,
     per_phase: Duration,
+    pace: Duration,
     body_bytes: usize,
 ) -> Result<AdminPagingReport, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -119,7 +121,7 @@ pub async fn admin_paging(
     let mut seq = 0;
     let quiet = level(&fanout, "admin", &mut seq, senders, per_phase, body_bytes).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pager = tokio::spawn(page_events(admin, stop.clone()));
+    let pager = tokio::spawn(page_events(admin, pace, stop.clone()));
     let paging = level(&fanout, "admin", &mut seq, senders, per_phase, body_bytes).await;
     stop.store(true, Ordering::Relaxed);
     let mut page_latencies_us = pager.await.map_err(|e| e.to_string())??;
@@ -128,9 +130,11 @@ pub async fn admin_paging(
     Ok(AdminPagingReport { quiet, paging, pages: page_latencies_us.len(), page_latencies_us })
 }
 
-/// Pages through `/events` until `stop`, one request at a time; returns each page's latency.
+/// Pages through `/events` until `stop`, one request at a time, at most one per `pace`; returns
+/// each page's latency.
 async fn page_events(
     admin: std::net::SocketAddr,
+    pace: Duration,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<Vec<u32>, String> {
     let mut conn = connect(admin).await.map_err(|e| e.to_string())?;
@@ -157,6 +161,7 @@ async fn page_events(
         if cursor.is_none() {
             filtered = !filtered;
         }
+        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
     }
     Ok(latencies)
 }

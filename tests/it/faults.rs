@@ -83,6 +83,11 @@ async fn a_failing_store_makes_ingest_answer_503_and_acknowledge_nothing() {
         assert!(text.contains("could not be stored; retry later"), "{text}");
         let (status, _) = proxy.admin(Method::GET, "/events/evt_during", None).await;
         assert_eq!(status, 404, "nothing of it was acknowledged as stored");
+        // The admin API's way in (backfill) says the same, and no store error text reaches a client.
+        let json = [("content-type", "application/json".to_owned())];
+        let (status, text) = request(Method::POST, &proxy.admin_url("/events"), &json, body.clone()).await;
+        assert_eq!(status, 503, "{text}");
+        assert!(!text.contains("injected") && !text.contains("no space"), "store error text sent: {text}");
 
         proxy.running.store.fail_writes(false);
         assert_eq!(send_signed(&url, &body).await.0, 200, "Stripe's retry is taken");

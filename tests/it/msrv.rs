@@ -13,7 +13,8 @@ fn version(v: &str) -> [u32; 3] {
 #[test]
 fn no_locked_dependency_needs_a_newer_rust_than_the_declared_msrv() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let host = Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let host = Command::new(rustc).arg("-vV").output().expect("rustc -vV");
     let host = String::from_utf8_lossy(&host.stdout);
     let host = host.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc names its host").to_owned();
     let out = Command::new(cargo)

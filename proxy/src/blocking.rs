@@ -1,12 +1,14 @@
 //! Background store work that scans — admin queries and `/metrics`, retention, sweeps, lease
-//! reclaim — runs on two threads of its own at a lower CPU priority (nice 10), never on the
-//! threads that answer Stripe, and never ahead of them: on a two-core machine an operator paging
-//! through events in a loop would otherwise take the CPU that acknowledgements need
-//! (BENCHMARKS.md, "admin"). The group commit's fsync keeps tokio's blocking pool.
+//! reclaim — runs on two threads of the proxy's own at a lower CPU priority (nice 10 on Linux),
+//! never on the threads that answer Stripe, and behind them: on a two-core machine an operator
+//! paging through events would otherwise take the CPU acknowledgements need (BENCHMARKS.md,
+//! "admin"). The group commit's fsync keeps tokio's blocking pool; so do health checks, which
+//! must not wait behind a long admin query.
 
 use std::fmt::Display;
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 type Chore = Box<dyn FnOnce() + Send>;
 
@@ -14,68 +16,117 @@ type Chore = Box<dyn FnOnce() + Send>;
 const THREADS: usize = 2;
 
 /// How much lower than the rest of the process the chores run (Linux nice value).
+#[cfg(target_os = "linux")]
 const NICE: libc::c_int = 10;
 
-/// The chore threads are gone (the process is exiting).
+/// The chore threads are closed (the proxy is stopping).
 #[derive(Debug, thiserror::Error)]
-#[error("the background threads are gone")]
+#[error("the proxy is stopping; background work is closed")]
 pub struct Gone;
 
-fn queue() -> &'static Mutex<mpsc::Sender<Chore>> {
-    static QUEUE: OnceLock<Mutex<mpsc::Sender<Chore>>> = OnceLock::new();
-    QUEUE.get_or_init(|| {
+/// The proxy's chore threads.
+pub struct Chores {
+    queue: Mutex<Option<mpsc::Sender<Chore>>>,
+    /// Chores taken and not finished, and a wake-up when that falls.
+    in_flight: Arc<(AtomicUsize, tokio::sync::Notify)>,
+}
+
+impl Chores {
+    pub fn start() -> Arc<Chores> {
         let (tx, rx) = mpsc::channel::<Chore>();
-        let rx = std::sync::Arc::new(Mutex::new(rx));
+        let rx = Arc::new(Mutex::new(rx));
         for i in 0..THREADS {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("fanout-chores-{i}")).spawn(move || {
-                // SAFETY: setpriority has no memory effects; on Linux, PRIO_PROCESS with who = 0
-                // sets the calling thread's nice value. Failing leaves it at the default.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
+                lower_priority();
                 loop {
                     let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    match next {
-                        // A chore that panics fails its caller (it hears `Gone`), not the thread.
-                        Ok(chore) => {
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(chore));
-                        }
-                        Err(_) => break,
-                    }
+                    let Ok(chore) = next else { break };
+                    chore();
                 }
             });
             if let Err(e) = spawned {
                 tracing::error!("cannot start a background thread: {e}");
             }
         }
-        Mutex::new(tx)
-    })
+        Arc::new(Chores { queue: Mutex::new(Some(tx)), in_flight: Arc::default() })
+    }
+
+    /// Runs `work` on a chore thread and waits for its result.
+    pub async fn run_raw<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Gone> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let in_flight = self.in_flight.clone();
+        let chore: Chore = Box::new(move || {
+            // A chore that panics fails its caller (who hears `Gone`), not the thread.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            if let Ok(done) = done {
+                let _ = tx.send(done);
+            }
+            in_flight.0.fetch_sub(1, Ordering::SeqCst);
+            in_flight.1.notify_waiters();
+        });
+        {
+            let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let queue = queue.as_ref().ok_or(Gone)?;
+            self.in_flight.0.fetch_add(1, Ordering::SeqCst);
+            if queue.send(chore).is_err() {
+                self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
+                return Err(Gone);
+            }
+        }
+        rx.await.map_err(|_| Gone)
+    }
+
+    /// Runs `work` on a chore thread; its error is logged with `what` and is None.
+    pub async fn run<T, E>(&self, what: &'static str, work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Option<T>
+    where
+        T: Send + 'static,
+        E: Display + Send + 'static,
+    {
+        match self.run_raw(work).await {
+            Ok(Ok(done)) => Some(done),
+            Ok(Err(e)) => {
+                tracing::error!("{what}: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("{what}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Takes no more chores and waits, up to `within`, for those taken to finish: a stop flushes
+    /// the store only once nothing in the background writes to it. The threads then end.
+    pub async fn close(&self, within: Duration) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let drained = async {
+            loop {
+                let woken = self.in_flight.1.notified();
+                tokio::pin!(woken);
+                // Registered before the count is read, so a chore ending in between wakes it.
+                woken.as_mut().enable();
+                if self.in_flight.0.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        if tokio::time::timeout(within, drained).await.is_err() {
+            tracing::warn!(
+                left = self.in_flight.0.load(Ordering::SeqCst),
+                "background store work still running at stop"
+            );
+        }
+    }
 }
 
-/// Runs `work` on a chore thread and waits for its result.
-pub async fn run_raw<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Gone> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let chore: Chore = Box::new(move || {
-        let _ = tx.send(work());
-    });
-    queue().lock().unwrap_or_else(|p| p.into_inner()).send(chore).map_err(|_| Gone)?;
-    rx.await.map_err(|_| Gone)
-}
-
-/// Runs `work` on a chore thread; its error is logged with `what` and is None.
-pub async fn run<T, E>(what: &'static str, work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Option<T>
-where
-    T: Send + 'static,
-    E: Display + Send + 'static,
-{
-    match run_raw(work).await {
-        Ok(Ok(done)) => Some(done),
-        Ok(Err(e)) => {
-            tracing::error!("{what}: {e}");
-            None
-        }
-        Err(e) => {
-            tracing::error!("{what}: {e}");
-            None
-        }
+/// On Linux a thread has its own nice value: raising this one's leaves the rest of the process as
+/// it was. Elsewhere it would renice the whole process, so it is left alone.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory effects; failing leaves the thread at the default.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
     }
 }

@@ -2,11 +2,13 @@
 //! `retention` are forgotten, in small batches on the background threads (`blocking`) so ingest
 //! never waits on them; and jobs queued for targets a reload removed go to the dead letters.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fanout_store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::blocking::Chores;
 use crate::clock::unix_now_ms;
 use crate::config::LiveConfig;
 use crate::deliver::Deliveries;
@@ -21,20 +23,26 @@ const BATCH: usize = 500;
 /// at a time, the cursor kept between passes.
 const OWNERS_SLICE: usize = 1000;
 
-pub async fn sweep(store: Store, live: LiveConfig, deliveries: Deliveries, shutdown: CancellationToken) {
+pub async fn sweep(
+    store: Store,
+    live: LiveConfig,
+    deliveries: Deliveries,
+    chores: Arc<Chores>,
+    shutdown: CancellationToken,
+) {
     let mut owners_from: Option<String> = None;
     loop {
         let cutoff = unix_now_ms().saturating_sub(live.load().retention.as_millis() as u64);
         loop {
             let s = store.clone();
-            let purged = crate::blocking::run("retention sweep failed", move || s.purge_events_before(cutoff, BATCH));
+            let purged = chores.run("retention sweep failed", move || s.purge_events_before(cutoff, BATCH));
             if purged.await != Some(BATCH) || shutdown.is_cancelled() {
                 break;
             }
         }
         let (s, from) = (store.clone(), owners_from.clone());
         let owners = move || s.purge_owners_before(cutoff, from.as_deref(), OWNERS_SLICE);
-        if let Some((_, next)) = crate::blocking::run("retention sweep of object owners failed", owners).await {
+        if let Some((_, next)) = chores.run("retention sweep of object owners failed", owners).await {
             owners_from = next;
         }
         deliveries.sweep_orphan_queues().await;

@@ -20,8 +20,9 @@ use tokio_util::task::TaskTracker;
 use crate::api::admin::Admin;
 use crate::api::listen::ListenApi;
 use crate::api::webhook::Webhooks;
+use crate::blocking::Chores;
 use crate::config::{Config, LiveConfig, INBOX_PATH};
-use crate::deliver::Deliveries;
+use crate::deliver::{Deliveries, Lifecycle};
 use crate::http::client::Clients;
 use crate::http::server::{warn_if_fds_are_short, Listeners};
 use crate::http::tls::{self, TlsError};
@@ -47,6 +48,7 @@ pub struct Running {
     connections: TaskTracker,
     delivery_tasks: TaskTracker,
     background: Vec<tokio::task::JoinHandle<()>>,
+    chores: Arc<Chores>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,15 +82,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let (accepting, shutdown, abort) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
     let (connections, delivery_tasks) = (TaskTracker::new(), TaskTracker::new());
-    let deliveries = Deliveries::start(
-        live.clone(),
-        store.clone(),
-        clients,
-        metrics.clone(),
-        shutdown.clone(),
-        abort.clone(),
-        delivery_tasks.clone(),
-    );
+    let chores = Chores::start();
+    let life = Lifecycle {
+        shutdown: shutdown.clone(),
+        abort: abort.clone(),
+        tasks: delivery_tasks.clone(),
+        chores: chores.clone(),
+    };
+    let deliveries = Deliveries::start(live.clone(), store.clone(), clients, metrics.clone(), life);
     let intake = Arc::new(Intake { store: store.clone(), deliveries: deliveries.clone(), metrics: metrics.clone() });
     let webhooks = Arc::new(Webhooks { live: live.clone(), intake: intake.clone(), metrics: metrics.clone() });
     let admin = Arc::new(Admin {
@@ -98,6 +99,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         intake,
         scrape: Default::default(),
+        chores: chores.clone(),
     });
     let listen =
         Arc::new(ListenApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });
@@ -115,7 +117,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let background = vec![
         tokio::spawn(listeners.clone().accept(listener, tls, webhooks)),
         tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
-        tokio::spawn(retention::sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
+        tokio::spawn(retention::sweep(
+            store.clone(),
+            live.clone(),
+            deliveries.clone(),
+            chores.clone(),
+            shutdown.clone(),
+        )),
     ];
     Ok(Running {
         addr,
@@ -130,6 +138,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         connections,
         delivery_tasks,
         background,
+        chores,
     })
 }
 
@@ -220,6 +229,8 @@ impl Running {
             self.abort.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.delivery_tasks.wait()).await;
         }
+        // Background store work (a retention batch, an admin replay) ends before the last writes.
+        self.chores.close(Duration::from_secs(5)).await;
         match self.store.release_leases() {
             Ok(n) if n > 0 => tracing::info!(released = n, "in-flight jobs leased back to their queues"),
             Ok(_) => {}

@@ -23,10 +23,20 @@ pub(crate) struct Hold {
 }
 
 /// job id -> its current lease.
-#[derive(Default)]
 pub(crate) struct Deadlines {
     held: Mutex<HashMap<JobId, Hold>>,
     next: AtomicU64,
+    /// Per-job moves (a reclaim's take and writes; a settle's take) are serialized by the
+    /// stripe of the job's id, so a settle that finds its job reclaimed finds it queued already.
+    moving: [Mutex<()>; STRIPES],
+}
+
+const STRIPES: usize = 64;
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines { held: Mutex::default(), next: AtomicU64::new(0), moving: std::array::from_fn(|_| Mutex::new(())) }
+    }
 }
 
 impl Deadlines {
@@ -51,6 +61,18 @@ impl Deadlines {
     /// Puts back a deadline taken by a settle that then failed, unless the job has a newer one.
     pub(crate) fn restore(&self, id: JobId, hold: Hold) {
         self.lock().entry(id).or_insert(hold);
+    }
+
+    /// Makes lease `lease` of `id` reclaimable at once (a sweep whose settle failed).
+    pub(crate) fn expire_now(&self, id: JobId, lease: u64) {
+        if let Some(hold) = self.lock().get_mut(&id).filter(|h| h.lease == lease) {
+            hold.until = 0;
+        }
+    }
+
+    /// Holds the moves of job `id` (see `moving`).
+    fn moving(&self, id: JobId) -> MutexGuard<'_, ()> {
+        self.moving[(id % STRIPES as u64) as usize].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn expired(&self, now_ms: u64, max: usize) -> Vec<(JobId, Hold)> {
@@ -92,8 +114,9 @@ impl Store {
     pub fn reclaim_expired_leases(&self, now_ms: u64, max: usize) -> Result<Vec<Job>> {
         let mut reclaimed = Vec::new();
         for (id, hold) in self.deadlines.expired(now_ms, max) {
-            // Taken one job at a time (no lock held across the writes): a settle that took it
-            // first keeps the job, one that comes after finds it reclaimed.
+            // One job at a time, under its stripe: a settle that took the deadline first keeps
+            // the job; one that comes after finds it reclaimed and queued again.
+            let _moving = self.deadlines.moving(id);
             if self.deadlines.take(id, hold.lease).is_none() {
                 continue;
             }
@@ -158,7 +181,10 @@ impl Store {
     /// since. If the settle fails, the deadline goes back: the lease still expires, and a failed
     /// settle strands nothing.
     pub(crate) fn settling<T>(&self, job: &Job, settle: impl FnOnce(bool) -> Result<T>) -> Result<T> {
-        let hold = self.deadlines.take(job.id, job.lease);
+        let hold = {
+            let _moving = self.deadlines.moving(job.id);
+            self.deadlines.take(job.id, job.lease)
+        };
         // Injected here, after the deadline is taken, so a test goes through the failure path.
         let settled = self.injected_fault(Fault::Settles).and_then(|()| settle(hold.is_some()));
         if let (Err(_), Some(hold)) = (&settled, hold) {

@@ -128,9 +128,11 @@ impl Store {
     }
 
     /// Moves every job queued for `target` to the dead letters with `reason` (the target was
-    /// removed from the config), at most `batch` per call; returns how many moved.
-    pub fn dead_letter_queue(&self, target: &str, reason: &str, now_ms: u64, batch: usize) -> Result<usize> {
-        Ok(self.sweep_queue(target, None, batch, now_ms, |_| Sweep::DeadLetter(reason.to_owned()))?.0)
+    /// removed from the config), looking at `batch` per call; returns how many moved, and whether
+    /// more may be left (the batch was full).
+    pub fn dead_letter_queue(&self, target: &str, reason: &str, now_ms: u64, batch: usize) -> Result<(usize, bool)> {
+        let (moved, next) = self.sweep_queue(target, None, batch, now_ms, |_| Sweep::DeadLetter(reason.to_owned()))?;
+        Ok((moved, next.is_some()))
     }
 
     /// Looks at up to `batch` jobs queued for `target` (in due order, after `from`) and takes out
@@ -170,27 +172,29 @@ impl Store {
                 Sweep::DeadLetter(reason) => Err(reason),
             };
             // Through a lease, so `retry` and `dead_letter`'s usual paths (and their group
-            // checks) apply. The lease is reclaimable at once: settled right here, or, if that
-            // fails, handed back by the next reclaim rather than stranded.
+            // checks) apply. Settled right here; if that fails, the lease is made reclaimable at
+            // once, so the next reclaim hands the job back rather than strand it.
             if !self.take_queued(target, &key, &value)? {
                 continue;
             }
             let mut job = job;
-            job.lease = self.deadlines.hold(job.id, 0);
+            job.lease = self.deadlines.hold(job.id, u64::MAX);
             if matches!(job.delivery, Delivery::AnyOf { .. }) {
                 self.requeued.remove(job.id.to_be_bytes())?;
             }
             let settled = match take {
                 Ok((rewritten, reason)) => {
                     let to = rewritten.target.clone();
-                    let settled = self.retry(&Job { lease: job.lease, ..rewritten }, now_ms)?;
-                    if settled == Settled::Done {
-                        self.append(&job, Outcome::Rerouted { to, reason }, now_ms)?;
-                    }
-                    settled
+                    self.retry(&Job { lease: job.lease, ..rewritten }, now_ms).and_then(|settled| {
+                        if settled == Settled::Done {
+                            self.append(&job, Outcome::Rerouted { to, reason }, now_ms)?;
+                        }
+                        Ok(settled)
+                    })
                 }
-                Err(reason) => self.dead_letter(&job, &reason, now_ms)?,
+                Err(reason) => self.dead_letter(&job, &reason, now_ms),
             };
+            let settled = settled.inspect_err(|_| self.deadlines.expire_now(job.id, job.lease))?;
             if settled == Settled::NotLeased {
                 continue;
             }

@@ -406,8 +406,8 @@ fn a_removed_target_s_queue_moves_to_the_dead_letters() {
     for i in 0..3 {
         store.ingest(&event(&format!("evt_{i}"), i), &[to("gone"), to("kept")]).unwrap();
     }
-    assert_eq!(store.dead_letter_queue("gone", "target removed", 50, 2).unwrap(), 2);
-    assert_eq!(store.dead_letter_queue("gone", "target removed", 50, 2).unwrap(), 1);
+    assert_eq!(store.dead_letter_queue("gone", "target removed", 50, 2).unwrap(), (2, true));
+    assert_eq!(store.dead_letter_queue("gone", "target removed", 50, 2).unwrap(), (1, false));
     assert_eq!((store.queued("gone"), store.queued("kept"), store.dead_letter_count()), (0, 3, 3));
     assert_eq!(store.in_flight(), 0);
     assert_eq!(store.dead_letters(1).unwrap()[0].error, "target removed");
@@ -788,29 +788,36 @@ fn a_failed_settle_leaves_the_lease_to_expire() {
 
 #[test]
 fn settles_racing_a_reclaim_leave_each_job_in_exactly_one_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    for i in 0..300 {
-        store.ingest(&event(&format!("evt_{i}"), 0), &[to("a")]).unwrap();
-    }
-    let leased = store.lease_due("a", 0, 300, 100).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| while !store.reclaim_expired_leases(100, 7).unwrap().is_empty() {});
-        for (i, job) in leased.iter().enumerate() {
-            let settled = if i % 2 == 0 {
-                store.retry(&Job { attempt: 1, due_at_ms: 500, ..job.clone() }, 50).unwrap()
-            } else {
-                store.dead_letter(job, "HTTP 500", 50).unwrap()
-            };
-            assert_ne!(settled, Settled::CancelledByGroup);
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..300 {
+            store.ingest(&event(&format!("evt_{round}_{i}"), 0), &[to("a")]).unwrap();
         }
-    });
-    let mut places: Vec<JobId> = store.queue.iter().keys().map(|k| id_from(&k.unwrap()[2 + 8..])).collect();
-    places.extend(store.dead.iter().keys().map(|k| id_from(&k.unwrap())));
-    places.sort();
-    assert_eq!(places, leased.iter().map(|j| j.id).collect::<Vec<_>>(), "each job queued or dead, once");
-    assert_eq!(store.in_flight(), 0);
-    assert_eq!((store.queued("a"), store.dead_letter_count()), (store.queue.len(), store.dead.len()));
+        let leased = store.lease_due("a", 0, 300, 100).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| while !store.reclaim_expired_leases(100, 7).unwrap().is_empty() {});
+            for (i, job) in leased.iter().enumerate() {
+                let settled = match i % 3 {
+                    0 => store.retry(&Job { attempt: 1, due_at_ms: 500, ..job.clone() }, 50).unwrap(),
+                    1 => store.dead_letter(job, "HTTP 500", 50).unwrap(),
+                    _ => {
+                        store.complete(job, 50).unwrap();
+                        Settled::Done
+                    }
+                };
+                assert_ne!(settled, Settled::CancelledByGroup);
+            }
+        });
+        let mut places: Vec<JobId> = store.queue.iter().keys().map(|k| id_from(&k.unwrap()[2 + 8..])).collect();
+        places.extend(store.dead.iter().keys().map(|k| id_from(&k.unwrap())));
+        places.sort();
+        let undelivered: Vec<JobId> =
+            leased.iter().enumerate().filter(|(i, _)| i % 3 != 2).map(|(_, j)| j.id).collect();
+        assert_eq!(places, undelivered, "each failed job queued or dead, once; no delivered one queued again");
+        assert_eq!(store.in_flight(), 0);
+        assert_eq!((store.queued("a"), store.dead_letter_count()), (store.queue.len(), store.dead.len()));
+    }
 }
 
 /// A settle that comes late, after its lease expired and the job was leased again, acts on its

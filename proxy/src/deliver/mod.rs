@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blocking::Chores;
 use crate::clock::{mono_ms, unix_now_ms};
 use crate::config::LiveConfig;
 use crate::http::client::Clients;
@@ -46,6 +47,8 @@ struct Shared {
     abort: CancellationToken,
     /// Worker loops and attempts, so a stop can wait for them.
     tasks: TaskTracker,
+    /// Where store scans run (sweeps, reclaim).
+    chores: Arc<Chores>,
 }
 
 /// What the admin API shows for a target besides its queue.
@@ -83,6 +86,17 @@ const RECLAIM_BATCH: usize = 256;
 /// Jobs moved per store call when a removed target's queue goes to the dead letters.
 const SWEEP_BATCH: usize = 500;
 
+/// How the workers are stopped and where they run their background work.
+pub struct Lifecycle {
+    /// No new leases once cancelled.
+    pub shutdown: CancellationToken,
+    /// Attempts still in flight are cut off (and their jobs leased back) once cancelled.
+    pub abort: CancellationToken,
+    /// Worker loops and attempts, so a stop can wait for them.
+    pub tasks: TaskTracker,
+    pub chores: Arc<Chores>,
+}
+
 impl Deliveries {
     /// Starts one worker per target in the live config.
     pub fn start(
@@ -90,10 +104,9 @@ impl Deliveries {
         store: Store,
         clients: Clients,
         metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-        abort: CancellationToken,
-        tasks: TaskTracker,
+        life: Lifecycle,
     ) -> Deliveries {
+        let Lifecycle { shutdown, abort, tasks, chores } = life;
         let shared = Shared {
             live,
             store,
@@ -103,6 +116,7 @@ impl Deliveries {
             shutdown,
             abort,
             tasks,
+            chores,
         };
         let deliveries = Deliveries { shared: Arc::new(shared) };
         deliveries.reconcile();
@@ -121,7 +135,7 @@ impl Deliveries {
             }
             let store = self.shared.store.clone();
             let reclaimed = move || store.reclaim_expired_leases(mono_ms(), RECLAIM_BATCH);
-            for job in crate::blocking::run("cannot look for expired leases", reclaimed).await.unwrap_or_default() {
+            for job in self.shared.chores.run("cannot look for expired leases", reclaimed).await.unwrap_or_default() {
                 tracing::warn!(event_id = %job.event_id, target = %job.target, "lease expired: queued again");
                 self.shared.wake(&job.target);
             }
@@ -205,10 +219,10 @@ impl Deliveries {
                 }
                 let (store, target, why) = (self.shared.store.clone(), name.clone(), reason.clone());
                 let batch = move || store.dead_letter_queue(&target, &why, unix_now_ms(), SWEEP_BATCH);
-                match crate::blocking::run("cannot dead-letter a removed target's queue", batch).await {
-                    Some(n) if n == SWEEP_BATCH => {}
-                    Some(n) => {
-                        if n > 0 {
+                match self.shared.chores.run("cannot dead-letter a removed target's queue", batch).await {
+                    Some((_, true)) => {}
+                    Some((moved, false)) => {
+                        if moved > 0 {
                             tracing::warn!(target = %name, "moved queued jobs of a removed target to the dead letters");
                         }
                         break;

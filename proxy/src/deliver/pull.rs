@@ -44,6 +44,7 @@ pub struct InboxState {
 /// An offer waiting for its answer.
 struct Held {
     job: Job,
+    /// On the monotonic clock (`clock::mono_ms`).
     deadline_ms: u64,
     offered: Instant,
 }
@@ -276,7 +277,8 @@ impl Deliveries {
         // The listener forwards a batch one event at a time, each within the target's timeout;
         // one more timeout covers the round trips. Unanswered by then: a failed attempt.
         let allowed = target.timeout.saturating_mul(ready.len() as u32 + 1);
-        let deadline = now.saturating_add(allowed.as_millis() as u64);
+        // On the monotonic clock, like the lease: a wall-clock step expires no offer.
+        let deadline = mono_ms().saturating_add(allowed.as_millis() as u64);
         let mut offers = inbox.offers();
         for (job, event) in ready {
             // Bodies were parsed as JSON at ingest, so they are UTF-8; sign exactly what is sent.
@@ -335,17 +337,19 @@ fn current_fallback(config: &Config, inbox: &Target, rule: &str) -> Option<Vec<S
     Some(offline.fallback.iter().map(|&i| config.targets[i].name.clone()).collect())
 }
 
-/// An offer's id: the job and the attempt it was offered as.
+/// An offer's id: the job and the lease it was offered under, so an answer for an offer that
+/// expired never settles a later offer of the same job (even as the same attempt, when the first
+/// attempt's outcome could not be recorded).
 fn offer_id(job: &Job) -> String {
-    format!("{}.{}", job.id, job.attempt)
+    format!("{}.{}", job.id, job.lease)
 }
 
 fn take_offer(inbox: &InboxState, id: &str) -> Option<Held> {
-    let (job, attempt) = id.split_once('.')?;
-    let (job, attempt): (JobId, u32) = (job.parse().ok()?, attempt.parse().ok()?);
+    let (job, lease) = id.split_once('.')?;
+    let (job, lease): (JobId, u64) = (job.parse().ok()?, lease.parse().ok()?);
     let mut offers = inbox.offers();
     match offers.get(&job) {
-        Some(offer) if offer.job.attempt == attempt => offers.remove(&job),
+        Some(offer) if offer.job.lease == lease => offers.remove(&job),
         _ => None,
     }
 }
@@ -377,7 +381,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             break;
         }
         let now = unix_now_ms();
-        expire_offers(&shared, &config, &state, &inbox, &name, now);
+        expire_offers(&shared, &config, &state, &inbox, &name, mono_ms());
         if state.paused.load(std::sync::atomic::Ordering::SeqCst)
             || inbox.online(now)
             || shared.store.queued(&name) == 0
@@ -394,7 +398,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             })?;
             Ok::<_, fanout_store::StoreError>((n, next, woken))
         };
-        let Some((moved, next, mut woken)) = crate::blocking::run("cannot sweep the inbox queue", sweep).await else {
+        let Some((moved, next, mut woken)) = shared.chores.run("cannot sweep the inbox queue", sweep).await else {
             continue;
         };
         from = next;
@@ -412,7 +416,8 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
     hand_back(&shared, &name, &inbox);
 }
 
-/// Offers past their deadline are failed attempts: the listener disconnected or its app hung.
+/// Offers past their deadline (`now` on the monotonic clock) are failed attempts: the listener
+/// disconnected or its app hung.
 fn expire_offers(shared: &Shared, config: &Config, state: &TargetState, inbox: &InboxState, name: &str, now: u64) {
     let expired: Vec<Held> = {
         let mut offers = inbox.offers();

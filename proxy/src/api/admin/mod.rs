@@ -20,6 +20,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
+use crate::blocking::Chores;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::Deliveries;
 use crate::http::{bearer, json, read_body, text, ApiError, Body};
@@ -36,6 +37,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub intake: Arc<Intake>,
     pub scrape: std::sync::Mutex<()>,
+    /// Where its store work runs: behind acknowledgements, not on their threads.
+    pub chores: Arc<Chores>,
 }
 
 /// Page sizes: what a list returns by default, and at most.
@@ -91,13 +94,13 @@ impl Admin {
         // Everything else reads or writes the store and nothing else: on the background threads.
         let (method, query, shown) = (method.clone(), Query::parse(req.uri().query()), req.uri().path().to_owned());
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let route = move || {
             let path: Vec<&str> = path.iter().map(String::as_str).collect();
             this.store_route(&config, &method, &path, &query)
                 .unwrap_or_else(|| Err(ApiError::not_found(format!("no admin route {method} {shown}"))))
-        })
-        .await
-        .map_err(|e| ApiError::internal("an admin request failed", &e))?
+        };
+        // Gone: the proxy is stopping, or the handler panicked (logged by the panic hook).
+        self.chores.run_raw(route).await.map_err(|e| ApiError::internal("an admin request failed", &e))?
     }
 
     /// The routes that only read or write the store (and live state); None for no such route.

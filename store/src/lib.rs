@@ -404,8 +404,8 @@ impl Store {
 
     /// The job was delivered. For an `any` group this also cancels the other members' pending
     /// jobs (noted in their history at `now_ms`); returns how many were cancelled. Recorded even
-    /// if the lease expired meanwhile: the copy the reclaim queued is taken back out, so a
-    /// delivered job is not sent again.
+    /// if the lease expired meanwhile: the copy the reclaim queued is taken back out if it still
+    /// waits (if it was leased again already, it is delivered again: at least once).
     pub fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
         self.settling(job, |held| {
             let cancelled = self.cancel_siblings(job, now_ms)?;

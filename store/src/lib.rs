@@ -18,8 +18,11 @@ mod history;
 mod lease;
 mod operator;
 mod owners;
+pub mod pg;
 mod quarantine;
 mod record;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use counts::TargetCounts;
 pub use history::EventCursor;
@@ -45,6 +48,10 @@ pub enum StoreError {
     Open { path: PathBuf, source: sled::Error },
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the database failed: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the database was migrated by a newer fanout (schema {found}; this one knows up to {known}): run that version, or this one on another database")]
+    Schema { found: i32, known: i32 },
     #[error("store record {what} is corrupt: {detail}")]
     Corrupt { what: &'static str, detail: String },
     #[error("the store at {path} was written by another version of fanout (layout {found}, this one reads {LAYOUT}). Drain it with that version, or start this one on an empty data directory")]

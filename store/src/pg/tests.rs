@@ -1,0 +1,49 @@
+use tokio_postgres::NoTls;
+
+use super::*;
+use crate::testing::TestPostgres;
+use crate::StoreError;
+
+async fn connect(pg: &TestPostgres) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connects");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_a_newer_schema_is_refused() {
+    let Some(pg) = TestPostgres::start() else { return };
+    let mut client = connect(&pg).await;
+    let sync: String = client.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+    assert_eq!(sync, "on", "a commit is durable before it returns");
+    assert_eq!(migrate(&mut client).await.unwrap(), 0, "a new database");
+    assert_eq!(migrate(&mut client).await.unwrap(), SCHEMA_VERSION, "applied once");
+    let tables: Vec<String> = client
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for table in ["dead_letters", "events", "fanout_schema", "group_rounds", "history", "jobs", "owners", "paused"] {
+        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+    }
+    client.execute("UPDATE fanout_schema SET version = 99", &[]).await.unwrap();
+    let err = migrate(&mut client).await.unwrap_err();
+    assert!(matches!(err, StoreError::Schema { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("newer fanout"), "{err}");
+}
+
+/// Replicas starting together: one migrates, the others wait on the lock and find it done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_at_once_apply_each_migration_once() {
+    let Some(pg) = TestPostgres::start() else { return };
+    let mut replicas = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let mut client = connect(&pg).await;
+        replicas.spawn(async move { migrate(&mut client).await });
+    }
+    let mut versions: Vec<i32> = replicas.join_all().await.into_iter().map(|r| r.unwrap()).collect();
+    versions.sort();
+    assert_eq!(versions, [0, SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION]);
+}

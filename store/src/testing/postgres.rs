@@ -1,0 +1,153 @@
+//! A throwaway Postgres cluster from the machine's own Postgres (Debian's `postgresql` package):
+//! `initdb` into a temp dir, `pg_ctl start` on a free loopback port, stopped and deleted on drop.
+//! Postgres refuses to run as root, so as root the cluster belongs to the `postgres` user.
+//!
+//! Missing Postgres: said loudly and the caller skips — unless `CI=true`, where it is a failure:
+//! CI installs the package (`.ci/run`), so a skip there would hide a broken setup.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// A running cluster; dropped: stopped at once and deleted.
+pub struct TestPostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// The user the cluster runs as when this process is root.
+    owner: Option<String>,
+}
+
+impl TestPostgres {
+    /// Starts a cluster with a superuser `fanout` trusted on loopback. None if Postgres is not
+    /// installed here (a skip, said on stderr); panics under `CI=true`, or if it is installed
+    /// but does not start.
+    pub fn start() -> Option<TestPostgres> {
+        let Some(bin) = bin_dir() else {
+            let why = "Postgres is not installed (no /usr/lib/postgresql/*/bin/initdb): \
+                       `apt-get install -y postgresql`, or run `bash .ci/run`, which installs it";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{why}; CI=true, so the Postgres tests fail instead of skipping");
+            }
+            eprintln!("\n*** SKIPPED: {why} ***\n");
+            return None;
+        };
+        let owner = is_root().then(|| "postgres".to_owned());
+        let dir = std::env::temp_dir().join(format!("fanout-pg-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("a temp dir for the cluster");
+        if let Some(user) = &owner {
+            chown(&dir, user);
+        }
+        let pg = TestPostgres { bin, dir, port: free_port(), owner };
+        pg.run("initdb", &["-D", &pg.data(), "-U", "fanout", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        pg.start_server();
+        Some(pg)
+    }
+
+    /// `postgres://fanout@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://fanout@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server at once (as a crash would), keeping its data.
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn start_server(&self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
+        let log = self.dir.join("server.log");
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log.display().to_string(), "-o", &options, "-w", "start"]);
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Runs one of the cluster's programs (as its owner), panicking with its output on failure.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let path = self.bin.join(program);
+        let mut cmd = match &self.owner {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
+        let out =
+            cmd.args(args).current_dir(&self.dir).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        if !out.status.success() {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            panic!(
+                "{program} {args:?} failed: {}\n{}\n{}\nserver log:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        out
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let path = self.bin.join("pg_ctl");
+        let args = ["-D", &self.data(), "-m", "immediate", "-w", "stop"];
+        let mut cmd = match &self.owner {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
+        let _ = cmd.args(args).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The newest installed Postgres' programs.
+fn bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn chown(path: &Path, user: &str) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, user]).output().expect("id runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no user {user:?} to run Postgres as"))
+    };
+    std::os::unix::fs::chown(path, Some(id("-u")), Some(id("-g"))).expect("the cluster dir is given to its owner");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        ^ Duration::from_nanos(std::process::id() as u64).as_nanos()
+}

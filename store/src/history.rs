@@ -44,19 +44,7 @@ impl Store {
     /// [`Store::log`] for the store's own notes (a cancel, a replay), which an injected settle
     /// fault does not stop.
     pub(crate) fn append(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
-        let entry = HistoryEntry {
-            at_ms,
-            job: job.id,
-            target: job.target.clone(),
-            destination: job.destination().to_owned(),
-            attempt: if matches!(outcome, Outcome::Delivered { .. } | Outcome::Failed { .. }) {
-                job.attempt
-            } else {
-                0
-            },
-            replay: job.replay,
-            outcome,
-        };
+        let entry = history_entry(job, outcome, at_ms);
         let mut key = history_prefix(job.received_at_ms, &job.event_id);
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
         self.history.insert(key, encode(&entry)?)?;
@@ -118,5 +106,18 @@ impl Store {
                 },
                 Err(e) => Some(Err(e)),
             })
+    }
+}
+
+/// The history entry of `outcome` for `job` (attempt numbers only on attempts).
+pub(crate) fn history_entry(job: &Job, outcome: Outcome, at_ms: u64) -> HistoryEntry {
+    HistoryEntry {
+        at_ms,
+        job: job.id,
+        target: job.target.clone(),
+        destination: job.destination().to_owned(),
+        attempt: if matches!(outcome, Outcome::Delivered { .. } | Outcome::Failed { .. }) { job.attempt } else { 0 },
+        replay: job.replay,
+        outcome,
     }
 }

@@ -50,6 +50,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("the database failed: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("no database connection: {0}")]
+    Pool(String),
     #[error("the database was migrated by a newer fanout (schema {found}; this one knows up to {known}): run that version, or this one on another database")]
     Schema { found: i32, known: i32 },
     #[error("store record {what} is corrupt: {detail}")]
@@ -218,8 +220,7 @@ impl Store {
         Ok(Ingested::Duplicate)
     }
 
-    /// Jobs for one event, due at `at_ms`. Each `any` member knows its siblings, so the first
-    /// success can cancel them.
+    /// Jobs for one event, due at `at_ms`, with ids from sled's generator.
     fn new_jobs(
         &self,
         event_id: &str,
@@ -229,37 +230,8 @@ impl Store {
         ingest: u64,
         replay: bool,
     ) -> Result<Vec<Job>> {
-        let mut jobs = Vec::with_capacity(new.len());
-        for n in new {
-            jobs.push(Job {
-                id: self.db.generate_id()?,
-                event_id: event_id.to_owned(),
-                target: n.target.clone(),
-                delivery: n.delivery.clone(),
-                rule: n.rule.clone(),
-                attempt: 0,
-                created_at_ms: at_ms,
-                due_at_ms: at_ms,
-                last_error: None,
-                siblings: Vec::new(),
-                ingest,
-                replay,
-                received_at_ms,
-                lease: 0,
-            });
-        }
-        let members: Vec<(String, JobId, Delivery)> =
-            jobs.iter().map(|j| (j.target.clone(), j.id, j.delivery.clone())).collect();
-        for job in &mut jobs {
-            if matches!(job.delivery, Delivery::AnyOf { .. }) {
-                job.siblings = members
-                    .iter()
-                    .filter(|(_, id, d)| *id != job.id && *d == job.delivery)
-                    .map(|(target, id, _)| (target.clone(), *id))
-                    .collect();
-            }
-        }
-        Ok(jobs)
+        let ids = new.iter().map(|_| self.db.generate_id()).collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(record::build_jobs(event_id, new, &ids, at_ms, received_at_ms, ingest, replay))
     }
 
     fn enqueue(&self, jobs: &[Job]) -> Result<()> {

@@ -212,3 +212,49 @@ pub struct DeadLetter {
     pub error: String,
     pub died_at_ms: u64,
 }
+
+/// The jobs of one event, due at `at_ms`, taking their ids from `ids` (one per `new`, in order).
+/// Each `any` member knows its siblings, so the first success can cancel them. Every engine
+/// builds its jobs here, so they carry the same state.
+pub(crate) fn build_jobs(
+    event_id: &str,
+    new: &[NewJob],
+    ids: &[JobId],
+    at_ms: u64,
+    received_at_ms: u64,
+    ingest: u64,
+    replay: bool,
+) -> Vec<Job> {
+    let mut jobs: Vec<Job> = new
+        .iter()
+        .zip(ids)
+        .map(|(n, &id)| Job {
+            id,
+            event_id: event_id.to_owned(),
+            target: n.target.clone(),
+            delivery: n.delivery.clone(),
+            rule: n.rule.clone(),
+            attempt: 0,
+            created_at_ms: at_ms,
+            due_at_ms: at_ms,
+            last_error: None,
+            siblings: Vec::new(),
+            ingest,
+            replay,
+            received_at_ms,
+            lease: 0,
+        })
+        .collect();
+    let members: Vec<(String, JobId, Delivery)> =
+        jobs.iter().map(|j| (j.target.clone(), j.id, j.delivery.clone())).collect();
+    for job in &mut jobs {
+        if matches!(job.delivery, Delivery::AnyOf { .. }) {
+            job.siblings = members
+                .iter()
+                .filter(|(_, id, d)| *id != job.id && *d == job.delivery)
+                .map(|(target, id, _)| (target.clone(), *id))
+                .collect();
+        }
+    }
+    jobs
+}

@@ -26,17 +26,19 @@ const MIGRATIONS: &[&str] = &[
         body bytea NOT NULL
     );
     CREATE INDEX events_by_arrival ON events (received_at_ms DESC, id DESC);
+    CREATE SEQUENCE job_ids;
+    CREATE SEQUENCE lease_ids;
     CREATE TABLE jobs (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        event_id text NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+        id bigint PRIMARY KEY,
+        event_id text NOT NULL,
         target text NOT NULL,
         due_at_ms bigint NOT NULL,
         job bytea NOT NULL,
-        lease_until_ms bigint,
-        leased_by text
+        lease bigint,
+        lease_until_ms bigint
     );
-    CREATE INDEX jobs_due ON jobs (target, due_at_ms, id) WHERE lease_until_ms IS NULL;
-    CREATE INDEX jobs_leased ON jobs (lease_until_ms) WHERE lease_until_ms IS NOT NULL;
+    CREATE INDEX jobs_due ON jobs (target, due_at_ms, id) WHERE lease IS NULL;
+    CREATE INDEX jobs_leased ON jobs (lease_until_ms) WHERE lease IS NOT NULL;
     CREATE TABLE dead_letters (
         id bigint PRIMARY KEY,
         event_id text NOT NULL,
@@ -55,8 +57,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX history_by_arrival ON history (received_at_ms);
     CREATE TABLE owners (
         object text PRIMARY KEY,
-        at_ms bigint NOT NULL,
-        owner bytea NOT NULL
+        destinations text[] NOT NULL,
+        via text NOT NULL,
+        event_id text,
+        at_ms bigint NOT NULL
     );
     CREATE INDEX owners_by_age ON owners (at_ms);
     CREATE TABLE group_rounds (

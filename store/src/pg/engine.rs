@@ -1,0 +1,341 @@
+//! The Postgres engine's core operations: ingest in one transaction, leasing with
+//! `FOR UPDATE SKIP LOCKED` and an expiring `lease_until`, and the settles. The same domain
+//! verbs and types as the sled engine, async because every call is a round trip.
+//!
+//! Lease times are the database's clock (`clock_timestamp()`), so every replica agrees on when a
+//! lease expires; due times are the caller's scheduling clock, as in the sled engine.
+//!
+//! Invariant: an event, its jobs and its ownership claims commit together or not at all, and a
+//! settle acts only on the lease it names (`Job::lease`), so a replica whose lease expired and was
+//! taken by another cannot settle the other's attempt.
+
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::migrate;
+use crate::history::history_entry;
+use crate::record::build_jobs;
+use crate::{
+    decode, encode, Claims, DeadLetter, Delivery, EventRecord, Ingested, Job, JobEvent, JobId, NewJob, Outcome, Result,
+    Settled, StoreError,
+};
+
+/// The database's clock, in ms since the epoch.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// A store on Postgres, shared by any number of replicas.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects with at most `pool` connections and brings the schema up to date.
+    pub async fn open(url: &str, pool: usize) -> Result<PgStore> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(pool.max(1)).build().map_err(pool_error)?;
+        let store = PgStore { pool };
+        let mut client = store.client().await?;
+        migrate(&mut client).await?;
+        drop(client);
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Records a new event with its jobs and claims in one transaction, or reports that its id
+    /// was seen before (nothing written). Durable when it returns (synchronous commit).
+    pub async fn ingest_claiming(
+        &self,
+        event: &EventRecord,
+        new_jobs: &[NewJob],
+        claims: Option<&Claims>,
+    ) -> Result<Ingested> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &event.id,
+                    &(event.received_at_ms as i64),
+                    &event.event_type,
+                    &event.source,
+                    &encode(&event.disposition)?,
+                    &event.body,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(Ingested::Duplicate);
+        }
+        let ids = next_ids(&tx, "job_ids", new_jobs.len()).await?;
+        let at = event.received_at_ms;
+        let jobs = build_jobs(&event.id, new_jobs, &ids, at, at, 0, false);
+        for job in &jobs {
+            insert_job(&tx, job).await?;
+        }
+        if let Some(claims) = claims {
+            claim_unless_fresh(&tx, claims).await?;
+        }
+        tx.commit().await?;
+        Ok(Ingested::New(jobs))
+    }
+
+    /// Takes up to `max` jobs of `target` due at `now_ms`, leased for `lease_for` (the database's
+    /// clock). Jobs another taker holds are skipped, never waited for.
+    pub async fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_for: Duration) -> Result<Vec<Job>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE jobs SET lease = nextval('lease_ids'), lease_until_ms = {DB_NOW_MS} + $4
+                     WHERE id IN (SELECT id FROM jobs WHERE target = $1 AND lease IS NULL AND due_at_ms <= $2
+                                  ORDER BY due_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING job, lease"
+                ),
+                &[&target, &(now_ms as i64), &(max as i64), &(lease_for.as_millis() as i64)],
+            )
+            .await?;
+        let mut jobs: Vec<Job> = rows.iter().map(leased_job).collect::<Result<_>>()?;
+        jobs.sort_by_key(|j| (j.due_at_ms, j.id));
+        Ok(jobs)
+    }
+
+    /// Hands back to their queues up to `max` jobs whose lease expired (a replica that died, an
+    /// outcome that could not be recorded); returns them so their workers can be woken.
+    pub async fn reclaim_expired_leases(&self, max: usize) -> Result<Vec<Job>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE jobs SET lease = NULL, lease_until_ms = NULL
+                     WHERE id IN (SELECT id FROM jobs WHERE lease IS NOT NULL AND lease_until_ms <= {DB_NOW_MS}
+                                  LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING job"
+                ),
+                &[&(max as i64)],
+            )
+            .await?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0), "job")).collect()
+    }
+
+    /// Appends to the job's event history.
+    pub async fn log(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
+        let client = self.client().await?;
+        append(&client, job, outcome, at_ms).await
+    }
+
+    /// The event a leased job delivers. Its ingest committed with it, so it is there unless
+    /// retention removed it.
+    pub async fn event_for(&self, job: &Job) -> Result<JobEvent> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT received_at_ms, event_type, source, disposition, body FROM events WHERE id = $1",
+                &[&job.event_id],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(JobEvent::Uncommitted) };
+        Ok(JobEvent::Ready(EventRecord {
+            id: job.event_id.clone(),
+            received_at_ms: row.get::<_, i64>(0) as u64,
+            event_type: row.get(1),
+            source: row.get(2),
+            disposition: decode(row.get::<_, &[u8]>(3), "event")?,
+            body: row.get(4),
+        }))
+    }
+
+    /// Puts a failed job back in its queue as the caller rewrote it, unless its lease is no longer
+    /// the caller's ([`Settled::NotLeased`]) or its `any` group was delivered meanwhile.
+    pub async fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if group_delivered(&tx, job).await? {
+            return cancel(tx, job, now_ms).await;
+        }
+        let updated = tx
+            .execute(
+                "UPDATE jobs SET target = $3, due_at_ms = $4, job = $5, lease = NULL, lease_until_ms = NULL
+                 WHERE id = $1 AND lease = $2",
+                &[&(job.id as i64), &(job.lease as i64), &job.target, &(job.due_at_ms as i64), &encode(job)?],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(if updated == 1 { Settled::Done } else { Settled::NotLeased })
+    }
+
+    /// Gives up on a job: it moves to the dead letters with `error`, unless its lease is no longer
+    /// the caller's or its `any` group was delivered meanwhile.
+    pub async fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if group_delivered(&tx, job).await? {
+            return cancel(tx, job, now_ms).await;
+        }
+        if !take_leased(&tx, job).await? {
+            return Ok(Settled::NotLeased);
+        }
+        let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
+        tx.execute(
+            "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
+            &[&(job.id as i64), &job.event_id, &job.target, &(now_ms as i64), &encode(&letter)?],
+        )
+        .await?;
+        append(&tx, job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms).await?;
+        tx.commit().await?;
+        Ok(Settled::Done)
+    }
+
+    /// The job was delivered: it leaves the queue (whoever holds it now: delivered is delivered),
+    /// and for an `any` group the first success is recorded and siblings still queued are
+    /// cancelled. Returns how many were cancelled.
+    pub async fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut cancelled = 0;
+        if let Delivery::AnyOf { group } = &job.delivery {
+            tx.execute(
+                "INSERT INTO group_rounds (event_id, grp, round, delivered_by) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&job.event_id, group, &(round(job) as i64), &job.target],
+            )
+            .await?;
+            let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| *id as i64).collect();
+            let rows =
+                tx.query("DELETE FROM jobs WHERE id = ANY($1) AND lease IS NULL RETURNING job", &[&siblings]).await?;
+            for row in rows {
+                let sibling: Job = decode(row.get::<_, &[u8]>(0), "job")?;
+                append(&tx, &sibling, Outcome::Cancelled, now_ms).await?;
+                cancelled += 1;
+            }
+        }
+        tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    /// Who owns the object `id`, if anyone.
+    pub async fn owner(&self, id: &str) -> Result<Option<crate::Owner>> {
+        let client = self.client().await?;
+        let row =
+            client.query_opt("SELECT destinations, via, event_id, at_ms FROM owners WHERE object = $1", &[&id]).await?;
+        Ok(row.map(|r| crate::Owner {
+            destinations: r.get(0),
+            via: r.get(1),
+            event_id: r.get(2),
+            at_ms: r.get::<_, i64>(3) as u64,
+        }))
+    }
+
+    /// Jobs waiting (not leased) for `target`.
+    pub async fn queued(&self, target: &str) -> Result<usize> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT count(*) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
+        Ok(row.get::<_, i64>(0) as usize)
+    }
+
+    /// Jobs leased and not settled, across replicas.
+    pub async fn in_flight(&self) -> Result<usize> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT count(*) FROM jobs WHERE lease IS NOT NULL", &[]).await?;
+        Ok(row.get::<_, i64>(0) as usize)
+    }
+}
+
+/// `n` fresh values of a sequence, in one round trip.
+async fn next_ids(client: &impl GenericClient, sequence: &str, n: usize) -> Result<Vec<JobId>> {
+    let rows = client
+        .query("SELECT nextval($1::text::regclass) FROM generate_series(1, $2::bigint)", &[&sequence, &(n as i64)])
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0) as JobId).collect())
+}
+
+async fn insert_job(client: &impl GenericClient, job: &Job) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO jobs (id, event_id, target, due_at_ms, job) VALUES ($1, $2, $3, $4, $5)",
+            &[&(job.id as i64), &job.event_id, &job.target, &(job.due_at_ms as i64), &encode(job)?],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records each claim unless the object is owned the same way and was claimed recently (a read,
+/// not a write, for the objects a stream keeps mentioning).
+async fn claim_unless_fresh(client: &impl GenericClient, claims: &Claims) -> Result<()> {
+    let o = &claims.owner;
+    client
+        .execute(
+            "INSERT INTO owners (object, destinations, via, event_id, at_ms)
+             SELECT unnest($1::text[]), $2, $3, $4, $5
+             ON CONFLICT (object) DO UPDATE SET destinations = EXCLUDED.destinations, via = EXCLUDED.via,
+                 event_id = EXCLUDED.event_id, at_ms = EXCLUDED.at_ms
+             WHERE NOT (owners.destinations = EXCLUDED.destinations AND owners.via = EXCLUDED.via
+                        AND EXCLUDED.at_ms < owners.at_ms + $6)",
+            &[&claims.ids, &o.destinations, &o.via, &o.event_id, &(o.at_ms as i64), &(claims.refresh_after_ms as i64)],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn append(client: &impl GenericClient, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
+    let entry = history_entry(job, outcome, at_ms);
+    client
+        .execute(
+            "INSERT INTO history (event_id, received_at_ms, entry) VALUES ($1, $2, $3)",
+            &[&job.event_id, &(job.received_at_ms as i64), &encode(&entry)?],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Removes the job if the caller still holds its lease.
+async fn take_leased(client: &impl GenericClient, job: &Job) -> Result<bool> {
+    let deleted = client
+        .execute("DELETE FROM jobs WHERE id = $1 AND lease = $2", &[&(job.id as i64), &(job.lease as i64)])
+        .await?;
+    Ok(deleted == 1)
+}
+
+async fn group_delivered(client: &impl GenericClient, job: &Job) -> Result<bool> {
+    let Delivery::AnyOf { group } = &job.delivery else { return Ok(false) };
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM group_rounds WHERE event_id = $1 AND grp = $2 AND round = $3",
+            &[&job.event_id, group, &(round(job) as i64)],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// A job whose `any` group another member delivered: finished without an attempt.
+async fn cancel(tx: deadpool_postgres::Transaction<'_>, job: &Job, now_ms: u64) -> Result<Settled> {
+    if take_leased(&tx, job).await? {
+        append(&tx, job, Outcome::Cancelled, now_ms).await?;
+    }
+    tx.commit().await?;
+    Ok(Settled::CancelledByGroup)
+}
+
+/// The round of an `any` group: the lowest job id among the members queued together (as sled's).
+fn round(job: &Job) -> JobId {
+    job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id)
+}
+
+fn leased_job(row: &tokio_postgres::Row) -> Result<Job> {
+    let mut job: Job = decode(row.get::<_, &[u8]>(0), "job")?;
+    job.lease = row.get::<_, i64>(1) as u64;
+    Ok(job)
+}
+
+fn pool_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pool(e.to_string())
+}

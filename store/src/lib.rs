@@ -12,7 +12,10 @@
 //! fsync among every caller waiting at the same time (group commit).
 
 mod commit;
+#[cfg(test)]
+mod conformance;
 mod counts;
+pub mod engine;
 mod faults;
 mod history;
 mod lease;

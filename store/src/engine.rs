@@ -1,0 +1,135 @@
+//! The store contract (issue 13, in progress): one set of async domain verbs, answered by the
+//! embedded sled engine or by the Postgres engine, with one conformance suite (`conformance.rs`)
+//! run against both. So far the verbs of ingest, leasing and settling; the proxy still speaks to
+//! the sled engine directly until the contract covers every verb it uses.
+//!
+//! Lease times are each engine's own clock (sled: a monotonic clock of this process, one process
+//! owns the store; Postgres: the database's, which every replica shares), so callers give a lease
+//! a duration, never a deadline.
+
+use std::time::{Duration, Instant};
+
+use crate::pg::PgStore;
+use crate::{Claims, EventRecord, Ingested, Job, JobEvent, NewJob, Outcome, Owner, Result, Settled, Store};
+
+/// A store, on either engine.
+#[derive(Clone)]
+pub enum Engine {
+    Sled(SledEngine),
+    Postgres(PgStore),
+}
+
+/// The sled engine behind the contract, with the clock its lease deadlines are kept on.
+#[derive(Clone)]
+pub struct SledEngine {
+    store: Store,
+    epoch: Instant,
+}
+
+impl SledEngine {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+impl Engine {
+    pub fn sled(store: Store) -> Engine {
+        Engine::Sled(SledEngine { store, epoch: Instant::now() })
+    }
+
+    /// Connects to Postgres (at most `pool` connections) and migrates its schema.
+    pub async fn postgres(url: &str, pool: usize) -> Result<Engine> {
+        Ok(Engine::Postgres(PgStore::open(url, pool).await?))
+    }
+
+    /// Records a new event with its jobs and claims, durably, or reports its id seen before.
+    pub async fn ingest_claiming(
+        &self,
+        event: &EventRecord,
+        jobs: &[NewJob],
+        claims: Option<&Claims>,
+    ) -> Result<Ingested> {
+        match self {
+            Engine::Sled(s) => {
+                let ingested = s.store.ingest_claiming(event, jobs, claims)?;
+                s.store.durable().await?;
+                Ok(ingested)
+            }
+            Engine::Postgres(p) => p.ingest_claiming(event, jobs, claims).await,
+        }
+    }
+
+    /// Up to `max` jobs of `target` due at `now_ms`, leased for `lease_for`.
+    pub async fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_for: Duration) -> Result<Vec<Job>> {
+        match self {
+            Engine::Sled(s) => s.store.lease_due(target, now_ms, max, s.now() + lease_for.as_millis() as u64),
+            Engine::Postgres(p) => p.lease_due(target, now_ms, max, lease_for).await,
+        }
+    }
+
+    /// Jobs whose lease expired, handed back to their queues.
+    pub async fn reclaim_expired_leases(&self, max: usize) -> Result<Vec<Job>> {
+        match self {
+            Engine::Sled(s) => s.store.reclaim_expired_leases(s.now(), max),
+            Engine::Postgres(p) => p.reclaim_expired_leases(max).await,
+        }
+    }
+
+    pub async fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
+        match self {
+            Engine::Sled(s) => s.store.retry(job, now_ms),
+            Engine::Postgres(p) => p.retry(job, now_ms).await,
+        }
+    }
+
+    pub async fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
+        match self {
+            Engine::Sled(s) => s.store.dead_letter(job, error, now_ms),
+            Engine::Postgres(p) => p.dead_letter(job, error, now_ms).await,
+        }
+    }
+
+    pub async fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
+        match self {
+            Engine::Sled(s) => s.store.complete(job, now_ms),
+            Engine::Postgres(p) => p.complete(job, now_ms).await,
+        }
+    }
+
+    pub async fn log(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
+        match self {
+            Engine::Sled(s) => s.store.log(job, outcome, at_ms),
+            Engine::Postgres(p) => p.log(job, outcome, at_ms).await,
+        }
+    }
+
+    pub async fn event_for(&self, job: &Job) -> Result<JobEvent> {
+        match self {
+            Engine::Sled(s) => s.store.event_for(job),
+            Engine::Postgres(p) => p.event_for(job).await,
+        }
+    }
+
+    pub async fn owner(&self, id: &str) -> Result<Option<Owner>> {
+        match self {
+            Engine::Sled(s) => s.store.owner(id),
+            Engine::Postgres(p) => p.owner(id).await,
+        }
+    }
+
+    /// Jobs waiting (not leased) for `target`.
+    pub async fn queued(&self, target: &str) -> Result<usize> {
+        match self {
+            Engine::Sled(s) => Ok(s.store.queued(target)),
+            Engine::Postgres(p) => p.queued(target).await,
+        }
+    }
+
+    /// Jobs leased and not settled.
+    pub async fn in_flight(&self) -> Result<usize> {
+        match self {
+            Engine::Sled(s) => Ok(s.store.in_flight()),
+            Engine::Postgres(p) => p.in_flight().await,
+        }
+    }
+}

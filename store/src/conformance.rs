@@ -141,3 +141,40 @@ async fn an_any_member_s_success_cancels_its_queued_siblings() {
         assert_eq!((s.queued("b").await.unwrap(), s.in_flight().await.unwrap()), (0, 0), "{name}");
     }
 }
+
+/// An attempt that runs long renews its lease and is not reclaimed; a renewal of a lease that
+/// already went is refused. A stop hands leases back, due as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_renew_while_held_and_go_back_at_a_stop() {
+    for (name, s, _keep) in engines().await {
+        for (i, due) in [(1, 10), (2, 5)] {
+            s.ingest_claiming(&event(&format!("evt_{i}"), due), &[to("a", Delivery::Target)], None).await.unwrap();
+        }
+        assert_eq!(s.next_due_ms("a").await.unwrap(), Some(5), "{name}");
+        let jobs = s.lease_due("a", 10, 2, Duration::ZERO).await.unwrap();
+        assert_eq!(s.next_due_ms("a").await.unwrap(), None, "{name}: none waiting");
+        assert!(s.renew_lease(&jobs[0], LONG).await.unwrap(), "{name}");
+        let back = s.reclaim_expired_leases(10).await.unwrap();
+        assert_eq!(back.iter().map(|j| j.id).collect::<Vec<_>>(), [jobs[1].id], "{name}: the renewed one stays");
+        assert!(!s.renew_lease(&jobs[1], LONG).await.unwrap(), "{name}: gone, not renewed");
+        assert_eq!(s.release_leases().await.unwrap(), 1, "{name}");
+        assert_eq!((s.queued("a").await.unwrap(), s.in_flight().await.unwrap()), (2, 0), "{name}");
+        assert_eq!(s.next_due_ms("a").await.unwrap(), Some(5), "{name}: due as they were");
+    }
+}
+
+/// A job that must never be delivered leaves the store; a pause is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_job_leaves_and_a_pause_is_kept() {
+    for (name, s, _keep) in engines().await {
+        s.ingest_claiming(&event("evt_1", 10), &[to("a", Delivery::Target)], None).await.unwrap();
+        let job = s.lease_due("a", 10, 1, LONG).await.unwrap().remove(0);
+        s.discard(&job, "its event was never committed", 20).await.unwrap();
+        assert_eq!((s.queued("a").await.unwrap(), s.in_flight().await.unwrap()), (0, 0), "{name}");
+        assert!(!s.is_paused("a").await.unwrap(), "{name}");
+        s.set_paused("a", true).await.unwrap();
+        assert!(s.is_paused("a").await.unwrap(), "{name}");
+        s.set_paused("a", false).await.unwrap();
+        assert!(!s.is_paused("a").await.unwrap(), "{name}");
+    }
+}

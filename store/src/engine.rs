@@ -75,6 +75,51 @@ impl Engine {
         }
     }
 
+    /// Keeps `job`'s lease for `lease_for` more while its attempt runs; false if it was reclaimed.
+    pub async fn renew_lease(&self, job: &Job, lease_for: Duration) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => Ok(s.store.renew_lease(job, s.now() + lease_for.as_millis() as u64)),
+            Engine::Postgres(p) => p.renew_lease(job, lease_for).await,
+        }
+    }
+
+    /// Hands the leases this process holds back to their queues (a stop, its attempts ended).
+    pub async fn release_leases(&self) -> Result<usize> {
+        match self {
+            Engine::Sled(s) => s.store.release_leases(),
+            Engine::Postgres(p) => p.release_leases().await,
+        }
+    }
+
+    pub async fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
+        match self {
+            Engine::Sled(s) => s.store.discard(job, reason, now_ms),
+            Engine::Postgres(p) => p.discard(job, reason, now_ms).await,
+        }
+    }
+
+    /// When the earliest job waiting for `target` is due, if any.
+    pub async fn next_due_ms(&self, target: &str) -> Result<Option<u64>> {
+        match self {
+            Engine::Sled(s) => s.store.next_due_ms(target),
+            Engine::Postgres(p) => p.next_due_ms(target).await,
+        }
+    }
+
+    pub async fn set_paused(&self, target: &str, paused: bool) -> Result<()> {
+        match self {
+            Engine::Sled(s) => s.store.set_paused(target, paused),
+            Engine::Postgres(p) => p.set_paused(target, paused).await,
+        }
+    }
+
+    pub async fn is_paused(&self, target: &str) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.store.is_paused(target),
+            Engine::Postgres(p) => p.is_paused(target).await,
+        }
+    }
+
     pub async fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         match self {
             Engine::Sled(s) => s.store.retry(job, now_ms),

@@ -63,6 +63,17 @@ impl Deadlines {
         self.lock().entry(id).or_insert(hold);
     }
 
+    /// Moves the deadline of lease `lease` of `id` to `until_ms`; false if that lease is gone.
+    pub(crate) fn extend(&self, id: JobId, lease: u64, until_ms: u64) -> bool {
+        match self.lock().get_mut(&id).filter(|h| h.lease == lease) {
+            Some(hold) => {
+                hold.until = until_ms;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Makes lease `lease` of `id` reclaimable at once (a sweep whose settle failed).
     pub(crate) fn expire_now(&self, id: JobId, lease: u64) {
         if let Some(hold) = self.lock().get_mut(&id).filter(|h| h.lease == lease) {
@@ -173,6 +184,12 @@ impl Store {
         }
         self.counts.queued(&job.target, 1);
         Ok(Some(job))
+    }
+
+    /// Keeps `job`'s lease until `until_ms` (an attempt still running); false if it expired and
+    /// was reclaimed meanwhile.
+    pub fn renew_lease(&self, job: &Job, until_ms: u64) -> bool {
+        self.deadlines.extend(job.id, job.lease, until_ms)
     }
 
     /// Runs a settle of `job` under its lease (`job.lease`). The deadline is taken first, so a

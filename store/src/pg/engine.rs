@@ -29,6 +29,8 @@ const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// This replica, as it marks the leases it takes: a graceful stop hands back its own only.
+    replica: String,
 }
 
 impl PgStore {
@@ -37,7 +39,9 @@ impl PgStore {
         let config: tokio_postgres::Config = url.parse()?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(pool.max(1)).build().map_err(pool_error)?;
-        let store = PgStore { pool };
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let replica = format!("{}-{}", std::process::id(), started.as_nanos());
+        let store = PgStore { pool, replica };
         let mut client = store.client().await?;
         migrate(&mut client).await?;
         drop(client);
@@ -95,12 +99,12 @@ impl PgStore {
         let rows = client
             .query(
                 &format!(
-                    "UPDATE jobs SET lease = nextval('lease_ids'), lease_until_ms = {DB_NOW_MS} + $4
+                    "UPDATE jobs SET lease = nextval('lease_ids'), lease_until_ms = {DB_NOW_MS} + $4, leased_by = $5
                      WHERE id IN (SELECT id FROM jobs WHERE target = $1 AND lease IS NULL AND due_at_ms <= $2
                                   ORDER BY due_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
                      RETURNING job, lease"
                 ),
-                &[&target, &(now_ms as i64), &(max as i64), &(lease_for.as_millis() as i64)],
+                &[&target, &(now_ms as i64), &(max as i64), &(lease_for.as_millis() as i64), &self.replica],
             )
             .await?;
         let mut jobs: Vec<Job> = rows.iter().map(leased_job).collect::<Result<_>>()?;
@@ -115,7 +119,7 @@ impl PgStore {
         let rows = client
             .query(
                 &format!(
-                    "UPDATE jobs SET lease = NULL, lease_until_ms = NULL
+                    "UPDATE jobs SET lease = NULL, lease_until_ms = NULL, leased_by = NULL
                      WHERE id IN (SELECT id FROM jobs WHERE lease IS NOT NULL AND lease_until_ms <= {DB_NOW_MS}
                                   LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING job"
@@ -163,7 +167,8 @@ impl PgStore {
         }
         let updated = tx
             .execute(
-                "UPDATE jobs SET target = $3, due_at_ms = $4, job = $5, lease = NULL, lease_until_ms = NULL
+                "UPDATE jobs SET target = $3, due_at_ms = $4, job = $5, lease = NULL, lease_until_ms = NULL,
+                     leased_by = NULL
                  WHERE id = $1 AND lease = $2",
                 &[&(job.id as i64), &(job.lease as i64), &job.target, &(job.due_at_ms as i64), &encode(job)?],
             )
@@ -220,6 +225,66 @@ impl PgStore {
         tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
         tx.commit().await?;
         Ok(cancelled)
+    }
+
+    /// Keeps `job`'s lease for `lease_for` more (an attempt still running); false if it expired
+    /// and another replica may have it.
+    pub async fn renew_lease(&self, job: &Job, lease_for: Duration) -> Result<bool> {
+        let client = self.client().await?;
+        let renewed = client
+            .execute(
+                &format!("UPDATE jobs SET lease_until_ms = {DB_NOW_MS} + $3 WHERE id = $1 AND lease = $2"),
+                &[&(job.id as i64), &(job.lease as i64), &(lease_for.as_millis() as i64)],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Hands this replica's leases back to their queues (a graceful stop, once its attempts
+    /// ended); other replicas' stay theirs.
+    pub async fn release_leases(&self) -> Result<usize> {
+        let client = self.client().await?;
+        let released = client
+            .execute(
+                "UPDATE jobs SET lease = NULL, lease_until_ms = NULL, leased_by = NULL WHERE leased_by = $1",
+                &[&self.replica],
+            )
+            .await?;
+        Ok(released as usize)
+    }
+
+    /// Forgets a job that must never be delivered, noting why in its history.
+    pub async fn discard(&self, job: &Job, reason: &str, now_ms: u64) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        append(&tx, job, Outcome::Discarded { reason: reason.to_owned() }, now_ms).await?;
+        tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// When the earliest job waiting for `target` is due, if any.
+    pub async fn next_due_ms(&self, target: &str) -> Result<Option<u64>> {
+        let client = self.client().await?;
+        let row =
+            client.query_one("SELECT min(due_at_ms) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
+        Ok(row.get::<_, Option<i64>>(0).map(|ms| ms as u64))
+    }
+
+    pub async fn set_paused(&self, target: &str, paused: bool) -> Result<()> {
+        let client = self.client().await?;
+        let sql = if paused {
+            "INSERT INTO paused (target) VALUES ($1) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM paused WHERE target = $1"
+        };
+        client.execute(sql, &[&target]).await?;
+        Ok(())
+    }
+
+    pub async fn is_paused(&self, target: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client.query_opt("SELECT 1 FROM paused WHERE target = $1", &[&target]).await?.is_some())
     }
 
     /// Who owns the object `id`, if anyone.

@@ -35,7 +35,8 @@ const MIGRATIONS: &[&str] = &[
         due_at_ms bigint NOT NULL,
         job bytea NOT NULL,
         lease bigint,
-        lease_until_ms bigint
+        lease_until_ms bigint,
+        leased_by text
     );
     CREATE INDEX jobs_due ON jobs (target, due_at_ms, id) WHERE lease IS NULL;
     CREATE INDEX jobs_leased ON jobs (lease_until_ms) WHERE lease IS NOT NULL;

@@ -47,3 +47,30 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
     versions.sort();
     assert_eq!(versions, [0, SCHEMA_VERSION, SCHEMA_VERSION, SCHEMA_VERSION]);
 }
+
+/// Two replicas on one database: a replica's graceful stop hands back its own leases only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_releases_its_own_leases_only() {
+    use std::time::Duration;
+
+    use crate::{Delivery, Disposition, EventRecord, NewJob};
+    let Some(pg) = TestPostgres::start() else { return };
+    let (a, b) = (PgStore::open(&pg.url(), 4).await.unwrap(), PgStore::open(&pg.url(), 4).await.unwrap());
+    for i in 0..2 {
+        let event = EventRecord {
+            id: format!("evt_{i}"),
+            event_type: "invoice.paid".into(),
+            source: "s".into(),
+            received_at_ms: 10,
+            disposition: Disposition::Unrouted,
+            body: b"{}".to_vec(),
+        };
+        let job = NewJob { target: "t".into(), delivery: Delivery::Target, rule: "r".into() };
+        a.ingest_claiming(&event, &[job], None).await.unwrap();
+    }
+    let long = Duration::from_secs(60);
+    assert_eq!(a.lease_due("t", 10, 1, long).await.unwrap().len(), 1);
+    assert_eq!(b.lease_due("t", 10, 1, long).await.unwrap().len(), 1, "B takes the other");
+    assert_eq!(a.release_leases().await.unwrap(), 1);
+    assert_eq!((a.queued("t").await.unwrap(), b.in_flight().await.unwrap()), (1, 1), "B's lease stays B's");
+}

@@ -39,8 +39,16 @@ impl TestPostgres {
         if let Some(user) = &owner {
             chown(&dir, user);
         }
-        let pg = TestPostgres { bin, dir, port: free_port(), owner };
+        let mut pg = TestPostgres { bin, dir, port: free_port(), owner };
         pg.run("initdb", &["-D", &pg.data(), "-U", "fanout", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        // A port found free can be taken by another test's cluster before this one binds it:
+        // then another port.
+        for _ in 0..4 {
+            if pg.try_start().is_ok() {
+                return Some(pg);
+            }
+            pg.port = free_port();
+        }
         pg.start_server();
         Some(pg)
     }
@@ -61,9 +69,15 @@ impl TestPostgres {
 
     /// Starts the server again on the same port and data.
     pub fn start_server(&self) {
+        if let Err(why) = self.try_start() {
+            panic!("{why}");
+        }
+    }
+
+    fn try_start(&self) -> Result<Output, String> {
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
         let log = self.dir.join("server.log");
-        self.run("pg_ctl", &["-D", &self.data(), "-l", &log.display().to_string(), "-o", &options, "-w", "start"]);
+        self.try_run("pg_ctl", &["-D", &self.data(), "-l", &log.display().to_string(), "-o", &options, "-w", "start"])
     }
 
     fn data(&self) -> String {
@@ -72,7 +86,12 @@ impl TestPostgres {
 
     /// Runs one of the cluster's programs (as its owner), panicking with its output on failure.
     fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.try_run(program, args).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<Output, String> {
         let path = self.bin.join(program);
+        // As root, as the cluster's owner: Postgres refuses to run as root.
         let mut cmd = match &self.owner {
             Some(user) => {
                 let mut c = Command::new("runuser");
@@ -81,34 +100,23 @@ impl TestPostgres {
             }
             None => Command::new(&path),
         };
-        let out =
-            cmd.args(args).current_dir(&self.dir).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        let out = cmd.args(args).current_dir(&self.dir).output().map_err(|e| format!("cannot run {program}: {e}"))?;
         if !out.status.success() {
             let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-            panic!(
+            return Err(format!(
                 "{program} {args:?} failed: {}\n{}\n{}\nserver log:\n{log}",
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
-            );
+            ));
         }
-        out
+        Ok(out)
     }
 }
 
 impl Drop for TestPostgres {
     fn drop(&mut self) {
-        let path = self.bin.join("pg_ctl");
-        let args = ["-D", &self.data(), "-m", "immediate", "-w", "stop"];
-        let mut cmd = match &self.owner {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&path);
-                c
-            }
-            None => Command::new(&path),
-        };
-        let _ = cmd.args(args).output();
+        let _ = self.try_run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

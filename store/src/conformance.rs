@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::engine::Engine;
 use crate::testing::TestPostgres;
-use crate::{Claims, Delivery, Disposition, EventRecord, Ingested, Job, JobEvent, NewJob, Owner, Settled, Store};
+use crate::{
+    Claims, Delivery, Disposition, EventRecord, Ingested, Job, JobEvent, NewJob, Outcome, Owner, Settled, Store,
+};
 
 /// Each engine, fresh, with what keeps it alive.
 async fn engines() -> Vec<(&'static str, Engine, Box<dyn std::any::Any + Send>)> {
@@ -176,5 +178,76 @@ async fn a_discarded_job_leaves_and_a_pause_is_kept() {
         assert!(s.is_paused("a").await.unwrap(), "{name}");
         s.set_paused("a", false).await.unwrap();
         assert!(!s.is_paused("a").await.unwrap(), "{name}");
+    }
+}
+
+/// Ownership set by hand, paged through, cleared, and expired by retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_are_claimed_paged_cleared_and_expire() {
+    for (name, s, _keep) in engines().await {
+        let owner = |at_ms| Owner { destinations: vec!["a".into()], via: "manual".into(), event_id: None, at_ms };
+        let old: Vec<String> = (0..5).map(|i| format!("cus_old{i}")).collect();
+        s.claim(&old, &owner(10)).await.unwrap();
+        s.claim(&["cus_new1".into(), "cus_new2".into()], &owner(100)).await.unwrap();
+        let (mut seen, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let (page, next) = s.owners_page(after.as_deref(), None, 3, 1000).await.unwrap();
+            assert!(page.len() <= 3, "{name}");
+            seen.extend(page.into_iter().map(|(id, _)| id));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7, "{name}: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{name}: in id order");
+        assert!(s.disown("cus_new2").await.unwrap(), "{name}");
+        assert!(!s.disown("cus_new2").await.unwrap(), "{name}: gone");
+        let (mut purged, mut from) = (0, None::<String>);
+        loop {
+            let (n, next) = s.purge_owners_before(50, from.as_deref(), 2).await.unwrap();
+            purged += n;
+            match next {
+                Some(n) => from = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(purged, 5, "{name}");
+        assert!(s.owner("cus_old0").await.unwrap().is_none(), "{name}");
+        assert_eq!(s.owner("cus_new1").await.unwrap(), Some(owner(100)), "{name}");
+    }
+}
+
+/// An event's story: each attempt and outcome, in order; counts of queued and dead per target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_s_history_and_counts_follow_its_jobs() {
+    for (name, s, _keep) in engines().await {
+        let two = [to("a", Delivery::Target), to("b", Delivery::Target)];
+        s.ingest_claiming(&event("evt_1", 10), &two, None).await.unwrap();
+        let a = s.lease_due("a", 10, 1, LONG).await.unwrap().remove(0);
+        let failed =
+            Outcome::Failed { status: Some(500), latency_ms: 3, error: "HTTP 500".into(), retry_at_ms: Some(20) };
+        s.log(&Job { attempt: 1, ..a.clone() }, failed, 11).await.unwrap();
+        assert_eq!(s.retry(&Job { attempt: 1, due_at_ms: 20, ..a.clone() }, 11).await.unwrap(), Settled::Done);
+        let b = s.lease_due("b", 10, 1, LONG).await.unwrap().remove(0);
+        assert_eq!(s.dead_letter(&b, "gave up", 12).await.unwrap(), Settled::Done);
+        let a = s.lease_due("a", 20, 1, LONG).await.unwrap().remove(0);
+        s.log(&Job { attempt: 2, ..a.clone() }, Outcome::Delivered { status: 200, latency_ms: 2 }, 21).await.unwrap();
+        s.complete(&a, 21).await.unwrap();
+        let story: Vec<(String, u64)> = s
+            .history(10, "evt_1", 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| (format!("{}:{:?}", h.target, std::mem::discriminant(&h.outcome)), h.at_ms))
+            .collect();
+        let times: Vec<u64> = story.iter().map(|(_, at)| *at).collect();
+        assert_eq!(times, [11, 12, 21], "{name}: {story:?}");
+        assert_eq!(s.history(10, "evt_1", 1).await.unwrap().len(), 1, "{name}: the newest, bounded");
+        assert_eq!(s.event("evt_1").await.unwrap().map(|e| e.id), Some("evt_1".into()), "{name}");
+        assert!(s.event("evt_none").await.unwrap().is_none(), "{name}");
+        let counts = s.counts().await.unwrap();
+        assert_eq!(counts.queued.get("a").copied().unwrap_or(0), 0, "{name}");
+        assert_eq!(counts.dead.get("b").copied(), Some(1), "{name}");
     }
 }

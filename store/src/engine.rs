@@ -10,7 +10,10 @@
 use std::time::{Duration, Instant};
 
 use crate::pg::PgStore;
-use crate::{Claims, EventRecord, Ingested, Job, JobEvent, NewJob, Outcome, Owner, Result, Settled, Store};
+use crate::{
+    Claims, EventRecord, HistoryEntry, Ingested, Job, JobEvent, NewJob, Outcome, Owner, OwnerCursor, OwnersPage,
+    Result, Settled, Store, TargetCounts,
+};
 
 /// A store, on either engine.
 #[derive(Clone)]
@@ -159,6 +162,79 @@ impl Engine {
         match self {
             Engine::Sled(s) => s.store.owner(id),
             Engine::Postgres(p) => p.owner(id).await,
+        }
+    }
+
+    /// Records `owner` for `ids` (set by hand).
+    pub async fn claim(&self, ids: &[String], owner: &Owner) -> Result<()> {
+        match self {
+            Engine::Sled(s) => s.store.claim(ids, owner),
+            Engine::Postgres(p) => p.claim(ids, owner).await,
+        }
+    }
+
+    pub async fn disown(&self, id: &str) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.store.disown(id),
+            Engine::Postgres(p) => p.disown(id).await,
+        }
+    }
+
+    /// Up to `limit` owned objects in id order after `after` (of `destination` if given), and
+    /// where the next page starts; sled looks at no more than `scan` entries for it.
+    pub async fn owners_page(
+        &self,
+        after: Option<&str>,
+        destination: Option<&str>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<OwnersPage> {
+        match self {
+            Engine::Sled(s) => s.store.owners_page(after, destination, limit, scan),
+            Engine::Postgres(p) => p.owners_page(after, destination, limit).await,
+        }
+    }
+
+    /// One retention step over ownership: claims last made before `cutoff_ms`, at most `batch`,
+    /// going on from `after`. Returns how many went and where the next step goes on (none: the
+    /// pass is over).
+    pub async fn purge_owners_before(
+        &self,
+        cutoff_ms: u64,
+        after: Option<&str>,
+        batch: usize,
+    ) -> Result<(usize, Option<OwnerCursor>)> {
+        match self {
+            Engine::Sled(s) => s.store.purge_owners_before(cutoff_ms, after, batch),
+            // Found through an index on age, not walked by id: the "cursor" only says go on.
+            Engine::Postgres(p) => {
+                let (purged, more) = p.purge_owners_before(cutoff_ms, batch).await?;
+                Ok((purged, more.then(String::new)))
+            }
+        }
+    }
+
+    /// The newest `limit` history entries of the event `event_id` received at `received_at_ms`,
+    /// oldest first.
+    pub async fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        match self {
+            Engine::Sled(s) => s.store.history(received_at_ms, event_id, limit),
+            Engine::Postgres(p) => p.history(event_id, limit).await,
+        }
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<EventRecord>> {
+        match self {
+            Engine::Sled(s) => s.store.event(id),
+            Engine::Postgres(p) => p.event(id).await,
+        }
+    }
+
+    /// Queued jobs and dead letters per target.
+    pub async fn counts(&self) -> Result<TargetCounts> {
+        match self {
+            Engine::Sled(s) => Ok(s.store.counts()),
+            Engine::Postgres(p) => p.counts().await,
         }
     }
 

@@ -139,16 +139,21 @@ impl PgStore {
     /// The event a leased job delivers. Its ingest committed with it, so it is there unless
     /// retention removed it.
     pub async fn event_for(&self, job: &Job) -> Result<JobEvent> {
+        Ok(match self.event(&job.event_id).await? {
+            Some(record) => JobEvent::Ready(record),
+            None => JobEvent::Uncommitted,
+        })
+    }
+
+    /// The event `id`, if it is kept.
+    pub async fn event(&self, id: &str) -> Result<Option<EventRecord>> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "SELECT received_at_ms, event_type, source, disposition, body FROM events WHERE id = $1",
-                &[&job.event_id],
-            )
+            .query_opt("SELECT received_at_ms, event_type, source, disposition, body FROM events WHERE id = $1", &[&id])
             .await?;
-        let Some(row) = row else { return Ok(JobEvent::Uncommitted) };
-        Ok(JobEvent::Ready(EventRecord {
-            id: job.event_id.clone(),
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(EventRecord {
+            id: id.to_owned(),
             received_at_ms: row.get::<_, i64>(0) as u64,
             event_type: row.get(1),
             source: row.get(2),
@@ -292,12 +297,83 @@ impl PgStore {
         let client = self.client().await?;
         let row =
             client.query_opt("SELECT destinations, via, event_id, at_ms FROM owners WHERE object = $1", &[&id]).await?;
-        Ok(row.map(|r| crate::Owner {
-            destinations: r.get(0),
-            via: r.get(1),
-            event_id: r.get(2),
-            at_ms: r.get::<_, i64>(3) as u64,
-        }))
+        Ok(row.map(|r| owner_of(&r, 0)))
+    }
+
+    /// Records `owner` for each of `ids` (set by hand: the latest wins).
+    pub async fn claim(&self, ids: &[String], owner: &crate::Owner) -> Result<()> {
+        let claims = Claims { ids: ids.to_vec(), owner: owner.clone(), refresh_after_ms: 0 };
+        claim_unless_fresh(&self.client().await?, &claims).await
+    }
+
+    /// Forgets who owns `id`; false if nobody did.
+    pub async fn disown(&self, id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client.execute("DELETE FROM owners WHERE object = $1", &[&id]).await? == 1)
+    }
+
+    /// Up to `limit` owned objects in id order after `after`, of `destination` if given, and
+    /// where the next page starts. (The index bounds the work; `scan` is the sled engine's.)
+    pub async fn owners_page(
+        &self,
+        after: Option<&str>,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::OwnersPage> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT object, destinations, via, event_id, at_ms FROM owners
+                 WHERE object > $1 AND ($2::text IS NULL OR $2 = ANY(destinations))
+                 ORDER BY object LIMIT $3",
+                &[&after.unwrap_or(""), &destination, &(limit as i64 + 1)],
+            )
+            .await?;
+        let mut page: Vec<(String, crate::Owner)> = rows.iter().map(|r| (r.get(0), owner_of(r, 1))).collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = more.then(|| page.last().map(|(id, _)| id.clone())).flatten();
+        Ok((page, next))
+    }
+
+    /// Removes up to `batch` claims last made before `cutoff_ms`; says whether more may be left.
+    pub async fn purge_owners_before(&self, cutoff_ms: u64, batch: usize) -> Result<(usize, bool)> {
+        let client = self.client().await?;
+        let purged = client
+            .execute(
+                "DELETE FROM owners WHERE object IN (SELECT object FROM owners WHERE at_ms < $1 LIMIT $2)",
+                &[&(cutoff_ms as i64), &(batch as i64)],
+            )
+            .await? as usize;
+        Ok((purged, purged == batch))
+    }
+
+    /// The newest `limit` history entries of an event, oldest first.
+    pub async fn history(&self, event_id: &str, limit: usize) -> Result<Vec<crate::HistoryEntry>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT entry FROM history WHERE event_id = $1 ORDER BY seq DESC LIMIT $2",
+                &[&event_id, &(limit as i64)],
+            )
+            .await?;
+        let mut entries: Vec<crate::HistoryEntry> =
+            rows.iter().map(|r| decode(r.get::<_, &[u8]>(0), "history")).collect::<Result<_>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Queued jobs and dead letters per target.
+    pub async fn counts(&self) -> Result<crate::TargetCounts> {
+        let client = self.client().await?;
+        let mut counts = crate::TargetCounts::default();
+        for row in client.query("SELECT target, count(*) FROM jobs WHERE lease IS NULL GROUP BY target", &[]).await? {
+            counts.queued.insert(row.get(0), row.get(1));
+        }
+        for row in client.query("SELECT target, count(*) FROM dead_letters GROUP BY target", &[]).await? {
+            counts.dead.insert(row.get(0), row.get(1));
+        }
+        Ok(counts)
     }
 
     /// Jobs waiting (not leased) for `target`.
@@ -393,6 +469,16 @@ async fn cancel(tx: deadpool_postgres::Transaction<'_>, job: &Job, now_ms: u64) 
 /// The round of an `any` group: the lowest job id among the members queued together (as sled's).
 fn round(job: &Job) -> JobId {
     job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id)
+}
+
+/// An owner from a row whose columns from `first` are destinations, via, event_id, at_ms.
+fn owner_of(row: &tokio_postgres::Row, first: usize) -> crate::Owner {
+    crate::Owner {
+        destinations: row.get(first),
+        via: row.get(first + 1),
+        event_id: row.get(first + 2),
+        at_ms: row.get::<_, i64>(first + 3) as u64,
+    }
 }
 
 fn leased_job(row: &tokio_postgres::Row) -> Result<Job> {

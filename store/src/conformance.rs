@@ -251,3 +251,48 @@ async fn an_event_s_history_and_counts_follow_its_jobs() {
         assert_eq!(counts.dead.get("b").copied(), Some(1), "{name}");
     }
 }
+
+/// Dead letters paged, revived as new jobs and purged; a replay queues new jobs; retention
+/// forgets old events (their ids may come again) with their dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replays_and_retention() {
+    for (name, s, _keep) in engines().await {
+        for i in 0..3 {
+            s.ingest_claiming(&event(&format!("evt_{i}"), 10 + i), &[to("a", Delivery::Target)], None).await.unwrap();
+        }
+        for job in s.lease_due("a", 100, 3, LONG).await.unwrap() {
+            assert_eq!(s.dead_letter(&job, "gave up", 20).await.unwrap(), Settled::Done, "{name}");
+        }
+        let end = s.dead_letters_end().await.unwrap();
+        let (page, next) = s.dead_letters_page(Some("a"), None, Some(end), 2, 1000).await.unwrap();
+        assert_eq!((page.len(), next.is_some()), (2, true), "{name}");
+        let (rest, next) = s.dead_letters_page(Some("a"), next, Some(end), 2, 1000).await.unwrap();
+        assert_eq!((rest.len(), next), (1, None), "{name}");
+        assert!(s.dead_letters_page(Some("b"), None, None, 10, 1000).await.unwrap().0.is_empty(), "{name}");
+        let revived = s.revive_dead_letter(page[0].job.id, 30).await.unwrap().expect("revived");
+        assert_ne!(revived.id, page[0].job.id, "{name}: a new job");
+        assert!((revived.replay, revived.attempt, revived.due_at_ms) == (true, 0, 30), "{name}");
+        assert!(s.find_dead_letter(page[0].job.id).await.unwrap().is_none(), "{name}");
+        assert!(s.purge_dead_letter(page[1].job.id, 30).await.unwrap(), "{name}");
+        assert!(!s.purge_dead_letter(page[1].job.id, 30).await.unwrap(), "{name}: gone");
+        let replayed = s.replay("evt_2", &[to("b", Delivery::Target)], 40).await.unwrap().expect("kept");
+        assert_eq!((replayed.len(), replayed[0].replay), (1, true), "{name}");
+        assert!(s.replay("evt_none", &[to("b", Delivery::Target)], 40).await.unwrap().is_none(), "{name}");
+        assert_eq!((s.queued("a").await.unwrap(), s.queued("b").await.unwrap()), (1, 1), "{name}");
+        // Retention: everything received before 12 goes, in steps, with its dead letter.
+        while s.purge_events_before(12, 2).await.unwrap() > 0 {}
+        assert!(s.event("evt_0").await.unwrap().is_none() && s.event("evt_1").await.unwrap().is_none(), "{name}");
+        assert!(s.event("evt_2").await.unwrap().is_some(), "{name}");
+        let dead: Vec<String> = s
+            .dead_letters_page(None, None, None, 10, 1000)
+            .await
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|d| d.job.event_id)
+            .collect();
+        assert_eq!(dead, ["evt_2"], "{name}");
+        let again = s.ingest_claiming(&event("evt_0", 50), &[], None).await.unwrap();
+        assert!(matches!(again, Ingested::New(_)), "{name}: a forgotten id is new again");
+    }
+}

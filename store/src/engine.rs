@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::pg::PgStore;
 use crate::{
-    Claims, EventRecord, HistoryEntry, Ingested, Job, JobEvent, NewJob, Outcome, Owner, OwnerCursor, OwnersPage,
-    Result, Settled, Store, TargetCounts,
+    Claims, DeadLetter, EventRecord, HistoryEntry, Ingested, Job, JobEvent, JobId, NewJob, Outcome, Owner, OwnerCursor,
+    OwnersPage, Result, Settled, Store, TargetCounts,
 };
 
 /// A store, on either engine.
@@ -227,6 +227,74 @@ impl Engine {
         match self {
             Engine::Sled(s) => s.store.event(id),
             Engine::Postgres(p) => p.event(id).await,
+        }
+    }
+
+    /// Dead letters in id order after `after` and before `upto`, of `target` if given, up to
+    /// `limit` (sled looks at no more than `scan`); and where the next page starts.
+    pub async fn dead_letters_page(
+        &self,
+        target: Option<&str>,
+        after: Option<JobId>,
+        upto: Option<JobId>,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<JobId>)> {
+        match self {
+            Engine::Sled(s) => s.store.dead_letters_page(target, after, upto, limit, scan),
+            Engine::Postgres(p) => p.dead_letters_page(target, after, upto, limit).await,
+        }
+    }
+
+    pub async fn find_dead_letter(&self, id: JobId) -> Result<Option<DeadLetter>> {
+        match self {
+            Engine::Sled(s) => s.store.find_dead_letter(id),
+            Engine::Postgres(p) => p.find_dead_letter(id).await,
+        }
+    }
+
+    pub async fn dead_letters_end(&self) -> Result<JobId> {
+        match self {
+            Engine::Sled(s) => s.store.dead_letters_end(),
+            Engine::Postgres(p) => p.dead_letters_end().await,
+        }
+    }
+
+    pub async fn revive_dead_letter(&self, id: JobId, now_ms: u64) -> Result<Option<Job>> {
+        match self {
+            Engine::Sled(s) => s.store.revive_dead_letter(id, now_ms),
+            Engine::Postgres(p) => p.revive_dead_letter(id, now_ms).await,
+        }
+    }
+
+    pub async fn purge_dead_letter(&self, id: JobId, now_ms: u64) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.store.purge_dead_letter(id, now_ms),
+            Engine::Postgres(p) => p.purge_dead_letter(id, now_ms).await,
+        }
+    }
+
+    pub async fn replay(&self, event_id: &str, jobs: &[NewJob], now_ms: u64) -> Result<Option<Vec<Job>>> {
+        match self {
+            Engine::Sled(s) => s.store.replay(event_id, jobs, now_ms),
+            Engine::Postgres(p) => p.replay(event_id, jobs, now_ms).await,
+        }
+    }
+
+    /// One retention step over events (with their history and dead letters) received before
+    /// `cutoff_ms`; at most `batch` rows. Zero: nothing left to forget.
+    pub async fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
+        match self {
+            Engine::Sled(s) => s.store.purge_events_before(cutoff_ms, batch),
+            Engine::Postgres(p) => p.purge_events_before(cutoff_ms, batch).await,
+        }
+    }
+
+    /// Waits until every write made before the call is durable (Postgres: each commit already is).
+    pub async fn durable(&self) -> Result<()> {
+        match self {
+            Engine::Sled(s) => s.store.durable().await,
+            Engine::Postgres(_) => Ok(()),
         }
     }
 

@@ -96,17 +96,8 @@ impl Store {
         let Some(letter) = self.find_dead_letter(id)? else {
             return Ok(None);
         };
-        let mut job = letter.job;
-        let died_at_target = job.target.clone();
-        let siblings = std::mem::take(&mut job.siblings);
-        if let Delivery::Failover { members, member, .. } = &mut job.delivery {
-            *member = 0;
-            job.target = members[0].clone();
-        }
-        let new = NewJob { target: job.target.clone(), delivery: job.delivery.clone(), rule: job.rule.clone() };
-        let mut jobs = self.new_jobs(&job.event_id, &[new], now_ms, job.received_at_ms, job.ingest, true)?;
-        let mut revived = jobs.remove(0);
-        revived.siblings = siblings;
+        let revived = crate::record::revived(&letter.job, self.db.generate_id()?, now_ms);
+        let died_at_target = letter.job.target;
         // Queued before the letter is removed: a crash between leaves both, never neither.
         self.enqueue(std::slice::from_ref(&revived))?;
         if self.dead.remove(id.to_be_bytes())?.is_some() {

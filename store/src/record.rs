@@ -258,3 +258,18 @@ pub(crate) fn build_jobs(
     }
     jobs
 }
+
+/// The job a dead letter becomes when an operator revives it, given its new id: attempts from
+/// zero, due at `now_ms`, a failover group from its first member, an `any` member in its original
+/// round (its siblings kept), marked as a replay.
+pub(crate) fn revived(dead: &Job, id: JobId, now_ms: u64) -> Job {
+    let mut job = dead.clone();
+    if let Delivery::Failover { members, member, .. } = &mut job.delivery {
+        *member = 0;
+        job.target = members[0].clone();
+    }
+    let new = NewJob { target: job.target.clone(), delivery: job.delivery.clone(), rule: job.rule.clone() };
+    let mut revived = build_jobs(&job.event_id, &[new], &[id], now_ms, job.received_at_ms, job.ingest, true).remove(0);
+    revived.siblings = dead.siblings.clone();
+    revived
+}

@@ -363,6 +363,127 @@ impl PgStore {
         Ok(entries)
     }
 
+    /// Dead letters in id order (oldest first) after `after` and before `upto`, of `target` if
+    /// given, up to `limit`; and where the next page starts.
+    pub async fn dead_letters_page(
+        &self,
+        target: Option<&str>,
+        after: Option<JobId>,
+        upto: Option<JobId>,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<JobId>)> {
+        let client = self.client().await?;
+        let (after, upto) = (after.map_or(-1, |a| a as i64), upto.map_or(i64::MAX, |u| u as i64));
+        let rows = client
+            .query(
+                "SELECT letter FROM dead_letters WHERE id > $1 AND id < $2 AND ($3::text IS NULL OR target = $3)
+                 ORDER BY id LIMIT $4",
+                &[&after, &upto, &target, &(limit as i64 + 1)],
+            )
+            .await?;
+        let mut page: Vec<DeadLetter> =
+            rows.iter().map(|r| decode(r.get::<_, &[u8]>(0), "dead letter")).collect::<Result<_>>()?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = page.last().filter(|_| more).map(|l| l.job.id);
+        Ok((page, next))
+    }
+
+    pub async fn find_dead_letter(&self, id: JobId) -> Result<Option<DeadLetter>> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT letter FROM dead_letters WHERE id = $1", &[&(id as i64)]).await?;
+        row.map(|r| decode(r.get::<_, &[u8]>(0), "dead letter")).transpose()
+    }
+
+    /// One past the newest dead letter's id: a bulk pass that stops here does not chase letters
+    /// that die again while it runs.
+    pub async fn dead_letters_end(&self) -> Result<JobId> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT coalesce(max(id) + 1, 0) FROM dead_letters", &[]).await?;
+        Ok(row.get::<_, i64>(0) as JobId)
+    }
+
+    /// Takes a dead letter out and queues its job again (see `record::revived`), in one
+    /// transaction. `None` if there is no such letter.
+    pub async fn revive_dead_letter(&self, id: JobId, now_ms: u64) -> Result<Option<Job>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) =
+            tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&(id as i64)]).await?
+        else {
+            return Ok(None);
+        };
+        let letter: DeadLetter = decode(row.get::<_, &[u8]>(0), "dead letter")?;
+        let new_id = next_ids(&tx, "job_ids", 1).await?[0];
+        let job = crate::record::revived(&letter.job, new_id, now_ms);
+        insert_job(&tx, &job).await?;
+        append(&tx, &job, Outcome::Replayed, now_ms).await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    /// Deletes a dead letter for good (noted in its event's history); false if there was none.
+    pub async fn purge_dead_letter(&self, id: JobId, now_ms: u64) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) =
+            tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&(id as i64)]).await?
+        else {
+            return Ok(false);
+        };
+        let letter: DeadLetter = decode(row.get::<_, &[u8]>(0), "dead letter")?;
+        append(&tx, &letter.job, Outcome::Purged, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Queues the event `event_id` again for `jobs`, as new jobs due at `now_ms` marked as
+    /// replays. `None` if the event is not kept.
+    pub async fn replay(&self, event_id: &str, jobs: &[NewJob], now_ms: u64) -> Result<Option<Vec<Job>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx.query_opt("SELECT received_at_ms FROM events WHERE id = $1", &[&event_id]).await? else {
+            return Ok(None);
+        };
+        let received = row.get::<_, i64>(0) as u64;
+        let ids = next_ids(&tx, "job_ids", jobs.len()).await?;
+        let jobs = build_jobs(event_id, jobs, &ids, now_ms, received, 0, true);
+        for job in &jobs {
+            insert_job(&tx, job).await?;
+            append(&tx, job, Outcome::Replayed, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(jobs))
+    }
+
+    /// Forgets up to `batch` events received before `cutoff_ms` (their ids may come again), with
+    /// their history, `any`-group state and dead letters; returns how many rows went.
+    pub async fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let gone: Vec<String> = tx
+            .query(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at_ms < $1 LIMIT $2) RETURNING id",
+                &[&(cutoff_ms as i64), &(batch as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut purged = gone.len() as u64;
+        purged += tx.execute("DELETE FROM group_rounds WHERE event_id = ANY($1)", &[&gone]).await?;
+        purged += tx.execute("DELETE FROM dead_letters WHERE event_id = ANY($1)", &[&gone]).await?;
+        purged += tx
+            .execute(
+                "DELETE FROM history WHERE (event_id, seq) IN
+                     (SELECT event_id, seq FROM history WHERE received_at_ms < $1 LIMIT $2)",
+                &[&(cutoff_ms as i64), &(batch as i64)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(purged as usize)
+    }
+
     /// Queued jobs and dead letters per target.
     pub async fn counts(&self) -> Result<crate::TargetCounts> {
         let client = self.client().await?;

@@ -296,3 +296,44 @@ async fn dead_letters_replays_and_retention() {
         assert!(matches!(again, Ingested::New(_)), "{name}: a forgotten id is new again");
     }
 }
+
+/// Listing newest first in pages, and a sweep that reroutes, dead-letters or keeps queued jobs
+/// without an attempt, going on where the last slice stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_newest_first_and_sweeps_move_queued_jobs() {
+    for (name, s, _keep) in engines().await {
+        for i in 0..5u64 {
+            s.ingest_claiming(&event(&format!("evt_{i}"), 10 + i), &[to("i", Delivery::Target)], None).await.unwrap();
+        }
+        let ids = |heads: &[crate::EventHead]| heads.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+        let first = s.events_before(None, 0, 2).await.unwrap();
+        assert_eq!(ids(&first), ["evt_4", "evt_3"], "{name}");
+        let cursor = crate::EventCursor { received_at_ms: first[1].received_at_ms, event_id: first[1].id.clone() };
+        assert_eq!(ids(&s.events_before(Some(&cursor), 0, 2).await.unwrap()), ["evt_2", "evt_1"], "{name}");
+        assert_eq!(ids(&s.events_before(Some(&cursor), 12, 10).await.unwrap()), ["evt_2"], "{name}: since");
+
+        let mut n = 0;
+        let decide = |job: &Job| {
+            n += 1;
+            match n {
+                1 => crate::Sweep::Reroute(
+                    Box::new(Job { target: "f".into(), due_at_ms: 20, ..job.clone() }),
+                    "offline".into(),
+                ),
+                2 => crate::Sweep::DeadLetter("expired".into()),
+                _ => crate::Sweep::Keep,
+            }
+        };
+        let (moved, next) = s.sweep_queue("i", None, 2, 30, decide).await.unwrap();
+        assert_eq!((moved, next.is_some()), (2, true), "{name}");
+        let (moved, next) = s.sweep_queue("i", next.as_ref(), 10, 30, |_| crate::Sweep::Keep).await.unwrap();
+        assert_eq!((moved, next), (0, None), "{name}: the rest looked at and kept");
+        assert_eq!((s.queued("i").await.unwrap(), s.queued("f").await.unwrap()), (3, 1), "{name}");
+        assert_eq!(s.counts().await.unwrap().dead.get("i").copied(), Some(1), "{name}");
+        assert_eq!(
+            s.lease_due("f", 20, 5, LONG).await.unwrap()[0].event_id,
+            "evt_0",
+            "{name}: rerouted, due as rewritten"
+        );
+    }
+}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::pg::PgStore;
 use crate::{
-    Claims, DeadLetter, EventRecord, HistoryEntry, Ingested, Job, JobEvent, JobId, NewJob, Outcome, Owner, OwnerCursor,
-    OwnersPage, Result, Settled, Store, TargetCounts,
+    Claims, DeadLetter, EventCursor, EventHead, EventRecord, HistoryEntry, Ingested, Job, JobEvent, JobId, NewJob,
+    Outcome, Owner, OwnerCursor, OwnersPage, QueueCursor, Result, Settled, Store, Sweep, TargetCounts,
 };
 
 /// A store, on either engine.
@@ -295,6 +295,36 @@ impl Engine {
         match self {
             Engine::Sled(s) => s.store.durable().await,
             Engine::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Up to `limit` events received before `before` (or the newest) and at or after `since_ms`,
+    /// newest first, without their bodies. (Sled skips orphan records of crashed ingests.)
+    pub async fn events_before(
+        &self,
+        before: Option<&EventCursor>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<EventHead>> {
+        match self {
+            Engine::Sled(s) => s.store.events_newest_first(before, since_ms).take(limit).collect(),
+            Engine::Postgres(p) => p.events_before(before, since_ms, limit).await,
+        }
+    }
+
+    /// See `Store::sweep_queue`: a slice of `target`'s queue, each job kept, rerouted or
+    /// dead-lettered as `decide` says, without an attempt.
+    pub async fn sweep_queue(
+        &self,
+        target: &str,
+        from: Option<&QueueCursor>,
+        batch: usize,
+        now_ms: u64,
+        decide: impl FnMut(&Job) -> Sweep,
+    ) -> Result<(usize, Option<QueueCursor>)> {
+        match self {
+            Engine::Sled(s) => s.store.sweep_queue(target, from, batch, now_ms, decide),
+            Engine::Postgres(p) => p.sweep_queue(target, from, batch, now_ms, decide).await,
         }
     }
 

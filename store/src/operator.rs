@@ -5,9 +5,23 @@
 use crate::record::{DeadLetter, Delivery, Job, JobId, NewJob, Outcome, Sweep};
 use crate::{decode, Result, Settled, Store};
 
-/// Where a [`Store::sweep_queue`] pass stopped.
+/// Where a [`Store::sweep_queue`] pass stopped: sled's queue key, or (for Postgres) the due time
+/// and id of the last job looked at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueCursor(Vec<u8>);
+
+impl QueueCursor {
+    /// Just past the job due at `due_ms` with id `id` (the Postgres engine's form).
+    pub(crate) fn at(due_ms: u64, id: crate::JobId) -> QueueCursor {
+        QueueCursor([due_ms.to_be_bytes(), id.to_be_bytes()].concat())
+    }
+
+    /// The (due, id) of a cursor made by [`QueueCursor::at`].
+    pub(crate) fn position(&self) -> Option<(i64, i64)> {
+        let bytes: [u8; 16] = self.0.as_slice().try_into().ok()?;
+        Some((crate::id_from(&bytes[..8]) as i64, crate::id_from(&bytes[8..]) as i64))
+    }
+}
 
 impl Store {
     /// Pauses or resumes a target. A paused target keeps queueing; its worker delivers nothing.

@@ -484,6 +484,92 @@ impl PgStore {
         Ok(purged as usize)
     }
 
+    /// Up to `limit` events received before `before` (or the newest) and at or after `since_ms`,
+    /// newest first, without their bodies.
+    pub async fn events_before(
+        &self,
+        before: Option<&crate::EventCursor>,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::EventHead>> {
+        let client = self.client().await?;
+        let (ms, id) = match before {
+            Some(c) => (c.received_at_ms as i64, c.event_id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        let rows = client
+            .query(
+                "SELECT id, event_type, source, received_at_ms, disposition FROM events
+                 WHERE (received_at_ms < $1 OR (received_at_ms = $1 AND id < $2)) AND received_at_ms >= $3
+                 ORDER BY received_at_ms DESC, id DESC LIMIT $4",
+                &[&ms, &id, &(since_ms as i64), &(limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::EventHead {
+                    id: r.get(0),
+                    event_type: r.get(1),
+                    source: r.get(2),
+                    received_at_ms: r.get::<_, i64>(3) as u64,
+                    disposition: decode(r.get::<_, &[u8]>(4), "event")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Looks at up to `batch` jobs waiting for `target` (in due order, after `from`) and takes out
+    /// those `decide` does not keep: queued again as rewritten, or dead-lettered. Returns how many
+    /// were taken out, and where the next pass goes on (none: the end was reached).
+    pub async fn sweep_queue(
+        &self,
+        target: &str,
+        from: Option<&crate::QueueCursor>,
+        batch: usize,
+        now_ms: u64,
+        mut decide: impl FnMut(&Job) -> crate::Sweep,
+    ) -> Result<(usize, Option<crate::QueueCursor>)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (due, id) = from.and_then(crate::QueueCursor::position).unwrap_or((-1, -1));
+        let rows = tx
+            .query(
+                "SELECT job FROM jobs WHERE target = $1 AND lease IS NULL AND (due_at_ms, id) > ($2, $3)
+                 ORDER BY due_at_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED",
+                &[&target, &due, &id, &(batch as i64)],
+            )
+            .await?;
+        let (mut moved, mut last) = (0, None);
+        for row in &rows {
+            let job: Job = decode(row.get::<_, &[u8]>(0), "job")?;
+            last = Some(crate::QueueCursor::at(job.due_at_ms, job.id));
+            match decide(&job) {
+                crate::Sweep::Keep => continue,
+                crate::Sweep::Reroute(rewritten, reason) => {
+                    tx.execute(
+                        "UPDATE jobs SET target = $2, due_at_ms = $3, job = $4 WHERE id = $1",
+                        &[&(job.id as i64), &rewritten.target, &(rewritten.due_at_ms as i64), &encode(&*rewritten)?],
+                    )
+                    .await?;
+                    append(&tx, &job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms).await?;
+                }
+                crate::Sweep::DeadLetter(reason) => {
+                    tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
+                    let letter = DeadLetter { job: job.clone(), error: reason.clone(), died_at_ms: now_ms };
+                    tx.execute(
+                        "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
+                        &[&(job.id as i64), &job.event_id, &job.target, &(now_ms as i64), &encode(&letter)?],
+                    )
+                    .await?;
+                    append(&tx, &job, Outcome::DeadLettered { reason }, now_ms).await?;
+                }
+            }
+            moved += 1;
+        }
+        tx.commit().await?;
+        Ok((moved, if rows.len() == batch { last } else { None }))
+    }
+
     /// Queued jobs and dead letters per target.
     pub async fn counts(&self) -> Result<crate::TargetCounts> {
         let client = self.client().await?;

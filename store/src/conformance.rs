@@ -141,6 +141,16 @@ async fn an_any_member_s_success_cancels_its_queued_siblings() {
         assert_eq!(a.siblings.len(), 1, "{name}");
         assert_eq!(s.complete(&a, 20).await.unwrap(), 1, "{name}: b was waiting, cancelled");
         assert_eq!((s.queued("b").await.unwrap(), s.in_flight().await.unwrap()), (0, 0), "{name}");
+        // A member in flight when the group succeeds: its retry stands down (not re-queued), and
+        // a retry under a lease it lost is refused as such.
+        s.ingest_claiming(&event("evt_2", 10), &[to("a", any()), to("b", any())], None).await.unwrap();
+        let a = s.lease_due("a", 10, 1, LONG).await.unwrap().remove(0);
+        let b = s.lease_due("b", 10, 1, LONG).await.unwrap().remove(0);
+        assert_eq!(s.complete(&a, 20).await.unwrap(), 0, "{name}: b is in flight, not cancelled here");
+        let lost = Job { lease: b.lease + 1_000, ..b.clone() };
+        assert_eq!(s.retry(&lost, 21).await.unwrap(), Settled::NotLeased, "{name}");
+        assert_eq!(s.retry(&Job { attempt: 1, ..b }, 21).await.unwrap(), Settled::CancelledByGroup, "{name}");
+        assert_eq!((s.queued("b").await.unwrap(), s.in_flight().await.unwrap()), (0, 0), "{name}");
     }
 }
 

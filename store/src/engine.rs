@@ -219,7 +219,7 @@ impl Engine {
     pub async fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
         match self {
             Engine::Sled(s) => s.store.history(received_at_ms, event_id, limit),
-            Engine::Postgres(p) => p.history(event_id, limit).await,
+            Engine::Postgres(p) => p.history(received_at_ms, event_id, limit).await,
         }
     }
 

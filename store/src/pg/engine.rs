@@ -22,8 +22,9 @@ use crate::{
     Settled, StoreError,
 };
 
-/// The database's clock, in ms since the epoch.
-const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+/// The database's clock, in ms since the epoch. `statement_timestamp()` (not `clock_timestamp()`,
+/// which is volatile) so the planner can use it against the index on `lease_until_ms`.
+const DB_NOW_MS: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";
 
 /// A store on Postgres, shared by any number of replicas.
 #[derive(Clone)]
@@ -68,7 +69,7 @@ impl PgStore {
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
                 &[
                     &event.id,
-                    &(event.received_at_ms as i64),
+                    &big(event.received_at_ms),
                     &event.event_type,
                     &event.source,
                     &encode(&event.disposition)?,
@@ -104,7 +105,7 @@ impl PgStore {
                                   ORDER BY due_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
                      RETURNING job, lease"
                 ),
-                &[&target, &(now_ms as i64), &(max as i64), &(lease_for.as_millis() as i64), &self.replica],
+                &[&target, &big(now_ms), &big(max), &big(lease_for.as_millis()), &self.replica],
             )
             .await?;
         let mut jobs: Vec<Job> = rows.iter().map(leased_job).collect::<Result<_>>()?;
@@ -124,7 +125,7 @@ impl PgStore {
                                   LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING job"
                 ),
-                &[&(max as i64)],
+                &[&big(max)],
             )
             .await?;
         rows.iter().map(|r| decode(r.get::<_, &[u8]>(0), "job")).collect()
@@ -167,6 +168,9 @@ impl PgStore {
     pub async fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if !holds_lease(&tx, job).await? {
+            return Ok(Settled::NotLeased);
+        }
         if group_delivered(&tx, job).await? {
             return cancel(tx, job, now_ms).await;
         }
@@ -175,7 +179,7 @@ impl PgStore {
                 "UPDATE jobs SET target = $3, due_at_ms = $4, job = $5, lease = NULL, lease_until_ms = NULL,
                      leased_by = NULL
                  WHERE id = $1 AND lease = $2",
-                &[&(job.id as i64), &(job.lease as i64), &job.target, &(job.due_at_ms as i64), &encode(job)?],
+                &[&big(job.id), &big(job.lease), &job.target, &big(job.due_at_ms), &encode(job)?],
             )
             .await?;
         tx.commit().await?;
@@ -187,16 +191,17 @@ impl PgStore {
     pub async fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if !holds_lease(&tx, job).await? {
+            return Ok(Settled::NotLeased);
+        }
         if group_delivered(&tx, job).await? {
             return cancel(tx, job, now_ms).await;
         }
-        if !take_leased(&tx, job).await? {
-            return Ok(Settled::NotLeased);
-        }
+        take_leased(&tx, job).await?;
         let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
         tx.execute(
             "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
-            &[&(job.id as i64), &job.event_id, &job.target, &(now_ms as i64), &encode(&letter)?],
+            &[&big(job.id), &job.event_id, &job.target, &big(now_ms), &encode(&letter)?],
         )
         .await?;
         append(&tx, job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms).await?;
@@ -204,21 +209,22 @@ impl PgStore {
         Ok(Settled::Done)
     }
 
-    /// The job was delivered: it leaves the queue (whoever holds it now: delivered is delivered),
-    /// and for an `any` group the first success is recorded and siblings still queued are
-    /// cancelled. Returns how many were cancelled.
+    /// The job was delivered: it leaves the queue (unless another holder leased it again since:
+    /// that one delivers too, at least once, as on sled), and for an `any` group the first success
+    /// is recorded and siblings still queued are cancelled. Returns how many were cancelled.
     pub async fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
+            lock_group(&tx, job).await?;
             tx.execute(
                 "INSERT INTO group_rounds (event_id, grp, round, delivered_by) VALUES ($1, $2, $3, $4)
                  ON CONFLICT DO NOTHING",
-                &[&job.event_id, group, &(round(job) as i64), &job.target],
+                &[&job.event_id, group, &big(round(job)), &job.target],
             )
             .await?;
-            let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| *id as i64).collect();
+            let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| big(*id)).collect();
             let rows =
                 tx.query("DELETE FROM jobs WHERE id = ANY($1) AND lease IS NULL RETURNING job", &[&siblings]).await?;
             for row in rows {
@@ -227,7 +233,11 @@ impl PgStore {
                 cancelled += 1;
             }
         }
-        tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
+        tx.execute(
+            "DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)",
+            &[&big(job.id), &big(job.lease)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(cancelled)
     }
@@ -239,7 +249,7 @@ impl PgStore {
         let renewed = client
             .execute(
                 &format!("UPDATE jobs SET lease_until_ms = {DB_NOW_MS} + $3 WHERE id = $1 AND lease = $2"),
-                &[&(job.id as i64), &(job.lease as i64), &(lease_for.as_millis() as i64)],
+                &[&big(job.id), &big(job.lease), &big(lease_for.as_millis())],
             )
             .await?;
         Ok(renewed == 1)
@@ -263,7 +273,11 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         append(&tx, job, Outcome::Discarded { reason: reason.to_owned() }, now_ms).await?;
-        tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
+        tx.execute(
+            "DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)",
+            &[&big(job.id), &big(job.lease)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -300,10 +314,22 @@ impl PgStore {
         Ok(row.map(|r| owner_of(&r, 0)))
     }
 
-    /// Records `owner` for each of `ids` (set by hand: the latest wins).
+    /// Records `owner` for each of `ids` (set by hand: always written, the latest wins).
     pub async fn claim(&self, ids: &[String], owner: &crate::Owner) -> Result<()> {
-        let claims = Claims { ids: ids.to_vec(), owner: owner.clone(), refresh_after_ms: 0 };
-        claim_unless_fresh(&self.client().await?, &claims).await
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO owners (object, destinations, via, event_id, at_ms)
+                 SELECT unnest($1::text[]), $2, $3, $4, $5
+                 ON CONFLICT (object) DO UPDATE SET destinations = EXCLUDED.destinations, via = EXCLUDED.via,
+                     event_id = EXCLUDED.event_id, at_ms = EXCLUDED.at_ms",
+                &[&ids, &owner.destinations, &owner.via, &owner.event_id, &big(owner.at_ms)],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Forgets who owns `id`; false if nobody did.
@@ -326,7 +352,7 @@ impl PgStore {
                 "SELECT object, destinations, via, event_id, at_ms FROM owners
                  WHERE object > $1 AND ($2::text IS NULL OR $2 = ANY(destinations))
                  ORDER BY object LIMIT $3",
-                &[&after.unwrap_or(""), &destination, &(limit as i64 + 1)],
+                &[&after.unwrap_or(""), &destination, &big(limit).saturating_add(1)],
             )
             .await?;
         let mut page: Vec<(String, crate::Owner)> = rows.iter().map(|r| (r.get(0), owner_of(r, 1))).collect();
@@ -342,19 +368,20 @@ impl PgStore {
         let purged = client
             .execute(
                 "DELETE FROM owners WHERE object IN (SELECT object FROM owners WHERE at_ms < $1 LIMIT $2)",
-                &[&(cutoff_ms as i64), &(batch as i64)],
+                &[&big(cutoff_ms), &big(batch)],
             )
             .await? as usize;
         Ok((purged, purged == batch))
     }
 
-    /// The newest `limit` history entries of an event, oldest first.
-    pub async fn history(&self, event_id: &str, limit: usize) -> Result<Vec<crate::HistoryEntry>> {
+    /// The newest `limit` history entries of the event `event_id` received at `received_at_ms`
+    /// (not an earlier copy of the same id, forgotten by retention), oldest first.
+    pub async fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<crate::HistoryEntry>> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT entry FROM history WHERE event_id = $1 ORDER BY seq DESC LIMIT $2",
-                &[&event_id, &(limit as i64)],
+                "SELECT entry FROM history WHERE event_id = $1 AND received_at_ms = $2 ORDER BY seq DESC LIMIT $3",
+                &[&event_id, &big(received_at_ms), &big(limit)],
             )
             .await?;
         let mut entries: Vec<crate::HistoryEntry> =
@@ -373,12 +400,12 @@ impl PgStore {
         limit: usize,
     ) -> Result<(Vec<DeadLetter>, Option<JobId>)> {
         let client = self.client().await?;
-        let (after, upto) = (after.map_or(-1, |a| a as i64), upto.map_or(i64::MAX, |u| u as i64));
+        let (after, upto) = (after.map_or(-1, big), upto.map_or(i64::MAX, big));
         let rows = client
             .query(
                 "SELECT letter FROM dead_letters WHERE id > $1 AND id < $2 AND ($3::text IS NULL OR target = $3)
                  ORDER BY id LIMIT $4",
-                &[&after, &upto, &target, &(limit as i64 + 1)],
+                &[&after, &upto, &target, &big(limit).saturating_add(1)],
             )
             .await?;
         let mut page: Vec<DeadLetter> =
@@ -391,7 +418,7 @@ impl PgStore {
 
     pub async fn find_dead_letter(&self, id: JobId) -> Result<Option<DeadLetter>> {
         let client = self.client().await?;
-        let row = client.query_opt("SELECT letter FROM dead_letters WHERE id = $1", &[&(id as i64)]).await?;
+        let row = client.query_opt("SELECT letter FROM dead_letters WHERE id = $1", &[&big(id)]).await?;
         row.map(|r| decode(r.get::<_, &[u8]>(0), "dead letter")).transpose()
     }
 
@@ -408,8 +435,7 @@ impl PgStore {
     pub async fn revive_dead_letter(&self, id: JobId, now_ms: u64) -> Result<Option<Job>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(row) =
-            tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&(id as i64)]).await?
+        let Some(row) = tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&big(id)]).await?
         else {
             return Ok(None);
         };
@@ -426,8 +452,7 @@ impl PgStore {
     pub async fn purge_dead_letter(&self, id: JobId, now_ms: u64) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(row) =
-            tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&(id as i64)]).await?
+        let Some(row) = tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&big(id)]).await?
         else {
             return Ok(false);
         };
@@ -457,14 +482,15 @@ impl PgStore {
     }
 
     /// Forgets up to `batch` events received before `cutoff_ms` (their ids may come again), with
-    /// their history, `any`-group state and dead letters; returns how many rows went.
+    /// their history, `any`-group state and dead letters, in one transaction; returns how many
+    /// rows went (zero: nothing left to forget).
     pub async fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let gone: Vec<String> = tx
             .query(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at_ms < $1 LIMIT $2) RETURNING id",
-                &[&(cutoff_ms as i64), &(batch as i64)],
+                &[&big(cutoff_ms), &big(batch)],
             )
             .await?
             .iter()
@@ -474,11 +500,7 @@ impl PgStore {
         purged += tx.execute("DELETE FROM group_rounds WHERE event_id = ANY($1)", &[&gone]).await?;
         purged += tx.execute("DELETE FROM dead_letters WHERE event_id = ANY($1)", &[&gone]).await?;
         purged += tx
-            .execute(
-                "DELETE FROM history WHERE (event_id, seq) IN
-                     (SELECT event_id, seq FROM history WHERE received_at_ms < $1 LIMIT $2)",
-                &[&(cutoff_ms as i64), &(batch as i64)],
-            )
+            .execute("DELETE FROM history WHERE event_id = ANY($1) AND received_at_ms < $2", &[&gone, &big(cutoff_ms)])
             .await?;
         tx.commit().await?;
         Ok(purged as usize)
@@ -494,7 +516,7 @@ impl PgStore {
     ) -> Result<Vec<crate::EventHead>> {
         let client = self.client().await?;
         let (ms, id) = match before {
-            Some(c) => (c.received_at_ms as i64, c.event_id.as_str()),
+            Some(c) => (big(c.received_at_ms), c.event_id.as_str()),
             None => (i64::MAX, ""),
         };
         let rows = client
@@ -502,7 +524,7 @@ impl PgStore {
                 "SELECT id, event_type, source, received_at_ms, disposition FROM events
                  WHERE (received_at_ms < $1 OR (received_at_ms = $1 AND id < $2)) AND received_at_ms >= $3
                  ORDER BY received_at_ms DESC, id DESC LIMIT $4",
-                &[&ms, &id, &(since_ms as i64), &(limit as i64)],
+                &[&ms, &id, &big(since_ms), &big(limit)],
             )
             .await?;
         rows.iter()
@@ -536,7 +558,7 @@ impl PgStore {
             .query(
                 "SELECT job FROM jobs WHERE target = $1 AND lease IS NULL AND (due_at_ms, id) > ($2, $3)
                  ORDER BY due_at_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED",
-                &[&target, &due, &id, &(batch as i64)],
+                &[&target, &due, &id, &big(batch)],
             )
             .await?;
         let (mut moved, mut last) = (0, None);
@@ -548,17 +570,17 @@ impl PgStore {
                 crate::Sweep::Reroute(rewritten, reason) => {
                     tx.execute(
                         "UPDATE jobs SET target = $2, due_at_ms = $3, job = $4 WHERE id = $1",
-                        &[&(job.id as i64), &rewritten.target, &(rewritten.due_at_ms as i64), &encode(&*rewritten)?],
+                        &[&big(job.id), &rewritten.target, &big(rewritten.due_at_ms), &encode(&*rewritten)?],
                     )
                     .await?;
                     append(&tx, &job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms).await?;
                 }
                 crate::Sweep::DeadLetter(reason) => {
-                    tx.execute("DELETE FROM jobs WHERE id = $1", &[&(job.id as i64)]).await?;
+                    tx.execute("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
                     let letter = DeadLetter { job: job.clone(), error: reason.clone(), died_at_ms: now_ms };
                     tx.execute(
                         "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
-                        &[&(job.id as i64), &job.event_id, &job.target, &(now_ms as i64), &encode(&letter)?],
+                        &[&big(job.id), &job.event_id, &job.target, &big(now_ms), &encode(&letter)?],
                     )
                     .await?;
                     append(&tx, &job, Outcome::DeadLettered { reason }, now_ms).await?;
@@ -601,7 +623,7 @@ impl PgStore {
 /// `n` fresh values of a sequence, in one round trip.
 async fn next_ids(client: &impl GenericClient, sequence: &str, n: usize) -> Result<Vec<JobId>> {
     let rows = client
-        .query("SELECT nextval($1::text::regclass) FROM generate_series(1, $2::bigint)", &[&sequence, &(n as i64)])
+        .query("SELECT nextval($1::text::regclass) FROM generate_series(1, $2::bigint)", &[&sequence, &big(n)])
         .await?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as JobId).collect())
 }
@@ -610,16 +632,20 @@ async fn insert_job(client: &impl GenericClient, job: &Job) -> Result<()> {
     client
         .execute(
             "INSERT INTO jobs (id, event_id, target, due_at_ms, job) VALUES ($1, $2, $3, $4, $5)",
-            &[&(job.id as i64), &job.event_id, &job.target, &(job.due_at_ms as i64), &encode(job)?],
+            &[&big(job.id), &job.event_id, &job.target, &big(job.due_at_ms), &encode(job)?],
         )
         .await?;
     Ok(())
 }
 
 /// Records each claim unless the object is owned the same way and was claimed recently (a read,
-/// not a write, for the objects a stream keeps mentioning).
+/// not a write, for the objects a stream keeps mentioning). Ids are upserted sorted and once each:
+/// two ingests naming the same objects then lock them in one order, never deadlock.
 async fn claim_unless_fresh(client: &impl GenericClient, claims: &Claims) -> Result<()> {
     let o = &claims.owner;
+    let mut ids = claims.ids.clone();
+    ids.sort();
+    ids.dedup();
     client
         .execute(
             "INSERT INTO owners (object, destinations, via, event_id, at_ms)
@@ -628,7 +654,7 @@ async fn claim_unless_fresh(client: &impl GenericClient, claims: &Claims) -> Res
                  event_id = EXCLUDED.event_id, at_ms = EXCLUDED.at_ms
              WHERE NOT (owners.destinations = EXCLUDED.destinations AND owners.via = EXCLUDED.via
                         AND EXCLUDED.at_ms < owners.at_ms + $6)",
-            &[&claims.ids, &o.destinations, &o.via, &o.event_id, &(o.at_ms as i64), &(claims.refresh_after_ms as i64)],
+            &[&ids, &o.destinations, &o.via, &o.event_id, &big(o.at_ms), &big(claims.refresh_after_ms)],
         )
         .await?;
     Ok(())
@@ -639,7 +665,7 @@ async fn append(client: &impl GenericClient, job: &Job, outcome: Outcome, at_ms:
     client
         .execute(
             "INSERT INTO history (event_id, received_at_ms, entry) VALUES ($1, $2, $3)",
-            &[&job.event_id, &(job.received_at_ms as i64), &encode(&entry)?],
+            &[&job.event_id, &big(job.received_at_ms), &encode(&entry)?],
         )
         .await?;
     Ok(())
@@ -647,18 +673,37 @@ async fn append(client: &impl GenericClient, job: &Job, outcome: Outcome, at_ms:
 
 /// Removes the job if the caller still holds its lease.
 async fn take_leased(client: &impl GenericClient, job: &Job) -> Result<bool> {
-    let deleted = client
-        .execute("DELETE FROM jobs WHERE id = $1 AND lease = $2", &[&(job.id as i64), &(job.lease as i64)])
-        .await?;
+    let deleted =
+        client.execute("DELETE FROM jobs WHERE id = $1 AND lease = $2", &[&big(job.id), &big(job.lease)]).await?;
     Ok(deleted == 1)
 }
 
+/// Whether the caller still holds `job`'s lease; the row stays locked until the transaction ends.
+async fn holds_lease(client: &impl GenericClient, job: &Job) -> Result<bool> {
+    let row = client
+        .query_opt("SELECT 1 FROM jobs WHERE id = $1 AND lease = $2 FOR UPDATE", &[&big(job.id), &big(job.lease)])
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Serializes the settles of one `any` group's round across replicas: a member's success and a
+/// sibling's retry never interleave (the retry would re-queue a member of a delivered group).
+async fn lock_group(client: &impl GenericClient, job: &Job) -> Result<()> {
+    let Delivery::AnyOf { group } = &job.delivery else { return Ok(()) };
+    // Unit separators: a text parameter cannot hold NUL, and names never hold U+001F.
+    let key = format!("{}\u{1f}{group}\u{1f}{}", job.event_id, round(job));
+    client.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
+    Ok(())
+}
+
+/// Whether `job`'s `any` group was delivered, under the group's lock (see `lock_group`).
 async fn group_delivered(client: &impl GenericClient, job: &Job) -> Result<bool> {
     let Delivery::AnyOf { group } = &job.delivery else { return Ok(false) };
+    lock_group(client, job).await?;
     let row = client
         .query_opt(
             "SELECT 1 FROM group_rounds WHERE event_id = $1 AND grp = $2 AND round = $3",
-            &[&job.event_id, group, &(round(job) as i64)],
+            &[&job.event_id, group, &big(round(job))],
         )
         .await?;
     Ok(row.is_some())
@@ -692,6 +737,12 @@ fn leased_job(row: &tokio_postgres::Row) -> Result<Job> {
     let mut job: Job = decode(row.get::<_, &[u8]>(0), "job")?;
     job.lease = row.get::<_, i64>(1) as u64;
     Ok(job)
+}
+
+/// A `u64` (or `usize`) as Postgres' bigint, saturating: `u64::MAX`, "no bound", stays the
+/// largest, never wraps to -1.
+fn big(v: impl TryInto<i64>) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
 }
 
 fn pool_error(e: impl std::fmt::Display) -> StoreError {

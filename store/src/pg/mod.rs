@@ -1,6 +1,6 @@
 //! The Postgres engine (issue 13, in progress): its schema, created and upgraded by versioned
-//! migrations applied at start, and its core operations (`engine.rs`); not yet behind the store
-//! contract the proxy speaks. Several replicas may start at once: a transaction-level
+//! migrations applied at start, and its operations (`engine.rs`), which the store contract
+//! (`engine.rs` at the crate root) dispatches to. The proxy does not use it yet. Several replicas may start at once: a transaction-level
 //! advisory lock makes one of them migrate while the others wait and then find it done. A
 //! database migrated by a newer fanout is refused with the reason rather than misread.
 

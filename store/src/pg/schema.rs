@@ -12,13 +12,16 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_LOCK: i64 = 0x66616e6f75745f31; // "fanout_1"
 
 /// Migration `n` (1-based) is `MIGRATIONS[n - 1]`. Append only: a released migration is never
-/// edited, a change is a new one.
+/// edited, a change is a new one. Jobs, dead letters and history entries are postcard blobs of
+/// the store's record types: a change to those types is a schema change too (a migration that
+/// rewrites the blobs), never silent. Text keys sort bytewise (`COLLATE "C"`), as sled's do,
+/// whatever the database's locale.
 const MIGRATIONS: &[&str] = &[
     // 1: events with their dedup key, per-target queues with expiring leases, dead letters,
     // history, ownership, `any`-group state, paused targets.
     r#"
     CREATE TABLE events (
-        id text PRIMARY KEY,
+        id text COLLATE "C" PRIMARY KEY,
         received_at_ms bigint NOT NULL,
         event_type text NOT NULL,
         source text NOT NULL,
@@ -30,8 +33,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE SEQUENCE lease_ids;
     CREATE TABLE jobs (
         id bigint PRIMARY KEY,
-        event_id text NOT NULL,
-        target text NOT NULL,
+        event_id text COLLATE "C" NOT NULL,
+        target text COLLATE "C" NOT NULL,
         due_at_ms bigint NOT NULL,
         job bytea NOT NULL,
         lease bigint,
@@ -57,7 +60,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX history_by_arrival ON history (received_at_ms);
     CREATE TABLE owners (
-        object text PRIMARY KEY,
+        object text COLLATE "C" PRIMARY KEY,
         destinations text[] NOT NULL,
         via text NOT NULL,
         event_id text,

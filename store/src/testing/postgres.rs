@@ -2,8 +2,8 @@
 //! `initdb` into a temp dir, `pg_ctl start` on a free loopback port, stopped and deleted on drop.
 //! Postgres refuses to run as root, so as root the cluster belongs to the `postgres` user.
 //!
-//! Missing Postgres: said loudly and the caller skips — unless `CI=true`, where it is a failure:
-//! CI installs the package (`.ci/run`), so a skip there would hide a broken setup.
+//! Missing Postgres: said loudly and the caller skips — unless `CI` is set (`true` or `1`), where
+//! it is a failure: `.ci/test` installs the package, so a skip there would hide a broken setup.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,21 +26,24 @@ impl TestPostgres {
     pub fn start() -> Option<TestPostgres> {
         let Some(bin) = bin_dir() else {
             let why = "Postgres is not installed (no /usr/lib/postgresql/*/bin/initdb): \
-                       `apt-get install -y postgresql`, or run `bash .ci/run`, which installs it";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{why}; CI=true, so the Postgres tests fail instead of skipping");
+                       `apt-get install -y postgresql`, or run `bash .ci/test`, which installs it";
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("{why}; CI is set, so the Postgres tests fail instead of skipping");
             }
-            eprintln!("\n*** SKIPPED: {why} ***\n");
+            say_skipped(why);
             return None;
         };
         let owner = is_root().then(|| "postgres".to_owned());
-        let dir = std::env::temp_dir().join(format!("fanout-pg-{}-{}", std::process::id(), unique()));
+        // As root, under /tmp whatever TMPDIR says: the cluster's owner must reach it.
+        let base = if owner.is_some() { PathBuf::from("/tmp") } else { std::env::temp_dir() };
+        remove_abandoned(&bin, &base, owner.as_deref());
+        let dir = base.join(format!("fanout-pg-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).expect("a temp dir for the cluster");
         if let Some(user) = &owner {
             chown(&dir, user);
         }
         let mut pg = TestPostgres { bin, dir, port: free_port(), owner };
-        pg.run("initdb", &["-D", &pg.data(), "-U", "fanout", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        pg.run("initdb", &["-D", &pg.data(), "-U", "fanout", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
         // A port found free can be taken by another test's cluster before this one binds it:
         // then another port.
         for _ in 0..4 {
@@ -75,7 +78,8 @@ impl TestPostgres {
     }
 
     fn try_start(&self) -> Result<Output, String> {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
+        // The socket goes to /tmp (a short path; a long TMPDIR would pass the 107-byte limit).
+        let options = format!("-p {} -k /tmp -c listen_addresses=127.0.0.1", self.port);
         let log = self.dir.join("server.log");
         self.try_run("pg_ctl", &["-D", &self.data(), "-l", &log.display().to_string(), "-o", &options, "-w", "start"])
     }
@@ -118,6 +122,33 @@ impl Drop for TestPostgres {
     fn drop(&mut self) {
         let _ = self.try_run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Says a skip where a person sees it: libtest captures `eprintln!` of passing tests, not a
+/// write to the process's stderr. Once per process.
+fn say_skipped(why: &str) {
+    use std::io::Write;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "\n*** SKIPPED the Postgres tests: {why} ***\n");
+    });
+}
+
+/// Clusters left by test processes that died without dropping them (killed, or a CI timeout):
+/// stopped and deleted.
+fn remove_abandoned(bin: &Path, base: &Path, owner: Option<&str>) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("fanout-pg-").and_then(|r| r.split('-').next()?.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let pg = TestPostgres { bin: bin.to_owned(), dir: entry.path(), port: 0, owner: owner.map(str::to_owned) };
+        drop(pg);
     }
 }
 

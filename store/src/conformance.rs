@@ -347,3 +347,21 @@ async fn listings_page_newest_first_and_sweeps_move_queued_jobs() {
         );
     }
 }
+
+/// A member queued again after its group was delivered (a revived dead letter of that round) is
+/// stood down when leased, not attempted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_a_delivered_group_is_stood_down_at_lease() {
+    for (name, s, _keep) in engines().await {
+        let any = || Delivery::AnyOf { group: "g".into() };
+        s.ingest_claiming(&event("evt_1", 10), &[to("a", any()), to("b", any())], None).await.unwrap();
+        let b = s.lease_due("b", 10, 1, LONG).await.unwrap().remove(0);
+        assert_eq!(s.dead_letter(&b, "HTTP 500", 11).await.unwrap(), Settled::Done, "{name}");
+        let a = s.lease_due("a", 10, 1, LONG).await.unwrap().remove(0);
+        s.complete(&a, 12).await.unwrap();
+        s.revive_dead_letter(b.id, 13).await.unwrap().expect("revived");
+        assert_eq!(s.queued("b").await.unwrap(), 1, "{name}");
+        assert!(s.lease_due("b", 20, 5, LONG).await.unwrap().is_empty(), "{name}: stood down, not attempted");
+        assert_eq!((s.queued("b").await.unwrap(), s.in_flight().await.unwrap()), (0, 0), "{name}");
+    }
+}

@@ -344,6 +344,14 @@ impl Engine {
         }
     }
 
+    /// Entries moved aside because they did not decode.
+    pub async fn quarantined(&self) -> Result<usize> {
+        match self {
+            Engine::Sled(s) => Ok(s.store.quarantined()),
+            Engine::Postgres(p) => p.quarantined().await,
+        }
+    }
+
     /// Jobs leased and not settled.
     pub async fn in_flight(&self) -> Result<usize> {
         match self {

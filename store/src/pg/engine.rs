@@ -95,9 +95,12 @@ impl PgStore {
 
     /// Takes up to `max` jobs of `target` due at `now_ms`, leased for `lease_for` (the database's
     /// clock). Jobs another taker holds are skipped, never waited for.
+    /// Like sled's, a member of an `any` group delivered meanwhile is stood down here rather than
+    /// attempted, and a row that does not decode is moved to the quarantine, not leased.
     pub async fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_for: Duration) -> Result<Vec<Job>> {
-        let client = self.client().await?;
-        let rows = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
             .query(
                 &format!(
                     "UPDATE jobs SET lease = nextval('lease_ids'), lease_until_ms = {DB_NOW_MS} + $4, leased_by = $5
@@ -108,7 +111,17 @@ impl PgStore {
                 &[&target, &big(now_ms), &big(max), &big(lease_for.as_millis()), &self.replica],
             )
             .await?;
-        let mut jobs: Vec<Job> = rows.iter().map(leased_job).collect::<Result<_>>()?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(job) = leased_job(&tx, row).await? else { continue };
+            if group_delivered(&tx, &job).await? {
+                take_leased(&tx, &job).await?;
+                append(&tx, &job, Outcome::Cancelled, now_ms).await?;
+                continue;
+            }
+            jobs.push(job);
+        }
+        tx.commit().await?;
         jobs.sort_by_key(|j| (j.due_at_ms, j.id));
         Ok(jobs)
     }
@@ -565,6 +578,13 @@ impl PgStore {
         for row in &rows {
             let job: Job = decode(row.get::<_, &[u8]>(0), "job")?;
             last = Some(crate::QueueCursor::at(job.due_at_ms, job.id));
+            if group_delivered(&tx, &job).await? {
+                // A member of an `any` group delivered meanwhile: stood down, as on sled.
+                tx.execute("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
+                append(&tx, &job, Outcome::Cancelled, now_ms).await?;
+                moved += 1;
+                continue;
+            }
             match decide(&job) {
                 crate::Sweep::Keep => continue,
                 crate::Sweep::Reroute(rewritten, reason) => {
@@ -610,6 +630,12 @@ impl PgStore {
         let client = self.client().await?;
         let row = client.query_one("SELECT count(*) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
         Ok(row.get::<_, i64>(0) as usize)
+    }
+
+    /// Rows moved aside because they did not decode.
+    pub async fn quarantined(&self) -> Result<usize> {
+        let client = self.client().await?;
+        Ok(client.query_one("SELECT count(*) FROM quarantine", &[]).await?.get::<_, i64>(0) as usize)
     }
 
     /// Jobs leased and not settled, across replicas.
@@ -733,10 +759,31 @@ fn owner_of(row: &tokio_postgres::Row, first: usize) -> crate::Owner {
     }
 }
 
-fn leased_job(row: &tokio_postgres::Row) -> Result<Job> {
-    let mut job: Job = decode(row.get::<_, &[u8]>(0), "job")?;
-    job.lease = row.get::<_, i64>(1) as u64;
-    Ok(job)
+/// A leased row (job, lease) as a job; None if it does not decode, and then it has been moved
+/// to the quarantine (logged with its id) so the queue goes on.
+async fn leased_job(client: &impl GenericClient, row: &tokio_postgres::Row) -> Result<Option<Job>> {
+    let bytes: &[u8] = row.get(0);
+    match decode::<Job>(bytes, "job") {
+        Ok(mut job) => {
+            job.lease = row.get::<_, i64>(1) as u64;
+            Ok(Some(job))
+        }
+        Err(error) => {
+            let lease: i64 = row.get(1);
+            let moved = client
+                .query_opt("DELETE FROM jobs WHERE lease = $1 RETURNING id", &[&lease])
+                .await?
+                .map(|r| r.get::<_, i64>(0));
+            client
+                .execute(
+                    "INSERT INTO quarantine (source, key, value) VALUES ('jobs', $1, $2)",
+                    &[&moved.unwrap_or_default().to_string(), &bytes],
+                )
+                .await?;
+            tracing::error!(job = ?moved, "{error}; moved to the quarantine, the rest goes on");
+            Ok(None)
+        }
+    }
 }
 
 /// A `u64` (or `usize`) as Postgres' bigint, saturating: `u64::MAX`, "no bound", stays the

@@ -75,6 +75,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (event_id, grp, round)
     );
     CREATE TABLE paused (target text PRIMARY KEY);
+    CREATE TABLE quarantine (
+        source text NOT NULL,
+        key text NOT NULL,
+        value bytea NOT NULL,
+        at timestamptz NOT NULL DEFAULT now()
+    );
     "#,
 ];
 

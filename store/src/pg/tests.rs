@@ -74,3 +74,35 @@ async fn a_replica_releases_its_own_leases_only() {
     assert_eq!(a.release_leases().await.unwrap(), 1);
     assert_eq!((a.queued("t").await.unwrap(), b.in_flight().await.unwrap()), (1, 1), "B's lease stays B's");
 }
+
+/// A job row that does not decode is moved to the quarantine when met; the queue goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_job_is_quarantined_and_the_queue_goes_on() {
+    use std::time::Duration;
+
+    use crate::{Delivery, Disposition, EventRecord, NewJob};
+    let Some(pg) = TestPostgres::start() else { return };
+    let s = PgStore::open(&pg.url(), 4).await.unwrap();
+    let event = EventRecord {
+        id: "evt_1".into(),
+        event_type: "invoice.paid".into(),
+        source: "s".into(),
+        received_at_ms: 10,
+        disposition: Disposition::Unrouted,
+        body: b"{}".to_vec(),
+    };
+    let job = NewJob { target: "t".into(), delivery: Delivery::Target, rule: "r".into() };
+    s.ingest_claiming(&event, &[job], None).await.unwrap();
+    let client = connect(&pg).await;
+    client
+        .execute(
+            "INSERT INTO jobs (id, event_id, target, due_at_ms, job) VALUES (999999, 'evt_x', 't', 5, '\\xff'::bytea)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let leased = s.lease_due("t", 100, 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(leased.iter().map(|j| j.event_id.as_str()).collect::<Vec<_>>(), ["evt_1"]);
+    assert_eq!(s.quarantined().await.unwrap(), 1);
+    assert_eq!((s.queued("t").await.unwrap(), s.in_flight().await.unwrap()), (0, 1), "nothing stranded");
+}

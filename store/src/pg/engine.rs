@@ -22,6 +22,12 @@ use crate::{
     Settled, StoreError,
 };
 
+/// Longest a new connection may take, and a pooled one's check.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a caller waits for a free connection.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
 /// The database's clock, in ms since the epoch. `statement_timestamp()` (not `clock_timestamp()`,
 /// which is volatile) so the planner can use it against the index on `lease_until_ms`.
 const DB_NOW_MS: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";
@@ -35,11 +41,26 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects with at most `pool` connections and brings the schema up to date.
+    /// Connects with at most `pool` connections and brings the schema up to date. Every wait is
+    /// bounded: with the database down or unreachable a call fails in seconds (the proxy answers
+    /// 503, workers back off) instead of hanging, and connections are made again once it is back.
     pub async fn open(url: &str, pool: usize) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url.parse()?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(pool.max(1)).build().map_err(pool_error)?;
+        let mut config: tokio_postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        // A connection that is recycled is checked first, so one broken by an outage is replaced.
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let pool = Pool::builder(manager)
+            .max_size(pool.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(pool_error)?;
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let replica = format!("{}-{}", std::process::id(), started.as_nanos());
         let store = PgStore { pool, replica };

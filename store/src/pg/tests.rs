@@ -106,3 +106,33 @@ async fn an_undecodable_job_is_quarantined_and_the_queue_goes_on() {
     assert_eq!(s.quarantined().await.unwrap(), 1);
     assert_eq!((s.queued("t").await.unwrap(), s.in_flight().await.unwrap()), (0, 1), "nothing stranded");
 }
+
+/// The database goes away under a store and comes back: calls fail within seconds while it is
+/// down (never hang), and work again once it is back, on fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_calls_quickly_and_the_store_recovers_on_its_own() {
+    use std::time::{Duration, Instant};
+
+    let Some(pg) = TestPostgres::start() else { return };
+    let s = PgStore::open(&pg.url(), 2).await.unwrap();
+    assert_eq!(s.queued("t").await.unwrap(), 0);
+    pg.stop();
+    let started = Instant::now();
+    assert!(s.queued("t").await.is_err(), "answered while the database is down");
+    assert!(started.elapsed() < Duration::from_secs(15), "failed in {:?}, not hung", started.elapsed());
+    pg.start_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match s.queued("t").await {
+            Ok(n) => {
+                assert_eq!(n, 0);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("not recovered 20 s after the database came back: {e}"),
+        }
+    }
+}

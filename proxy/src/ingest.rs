@@ -8,18 +8,21 @@
 
 use std::sync::Arc;
 
-use fanout_store::{Disposition, EventRecord, Ingested, Job, Store, StoreError};
+use std::collections::HashMap;
+
+use fanout_store::engine::Engine;
+use fanout_store::{Disposition, EventRecord, Ingested, Job, StoreError};
 
 use crate::clock::unix_now_ms;
 use crate::config::Config;
 use crate::deliver::Deliveries;
 use crate::metrics::{Metrics, SourceLabel};
 use crate::plan::{claims, plan};
-use crate::route::{Decision, KnownOwner};
+use crate::route::{Decision, KnownOwner, DEFAULT_RULE};
 use crate::verify::VerifiedEvent;
 
 pub struct Intake {
-    pub store: Store,
+    pub store: Engine,
     pub deliveries: Deliveries,
     pub metrics: Arc<Metrics>,
 }
@@ -38,7 +41,7 @@ impl Intake {
             tracing::error!(event_id = %event.id, "store failed; answering 503 so Stripe retries: {e}");
             e
         };
-        let decision = self.route(config, &event).map_err(failed)?;
+        let decision = self.route(config, &event).await.map_err(failed)?;
         let (jobs, disposition) = plan(config, &decision);
         let now = unix_now_ms();
         let claims = claims(config, &decision, &event.json, &event.id, now);
@@ -50,27 +53,36 @@ impl Intake {
             disposition,
             body: event.body.to_vec(),
         };
-        let ingested = self.store.ingest_claiming(&record, &jobs, claims.as_ref()).map_err(failed)?;
-        // Also for a duplicate: the first copy may still be on its way to disk.
-        if let Err(e) = self.store.durable().await {
-            // Written but maybe not on disk: Stripe hears 503 and retries, and the retry finds
-            // it (a duplicate). The jobs are queued all the same; deliver them now rather than
-            // when their workers next look (a redelivery after a crash is the at-least-once kind).
-            if let Ingested::New(jobs) = &ingested {
-                self.wake(jobs);
+        // Durable when it returns (a duplicate too: the first copy may have been on its way).
+        match self.store.ingest_claiming(&record, &jobs, claims.as_ref()).await {
+            Ok(ingested) => Ok(self.report(source, &record, ingested)),
+            Err(e) => {
+                // Maybe written but not on disk: Stripe hears 503 and retries, and the retry finds
+                // it (a duplicate). Its jobs may be queued all the same: their workers look now
+                // rather than at their next idle wake-up (a redelivery is the at-least-once kind).
+                for job in &jobs {
+                    self.deliveries.wake(&job.target);
+                }
+                Err(failed(e))
             }
-            return Err(failed(e));
         }
-        Ok(self.report(source, &record, ingested))
     }
 
-    /// A store that cannot say who owns an object cannot route this event right: its error
-    /// (503, so Stripe retries) rather than a 200 for a guess.
-    fn route<'c>(&self, config: &'c Config, event: &VerifiedEvent) -> Result<Decision<'c>, StoreError> {
-        config.router.route_with(&event.json, |object| {
-            let owner = self.store.owner(object)?;
-            Ok(owner.map(|o| KnownOwner { destinations: o.destinations, via: o.via }))
-        })
+    /// Rules first; the store is asked who owns the objects the event references only when no
+    /// rule matched (most events never cost a lookup). A store that cannot say cannot route this
+    /// event right: its error (503, so Stripe retries) rather than a 200 for a guess.
+    async fn route<'c>(&self, config: &'c Config, event: &VerifiedEvent) -> Result<Decision<'c>, StoreError> {
+        let by_rules = config.router.route(&event.json);
+        if config.router.affinity.is_none() || !by_default(&by_rules) {
+            return Ok(by_rules);
+        }
+        let mut owners = HashMap::new();
+        for object in config.router.references(&event.json) {
+            if let Some(o) = self.store.owner(&object).await? {
+                owners.insert(object, KnownOwner { destinations: o.destinations, via: o.via });
+            }
+        }
+        config.router.route_with(&event.json, |object| Ok(owners.get(object).cloned()))
     }
 
     /// Metrics and the log line of a durable ingest; wakes the workers of a new event's jobs.
@@ -107,5 +119,15 @@ impl Intake {
         for job in jobs {
             self.deliveries.wake(&job.target);
         }
+    }
+}
+
+/// Whether no rule decided: the default did, or nothing did.
+fn by_default(decision: &Decision<'_>) -> bool {
+    match decision {
+        Decision::Deliver(chosen) => chosen.iter().all(|(_, rule)| *rule == DEFAULT_RULE),
+        Decision::Drop { rule } => *rule == DEFAULT_RULE,
+        Decision::Unrouted => true,
+        Decision::Owned { .. } => false,
     }
 }

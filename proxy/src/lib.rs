@@ -6,13 +6,12 @@
 //!
 //! - pure core, no I/O: [`wire`] (the APIs' JSON), [`signature`], [`route`], [`config`] (the
 //!   resolved types, and loading them), [`verify`], [`plan`], `deliver::policy`;
-//! - [`clock`], [`blocking`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies,
-//!   servers, the client);
+//! - [`clock`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies, servers, the
+//!   client);
 //! - [`deliver`] (the workers), [`ingest`] (taking an event in), [`retention`];
 //! - [`api`] (webhook, listen protocol, admin), [`serve`] (wiring), [`reload`], [`cli`].
 
 pub mod api;
-pub mod blocking;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,14 +1,13 @@
 //! Retention: events (with their history and dead letters) and object ownership older than
-//! `retention` are forgotten, in small batches on the background threads (`blocking`) so ingest
-//! never waits on them; and jobs queued for targets a reload removed go to the dead letters.
+//! `retention` are forgotten, in small batches (the sled engine runs them on its background
+//! threads, so ingest never waits on them); and jobs queued for targets a reload removed go to
+//! the dead letters.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use fanout_store::Store;
+use fanout_store::engine::Engine;
 use tokio_util::sync::CancellationToken;
 
-use crate::blocking::Chores;
 use crate::clock::unix_now_ms;
 use crate::config::LiveConfig;
 use crate::deliver::Deliveries;
@@ -23,27 +22,23 @@ const BATCH: usize = 500;
 /// at a time, the cursor kept between passes.
 const OWNERS_SLICE: usize = 1000;
 
-pub async fn sweep(
-    store: Store,
-    live: LiveConfig,
-    deliveries: Deliveries,
-    chores: Arc<Chores>,
-    shutdown: CancellationToken,
-) {
+pub async fn sweep(store: Engine, live: LiveConfig, deliveries: Deliveries, shutdown: CancellationToken) {
     let mut owners_from: Option<String> = None;
     loop {
         let cutoff = unix_now_ms().saturating_sub(live.load().retention.as_millis() as u64);
         loop {
-            let s = store.clone();
-            let purged = chores.run("retention sweep failed", move || s.purge_events_before(cutoff, BATCH));
-            if purged.await != Some(BATCH) || shutdown.is_cancelled() {
-                break;
+            match store.purge_events_before(cutoff, BATCH).await {
+                Ok(n) if n >= BATCH && !shutdown.is_cancelled() => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!("retention sweep failed: {e}");
+                    break;
+                }
             }
         }
-        let (s, from) = (store.clone(), owners_from.clone());
-        let owners = move || s.purge_owners_before(cutoff, from.as_deref(), OWNERS_SLICE);
-        if let Some((_, next)) = chores.run("retention sweep of object owners failed", owners).await {
-            owners_from = next;
+        match store.purge_owners_before(cutoff, owners_from.as_deref(), OWNERS_SLICE).await {
+            Ok((_, next)) => owners_from = next,
+            Err(e) => tracing::error!("retention sweep of object owners failed: {e}"),
         }
         deliveries.sweep_orphan_queues().await;
         tokio::select! {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fanout_store::engine::Engine;
 use fanout_store::Store;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -20,7 +21,6 @@ use tokio_util::task::TaskTracker;
 use crate::api::admin::Admin;
 use crate::api::listen::ListenApi;
 use crate::api::webhook::Webhooks;
-use crate::blocking::Chores;
 use crate::config::{Config, LiveConfig, INBOX_PATH};
 use crate::deliver::{Deliveries, Lifecycle};
 use crate::http::client::Clients;
@@ -35,7 +35,7 @@ use crate::retention;
 pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub store: Store,
+    pub store: Engine,
     live: LiveConfig,
     deliveries: Deliveries,
     metrics: Arc<Metrics>,
@@ -48,7 +48,6 @@ pub struct Running {
     connections: TaskTracker,
     delivery_tasks: TaskTracker,
     background: Vec<tokio::task::JoinHandle<()>>,
-    chores: Arc<Chores>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +66,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     config.admin.check().map_err(StartError::Admin)?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?.map(TlsAcceptor::from);
     let clients = Clients::build(&config)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Engine::sled(Store::open(&config.data_dir)?);
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
@@ -82,13 +81,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let (accepting, shutdown, abort) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
     let (connections, delivery_tasks) = (TaskTracker::new(), TaskTracker::new());
-    let chores = Chores::start();
-    let life = Lifecycle {
-        shutdown: shutdown.clone(),
-        abort: abort.clone(),
-        tasks: delivery_tasks.clone(),
-        chores: chores.clone(),
-    };
+    let life = Lifecycle { shutdown: shutdown.clone(), abort: abort.clone(), tasks: delivery_tasks.clone() };
     let deliveries = Deliveries::start(live.clone(), store.clone(), clients, metrics.clone(), life);
     let intake = Arc::new(Intake { store: store.clone(), deliveries: deliveries.clone(), metrics: metrics.clone() });
     let webhooks = Arc::new(Webhooks { live: live.clone(), intake: intake.clone(), metrics: metrics.clone() });
@@ -99,7 +92,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         intake,
         scrape: Default::default(),
-        chores: chores.clone(),
     });
     let listen =
         Arc::new(ListenApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });
@@ -117,13 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let background = vec![
         tokio::spawn(listeners.clone().accept(listener, tls, webhooks)),
         tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
-        tokio::spawn(retention::sweep(
-            store.clone(),
-            live.clone(),
-            deliveries.clone(),
-            chores.clone(),
-            shutdown.clone(),
-        )),
+        tokio::spawn(retention::sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
     ];
     Ok(Running {
         addr,
@@ -138,7 +124,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         connections,
         delivery_tasks,
         background,
-        chores,
     })
 }
 
@@ -229,9 +214,9 @@ impl Running {
             self.abort.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.delivery_tasks.wait()).await;
         }
-        // Background store work (a retention batch, an admin replay) ends before the last writes.
-        self.chores.close(Duration::from_secs(5)).await;
-        match self.store.release_leases() {
+        // Background store work (a retention batch, a sweep) ends before the last writes.
+        self.store.close(Duration::from_secs(5)).await;
+        match self.store.release_leases().await {
             Ok(n) if n > 0 => tracing::info!(released = n, "in-flight jobs leased back to their queues"),
             Ok(_) => {}
             Err(e) => tracing::error!("cannot lease jobs back (they are re-queued at the next start): {e}"),

@@ -323,7 +323,7 @@ async fn listings_page_newest_first_and_sweeps_move_queued_jobs() {
         assert_eq!(ids(&s.events_before(Some(&cursor), 12, 10).await.unwrap()), ["evt_2"], "{name}: since");
 
         let mut n = 0;
-        let decide = |job: &Job| {
+        let decide = move |job: &Job| {
             n += 1;
             match n {
                 1 => crate::Sweep::Reroute(

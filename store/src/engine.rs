@@ -7,8 +7,10 @@
 //! owns the store; Postgres: the database's, which every replica shares), so callers give a lease
 //! a duration, never a deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::chores::Chores;
 use crate::pg::PgStore;
 use crate::{
     Claims, DeadLetter, EventCursor, EventHead, EventRecord, HistoryEntry, Ingested, Job, JobEvent, JobId, NewJob,
@@ -22,22 +24,47 @@ pub enum Engine {
     Postgres(PgStore),
 }
 
-/// The sled engine behind the contract, with the clock its lease deadlines are kept on.
+/// The sled engine behind the contract, with the clock its lease deadlines are kept on and the
+/// threads its scans run on.
 #[derive(Clone)]
 pub struct SledEngine {
     store: Store,
     epoch: Instant,
+    chores: Arc<Chores>,
 }
 
 impl SledEngine {
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+
+    /// Runs a scan on the chore threads, with its own handle on the store.
+    async fn scan<T: Send + 'static>(&self, work: impl FnOnce(&Store) -> Result<T> + Send + 'static) -> Result<T> {
+        let store = self.store.clone();
+        self.chores.run_raw(move || work(&store)).await.map_err(|_| crate::StoreError::Closed)?
+    }
 }
 
 impl Engine {
     pub fn sled(store: Store) -> Engine {
-        Engine::Sled(SledEngine { store, epoch: Instant::now() })
+        Engine::Sled(SledEngine { store, epoch: Instant::now(), chores: Chores::start() })
+    }
+
+    /// The sled store underneath, for tests that inject its faults.
+    #[cfg(feature = "fault-injection")]
+    pub fn sled_store(&self) -> Option<&Store> {
+        match self {
+            Engine::Sled(s) => Some(&s.store),
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    /// Takes no more background work and waits, up to `within`, for what is running: a stop
+    /// flushes only once nothing writes any more.
+    pub async fn close(&self, within: Duration) {
+        if let Engine::Sled(s) = self {
+            s.chores.close(within).await;
+        }
     }
 
     /// Connects to Postgres (at most `pool` connections) and migrates its schema.
@@ -73,7 +100,10 @@ impl Engine {
     /// Jobs whose lease expired, handed back to their queues.
     pub async fn reclaim_expired_leases(&self, max: usize) -> Result<Vec<Job>> {
         match self {
-            Engine::Sled(s) => s.store.reclaim_expired_leases(s.now(), max),
+            Engine::Sled(s) => {
+                let now = s.now();
+                s.scan(move |store| store.reclaim_expired_leases(now, max)).await
+            }
             Engine::Postgres(p) => p.reclaim_expired_leases(max).await,
         }
     }
@@ -190,7 +220,10 @@ impl Engine {
         scan: usize,
     ) -> Result<OwnersPage> {
         match self {
-            Engine::Sled(s) => s.store.owners_page(after, destination, limit, scan),
+            Engine::Sled(s) => {
+                let (after, destination) = (after.map(str::to_owned), destination.map(str::to_owned));
+                s.scan(move |store| store.owners_page(after.as_deref(), destination.as_deref(), limit, scan)).await
+            }
             Engine::Postgres(p) => p.owners_page(after, destination, limit).await,
         }
     }
@@ -205,7 +238,10 @@ impl Engine {
         batch: usize,
     ) -> Result<(usize, Option<OwnerCursor>)> {
         match self {
-            Engine::Sled(s) => s.store.purge_owners_before(cutoff_ms, after, batch),
+            Engine::Sled(s) => {
+                let after = after.map(str::to_owned);
+                s.scan(move |store| store.purge_owners_before(cutoff_ms, after.as_deref(), batch)).await
+            }
             // Found through an index on age, not walked by id: the "cursor" only says go on.
             Engine::Postgres(p) => {
                 let (purged, more) = p.purge_owners_before(cutoff_ms, batch).await?;
@@ -218,7 +254,10 @@ impl Engine {
     /// oldest first.
     pub async fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
         match self {
-            Engine::Sled(s) => s.store.history(received_at_ms, event_id, limit),
+            Engine::Sled(s) => {
+                let event_id = event_id.to_owned();
+                s.scan(move |store| store.history(received_at_ms, &event_id, limit)).await
+            }
             Engine::Postgres(p) => p.history(received_at_ms, event_id, limit).await,
         }
     }
@@ -241,7 +280,10 @@ impl Engine {
         scan: usize,
     ) -> Result<(Vec<DeadLetter>, Option<JobId>)> {
         match self {
-            Engine::Sled(s) => s.store.dead_letters_page(target, after, upto, limit, scan),
+            Engine::Sled(s) => {
+                let target = target.map(str::to_owned);
+                s.scan(move |store| store.dead_letters_page(target.as_deref(), after, upto, limit, scan)).await
+            }
             Engine::Postgres(p) => p.dead_letters_page(target, after, upto, limit).await,
         }
     }
@@ -285,7 +327,7 @@ impl Engine {
     /// `cutoff_ms`; at most `batch` rows. Zero: nothing left to forget.
     pub async fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
         match self {
-            Engine::Sled(s) => s.store.purge_events_before(cutoff_ms, batch),
+            Engine::Sled(s) => s.scan(move |store| store.purge_events_before(cutoff_ms, batch)).await,
             Engine::Postgres(p) => p.purge_events_before(cutoff_ms, batch).await,
         }
     }
@@ -307,7 +349,10 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<EventHead>> {
         match self {
-            Engine::Sled(s) => s.store.events_newest_first(before, since_ms).take(limit).collect(),
+            Engine::Sled(s) => {
+                let before = before.cloned();
+                s.scan(move |store| store.events_newest_first(before.as_ref(), since_ms).take(limit).collect()).await
+            }
             Engine::Postgres(p) => p.events_before(before, since_ms, limit).await,
         }
     }
@@ -320,12 +365,30 @@ impl Engine {
         from: Option<&QueueCursor>,
         batch: usize,
         now_ms: u64,
-        decide: impl FnMut(&Job) -> Sweep,
+        decide: impl FnMut(&Job) -> Sweep + Send + 'static,
     ) -> Result<(usize, Option<QueueCursor>)> {
         match self {
-            Engine::Sled(s) => s.store.sweep_queue(target, from, batch, now_ms, decide),
+            Engine::Sled(s) => {
+                let (target, from) = (target.to_owned(), from.cloned());
+                s.scan(move |store| store.sweep_queue(&target, from.as_ref(), batch, now_ms, decide)).await
+            }
             Engine::Postgres(p) => p.sweep_queue(target, from, batch, now_ms, decide).await,
         }
+    }
+
+    /// Moves up to `batch` jobs queued for `target` to the dead letters with `reason` (the target
+    /// was removed from the config); how many moved, and whether more may be left.
+    pub async fn dead_letter_queue(
+        &self,
+        target: &str,
+        reason: &str,
+        now_ms: u64,
+        batch: usize,
+    ) -> Result<(usize, bool)> {
+        let reason = reason.to_owned();
+        let (moved, next) =
+            self.sweep_queue(target, None, batch, now_ms, move |_| Sweep::DeadLetter(reason.clone())).await?;
+        Ok((moved, next.is_some()))
     }
 
     /// Queued jobs and dead letters per target.
@@ -347,7 +410,7 @@ impl Engine {
     /// Entries moved aside because they did not decode.
     pub async fn quarantined(&self) -> Result<usize> {
         match self {
-            Engine::Sled(s) => Ok(s.store.quarantined()),
+            Engine::Sled(s) => s.scan(|store| Ok(store.quarantined())).await,
             Engine::Postgres(p) => p.quarantined().await,
         }
     }

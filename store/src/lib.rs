@@ -11,6 +11,7 @@
 //! could sit behind the same API. Writes are made durable with [`Store::durable`], which shares one
 //! fsync among every caller waiting at the same time (group commit).
 
+pub mod chores;
 mod commit;
 #[cfg(test)]
 mod conformance;
@@ -55,6 +56,8 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     Pool(String),
+    #[error("the store is closing")]
+    Closed,
     #[error("the database was migrated by a newer fanout (schema {found}; this one knows up to {known}): run that version, or this one on another database")]
     Schema { found: i32, known: i32 },
     #[error("store record {what} is corrupt: {detail}")]

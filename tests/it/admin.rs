@@ -61,7 +61,7 @@ async fn three_events(proxy: &Proxy, ok: &Sink) {
     {
         assert_eq!(send_signed(&url, &event(id, ty, "x")).await.0, 200);
     }
-    assert!(eventually(WITHIN, || ok.count() == 1 && proxy.running.store.dead_letter_count() == 1).await);
+    assert!(eventually(WITHIN, || ok.count() == 1 && proxy.sled().dead_letter_count() == 1).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +219,7 @@ async fn replays_and_dead_letters_are_new_re_signed_jobs_marked_as_replays() {
         assert!(eventually(WITHIN, || flaky.for_event("evt_b").len() == before + 1).await);
         assert_eq!(flaky.for_event("evt_b").last().unwrap().header("fanout-replay"), "true");
         assert_eq!(post(&proxy, &format!("/dead-letters/{id}/replay")).await.0, 404, "gone once replayed");
-        assert!(eventually(WITHIN, || proxy.running.store.dead_letter_count() == 0).await);
+        assert!(eventually(WITHIN, || proxy.sled().dead_letter_count() == 0).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(get(&proxy, "/events/evt_b").await["state"], "delivered");
 
@@ -232,17 +232,17 @@ async fn replays_and_dead_letters_are_new_re_signed_jobs_marked_as_replays() {
         // Purge one by id, then the rest by target.
         down.store(true, Ordering::SeqCst);
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_e", "invoice.paid", "x")).await.0, 200);
-        assert!(eventually(WITHIN, || proxy.running.store.dead_letter_count() == 1).await);
+        assert!(eventually(WITHIN, || proxy.sled().dead_letter_count() == 1).await);
         let id = get(&proxy, "/dead-letters").await["dead_letters"][0]["id"].as_str().unwrap().to_owned();
         let (status, v) = proxy.admin(Method::DELETE, &format!("/dead-letters/{id}"), Some(TOKEN)).await;
         assert_eq!((status, v["purged"].as_u64()), (200, Some(1)), "{v}");
-        assert_eq!(proxy.running.store.dead_letter_count(), 0);
+        assert_eq!(proxy.sled().dead_letter_count(), 0);
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_d", "invoice.paid", "x")).await.0, 200);
-        assert!(eventually(WITHIN, || proxy.running.store.dead_letter_count() == 1).await);
+        assert!(eventually(WITHIN, || proxy.sled().dead_letter_count() == 1).await);
         assert_eq!(post(&proxy, "/dead-letters/purge").await.0, 400, "needs target or all");
         let (status, v) = post(&proxy, "/dead-letters/purge?target=flaky").await;
         assert_eq!((status, v["purged"].as_u64()), (200, Some(1)), "{v}");
-        assert_eq!(proxy.running.store.dead_letter_count(), 0);
+        assert_eq!(proxy.sled().dead_letter_count(), 0);
         assert_eq!(
             get(&proxy, "/events/evt_d").await["attempts"].as_array().unwrap().last().unwrap()["outcome"],
             "purged"

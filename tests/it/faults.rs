@@ -76,7 +76,7 @@ async fn a_failing_store_makes_ingest_answer_503_and_acknowledge_nothing() {
         let url = proxy.url("/hook");
         assert_eq!(send_signed(&url, &event("evt_before", "invoice.paid", "x")).await.0, 200);
 
-        proxy.running.store.fail_writes(true);
+        proxy.sled().fail_writes(true);
         let body = event("evt_during", "invoice.paid", "x");
         let (status, text) = send_signed(&url, &body).await;
         assert_eq!(status, 503, "{text}");
@@ -89,20 +89,20 @@ async fn a_failing_store_makes_ingest_answer_503_and_acknowledge_nothing() {
         assert_eq!(status, 503, "{text}");
         assert!(!text.contains("injected") && !text.contains("no space"), "store error text sent: {text}");
 
-        proxy.running.store.fail_writes(false);
+        proxy.sled().fail_writes(false);
         assert_eq!(send_signed(&url, &body).await.0, 200, "Stripe's retry is taken");
         assert!(eventually(WITHIN, || sink.for_event("evt_during").len() == 1).await);
         assert_eq!(sink.for_event("evt_before").len(), 1);
 
         // The event is written but cannot be flushed: still 503, never a 2xx for it. Stripe's
         // retry finds it written (a duplicate), and is answered 200 only once it is on disk.
-        proxy.running.store.fail_flushes(true);
+        proxy.sled().fail_flushes(true);
         let body = event("evt_unflushed", "invoice.paid", "x");
         let (status, text) = send_signed(&url, &body).await;
         assert_eq!(status, 503, "{text}");
         let (status, text) = send_signed(&url, &body).await;
         assert_eq!(status, 503, "a retry while flushes fail is refused too: {text}");
-        proxy.running.store.fail_flushes(false);
+        proxy.sled().fail_flushes(false);
         let (status, text) = send_signed(&url, &body).await;
         assert_eq!((status, text.contains("\"duplicate\":true")), (200, true), "{text}");
         assert!(eventually(WITHIN, || sink.for_event("evt_unflushed").len() == 1).await);
@@ -302,7 +302,7 @@ async fn an_outcome_the_store_could_not_record_comes_back_without_a_restart() {
     bounded(async {
         let sink = Sink::ok().await;
         let proxy = Proxy::start(&one_target(&sink, "")).await;
-        let store = proxy.running.store.clone();
+        let store = proxy.sled().clone();
         store.fail_settles(true);
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_stranded", "invoice.paid", "x")).await.0, 200);
         assert!(eventually(WITHIN, || sink.for_event("evt_stranded").len() == 1).await);
@@ -332,7 +332,7 @@ async fn a_listen_answer_the_store_could_not_record_is_not_reported_settled() {
             "  - {{name: alice, kind: inbox, token: {token}, secret: whsec_alice, timeout: 2s}}\nroutes:\n  - {{name: a, when: {{fields: [{{path: data.object.metadata.env, equals: alice}}]}}, to: [alice]}}\n"
         );
         let proxy = Proxy::start(&one_target(&sink, &extra)).await;
-        let store = proxy.running.store.clone();
+        let store = proxy.sled().clone();
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_answer", "invoice.paid", "alice")).await.0, 200);
         let auth = [("authorization", format!("Bearer {token}"))];
         let (poll_url, answer_url) = (proxy.url("/fanout/inbox/events?wait=15&max=1"), proxy.url("/fanout/inbox/answer"));
@@ -380,7 +380,7 @@ async fn a_worker_backs_off_from_a_store_that_keeps_failing() {
     bounded(async {
         let sink = Sink::ok().await;
         let proxy = Proxy::start(&one_target(&sink, "")).await;
-        let store = proxy.running.store.clone();
+        let store = proxy.sled().clone();
         store.fail_leases(true);
         assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_spin", "invoice.paid", "x")).await.0, 200);
         let before = store.faults_hit();
@@ -403,7 +403,7 @@ async fn a_stop_waits_for_the_sweep_of_a_removed_target_s_queue() {
         let sink = Sink::ok().await;
         let yaml = one_target(&sink, "  - {name: gone, url: \"http://127.0.0.1:9/\", secret: whsec_g}\n");
         let proxy = Proxy::start(&yaml).await;
-        let store = proxy.running.store.clone();
+        let store = proxy.sled().clone();
         assert_eq!(proxy.admin(Method::POST, "/targets/gone/pause", None).await.0, 200);
         let jobs: Vec<fanout_store::NewJob> = (0..20)
             .map(|_| fanout_store::NewJob {

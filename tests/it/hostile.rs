@@ -319,7 +319,7 @@ async fn thirty_odd_malformed_or_forged_requests_each_refused_for_its_reason_and
         }
 
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let store = &proxy.running.store;
+        let store = proxy.sled();
         assert_eq!(store.event_count(), 0, "no event stored");
         let counts = store.counts();
         assert!(counts.queued.values().chain(counts.dead.values()).all(|n| *n == 0), "no job queued: {counts:?}");

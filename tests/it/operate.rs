@@ -356,8 +356,8 @@ default: [internal, untrusting, plain]
         assert_eq!(version, http::Version::HTTP_2, "h2 by ALPN toward a target that speaks it");
         assert!(stripe_sdk_accepts(&sig, body.as_bytes(), "whsec_internal"));
         // Without the private CA, the same server is not trusted.
-        assert!(eventually(WITHIN, || proxy.running.store.dead_letter_count() == 1).await);
-        let dead = proxy.running.store.dead_letters(10).unwrap();
+        assert!(eventually(WITHIN, || proxy.sled().dead_letter_count() == 1).await);
+        let dead = proxy.sled().dead_letters(10).unwrap();
         assert_eq!(dead[0].job.target, "untrusting");
         assert!(dead[0].error.to_lowercase().contains("certificate"), "{}", dead[0].error);
         assert_eq!(seen.lock().unwrap().len(), 1);
@@ -470,7 +470,7 @@ async fn backfill_ingests_what_the_proxy_missed_oldest_first_and_skips_what_it_h
         let text = output_text(&out);
         assert!(out.status.success(), "{text}");
         assert!(text.contains("fetched 250 events from Stripe; ingested 249 new, skipped 1 already seen"), "{text}");
-        assert_eq!(proxy.running.store.event_count(), 250);
+        assert_eq!(proxy.sled().event_count(), 250);
         assert!(eventually(WITHIN, || sink.count() == 250).await, "{}", sink.count());
         // Oldest first: the last ingested (newest in the listing) is Stripe's newest.
         let (_, list) = proxy.admin(Method::GET, "/events?limit=1", Some(TOKEN)).await;

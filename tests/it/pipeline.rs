@@ -133,11 +133,11 @@ async fn every_rejection_answers_its_status_and_reason_and_stores_nothing() {
         assert_eq!((got, text.contains("POST only")), (405, true));
 
         tokio::time::sleep(SETTLE).await;
-        assert_eq!(proxy.running.store.event_count(), 0, "nothing stored");
+        assert_eq!(proxy.sled().event_count(), 0, "nothing stored");
         assert_eq!(sink.count(), 0, "nothing delivered");
         // The same event, correctly signed, is accepted: the rejections were for the reasons given.
         assert_eq!(send_signed(&url, &body).await.0, 200);
-        assert_eq!(proxy.running.store.event_count(), 1);
+        assert_eq!(proxy.sled().event_count(), 1);
         proxy.running.stop().await;
     })
     .await
@@ -179,7 +179,7 @@ async fn any_group_counts_one_success_and_cancels_the_other_members_retries() {
         let proxy = Proxy::start(&yaml).await;
         assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_g", "invoice.paid", "x")).await.0, 200);
         assert!(eventually(WITHIN, || slow_ok.count() == 1).await);
-        let store = &proxy.running.store;
+        let store = proxy.sled();
         assert!(eventually(WITHIN, || store.in_flight() == 0).await);
         assert_eq!(failing.count(), 1, "a was tried in parallel");
         assert_eq!(store.queued("a"), 0, "a's pending retry was cancelled by b's success");
@@ -214,8 +214,8 @@ async fn failover_group_tries_the_next_member_only_when_the_current_one_fails() 
         assert!(eventually(WITHIN, || healthy.count() == 1).await);
         tokio::time::sleep(SETTLE).await;
         assert_eq!(secondary.count(), 1, "the second member is not tried while the first succeeds");
-        assert!(eventually(WITHIN, || proxy.running.store.in_flight() == 0).await);
-        assert_eq!(proxy.running.store.queued("p") + proxy.running.store.queued("s"), 0);
+        assert!(eventually(WITHIN, || proxy.sled().in_flight() == 0).await);
+        assert_eq!(proxy.sled().queued("p") + proxy.sled().queued("s"), 0);
         proxy.running.stop().await;
     })
     .await
@@ -241,7 +241,7 @@ async fn a_failing_target_is_retried_with_backoff_until_it_succeeds() {
         }
         // Each attempt carries a fresh signature the target accepts.
         assert!(got.iter().all(|r| stripe_sdk_accepts(r.header("stripe-signature"), &r.body, "whsec_t_own")));
-        assert_eq!(proxy.running.store.dead_letter_count(), 0);
+        assert_eq!(proxy.sled().dead_letter_count(), 0);
         proxy.running.stop().await;
     })
     .await
@@ -259,7 +259,7 @@ async fn max_attempts_moves_the_job_to_dead_letters_with_the_last_error() {
         ));
         let proxy = Proxy::start(&yaml).await;
         assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_d", "invoice.paid", "x")).await.0, 200);
-        let store = &proxy.running.store;
+        let store = proxy.sled();
         assert!(eventually(WITHIN, || store.dead_letter_count() == 2).await);
         tokio::time::sleep(SETTLE).await;
         assert_eq!(down.count(), 3);
@@ -290,12 +290,12 @@ async fn a_restart_resumes_pending_retries() {
         ));
         let proxy = Proxy::start(&yaml).await;
         assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_p", "invoice.paid", "x")).await.0, 200);
-        assert!(eventually(WITHIN, || sink.count() == 1 && proxy.running.store.queued("t") == 1).await);
+        assert!(eventually(WITHIN, || sink.count() == 1 && proxy.sled().queued("t") == 1).await);
         let proxy = proxy.restart(&yaml).await;
         assert_eq!(sink.count(), 1, "the retry was not due before the stop");
         assert!(eventually(WITHIN, || sink.count() == 2).await);
         assert_eq!(sink.received()[1].header("fanout-attempt"), "2");
-        assert!(eventually(WITHIN, || proxy.running.store.queued("t") + proxy.running.store.in_flight() == 0).await);
+        assert!(eventually(WITHIN, || proxy.sled().queued("t") + proxy.sled().in_flight() == 0).await);
         proxy.running.stop().await;
     })
     .await

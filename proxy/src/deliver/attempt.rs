@@ -39,16 +39,16 @@ impl Shared {
     /// The event a leased job delivers. Jobs whose ingest is still committing are put back for a
     /// moment (not an attempt); those of an ingest that never committed or lost a race are
     /// dropped; those whose event retention removed are dead-lettered.
-    pub(super) fn load_event(&self, config: &Config, mut job: Job) -> Loaded {
+    pub(super) async fn load_event(&self, config: &Config, mut job: Job) -> Loaded {
         let store = &self.store;
         let target = job.target.clone();
         let now = unix_now_ms();
-        match store.event_for(&job) {
+        match store.event_for(&job).await {
             Ok(JobEvent::Ready(event)) => Loaded::Ready(job, event),
             Ok(JobEvent::Uncommitted) if now.saturating_sub(job.created_at_ms) <= ORPHAN_AFTER.as_millis() as u64 => {
                 // Its ingest is still writing: not an attempt, look again shortly.
                 job.due_at_ms = now + UNCOMMITTED_RECHECK.as_millis() as u64;
-                if let Err(e) = store.retry(&job, now) {
+                if let Err(e) = store.retry(&job, now).await {
                     tracing::error!(event_id = %job.event_id, %target, "cannot re-queue a job: {e}");
                 }
                 Loaded::Settled
@@ -62,7 +62,7 @@ impl Shared {
                     "its event was removed by retention ({}) before this job was delivered",
                     humantime::format_duration(config.retention)
                 );
-                if let Err(e) = store.dead_letter(&job, &reason, now) {
+                if let Err(e) = store.dead_letter(&job, &reason, now).await {
                     tracing::error!(event_id = %job.event_id, %target, "cannot dead-letter a job: {e}");
                 }
                 tracing::warn!(event_id = %job.event_id, %target, "dead-lettered: {reason}");
@@ -72,11 +72,12 @@ impl Shared {
                 self.drop_job(
                     &job,
                     "its event was never committed (a crash during ingest, before the 2xx; Stripe resends such events)",
-                );
+                )
+                .await;
                 Loaded::Settled
             }
             Ok(JobEvent::Superseded) => {
-                self.drop_job(&job, "another copy of its event was committed and is delivered instead");
+                self.drop_job(&job, "another copy of its event was committed and is delivered instead").await;
                 Loaded::Settled
             }
             Err(e) => {
@@ -89,9 +90,9 @@ impl Shared {
     }
 
     /// Forgets a job that must never be delivered.
-    fn drop_job(&self, job: &Job, why: &str) {
+    async fn drop_job(&self, job: &Job, why: &str) {
         tracing::warn!(event_id = %job.event_id, target = %job.target, "dropped a job: {why}");
-        if let Err(e) = self.store.discard(job, why, unix_now_ms()) {
+        if let Err(e) = self.store.discard(job, why, unix_now_ms()).await {
             tracing::error!(event_id = %job.event_id, target = %job.target, "cannot drop a job: {e}");
         }
     }
@@ -100,7 +101,7 @@ impl Shared {
     /// retry, fail over or dead-letter. On a store error the job stays leased and its lease
     /// expires (see `Deliveries::reclaim`): it is attempted again, not lost and not reported
     /// settled. `Ok(false)`: the lease had expired already, and the job's next attempt decides.
-    pub(super) fn settle(
+    pub(super) async fn settle(
         &self,
         config: &Config,
         state: &TargetState,
@@ -120,7 +121,7 @@ impl Shared {
                 tracing::info!(%event_id, target = %name, attempt, status, latency_ms, "delivered");
                 self.metrics.delivery(name, "delivered");
                 note(&|s| s.last_success_ms = Some(now));
-                self.settle_success(&job, status, latency_ms, now)
+                self.settle_success(&job, status, latency_ms, now).await
             }
             Err(failure) => {
                 tracing::warn!(%event_id, target = %name, attempt, latency_ms, "delivery failed: {}", failure.error);
@@ -128,7 +129,7 @@ impl Shared {
                     s.last_failure_ms = Some(now);
                     s.last_error = Some(failure.error.clone());
                 });
-                self.settle_failure(config, name, job, failure, latency_ms, now)
+                self.settle_failure(config, name, job, failure, latency_ms, now).await
             }
         };
         settled.inspect_err(|e| {
@@ -137,16 +138,16 @@ impl Shared {
     }
 
     /// A delivery is recorded even if its lease expired meanwhile (the copy queued again goes).
-    fn settle_success(&self, job: &Job, status: u16, latency_ms: u64, now: u64) -> Result<bool, StoreError> {
-        self.store.log(job, Outcome::Delivered { status, latency_ms }, now)?;
-        let cancelled = self.store.complete(job, now)?;
+    async fn settle_success(&self, job: &Job, status: u16, latency_ms: u64, now: u64) -> Result<bool, StoreError> {
+        self.store.log(job, Outcome::Delivered { status, latency_ms }, now).await?;
+        let cancelled = self.store.complete(job, now).await?;
         if cancelled > 0 {
             tracing::info!(event_id = %job.event_id, cancelled, "group delivered; other members' pending jobs cancelled");
         }
         Ok(true)
     }
 
-    fn settle_failure(
+    async fn settle_failure(
         &self,
         config: &Config,
         name: &str,
@@ -165,12 +166,12 @@ impl Shared {
         let outcome = Outcome::Failed { status: failure.status, latency_ms, error: failure.error, retry_at_ms };
         // Logged under the target that was tried (a failover step has already moved the job on).
         let tried = Job { target: name.to_owned(), ..job.clone() };
-        store.log(&tried, outcome, now)?;
+        store.log(&tried, outcome, now).await?;
         match step {
             Step::Retry(job) => {
                 self.metrics.delivery(name, "failed");
                 let (target, due_in) = (job.target.clone(), job.due_at_ms.saturating_sub(now));
-                match store.retry(&job, now)? {
+                match store.retry(&job, now).await? {
                     Settled::CancelledByGroup => {
                         tracing::info!(%event_id, "not retried: its group was delivered by another member")
                     }
@@ -187,7 +188,7 @@ impl Shared {
             }
             Step::Dead(job, reason) => {
                 self.metrics.delivery(name, "dead_lettered");
-                match store.dead_letter(&job, &reason, now)? {
+                match store.dead_letter(&job, &reason, now).await? {
                     Settled::Done => tracing::warn!(%event_id, target = %job.target, "dead-lettered: {reason}"),
                     Settled::NotLeased => {
                         tracing::warn!(%event_id, "{LEASE_LOST}");

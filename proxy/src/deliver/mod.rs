@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use fanout_store::Store;
+use fanout_store::engine::Engine;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::blocking::Chores;
-use crate::clock::{mono_ms, unix_now_ms};
+use crate::clock::unix_now_ms;
 use crate::config::LiveConfig;
 use crate::http::client::Clients;
 use crate::metrics::Metrics;
@@ -37,7 +36,7 @@ pub struct Deliveries {
 
 struct Shared {
     live: LiveConfig,
-    store: Store,
+    store: Engine,
     metrics: Arc<Metrics>,
     workers: RwLock<HashMap<String, Arc<TargetState>>>,
     clients: RwLock<Clients>,
@@ -47,8 +46,6 @@ struct Shared {
     abort: CancellationToken,
     /// Worker loops and attempts, so a stop can wait for them.
     tasks: TaskTracker,
-    /// Where store scans run (sweeps, reclaim).
-    chores: Arc<Chores>,
 }
 
 /// What the admin API shows for a target besides its queue.
@@ -94,19 +91,18 @@ pub struct Lifecycle {
     pub abort: CancellationToken,
     /// Worker loops and attempts, so a stop can wait for them.
     pub tasks: TaskTracker,
-    pub chores: Arc<Chores>,
 }
 
 impl Deliveries {
     /// Starts one worker per target in the live config.
     pub fn start(
         live: LiveConfig,
-        store: Store,
+        store: Engine,
         clients: Clients,
         metrics: Arc<Metrics>,
         life: Lifecycle,
     ) -> Deliveries {
-        let Lifecycle { shutdown, abort, tasks, chores } = life;
+        let Lifecycle { shutdown, abort, tasks } = life;
         let shared = Shared {
             live,
             store,
@@ -116,7 +112,6 @@ impl Deliveries {
             shutdown,
             abort,
             tasks,
-            chores,
         };
         let deliveries = Deliveries { shared: Arc::new(shared) };
         deliveries.reconcile();
@@ -133,9 +128,11 @@ impl Deliveries {
                 _ = self.shared.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(RECLAIM_EVERY) => {}
             }
-            let store = self.shared.store.clone();
-            let reclaimed = move || store.reclaim_expired_leases(mono_ms(), RECLAIM_BATCH);
-            for job in self.shared.chores.run("cannot look for expired leases", reclaimed).await.unwrap_or_default() {
+            let reclaimed = self.shared.store.reclaim_expired_leases(RECLAIM_BATCH).await.unwrap_or_else(|e| {
+                tracing::error!("cannot look for expired leases: {e}");
+                Vec::new()
+            });
+            for job in reclaimed {
                 tracing::warn!(event_id = %job.event_id, target = %job.target, "lease expired: queued again");
                 self.shared.wake(&job.target);
             }
@@ -166,13 +163,10 @@ impl Deliveries {
                 Some(state) => state.stop.cancel(),
                 None => {}
             }
-            let paused = self.shared.store.is_paused(&target.name).unwrap_or_else(|e| {
-                tracing::error!(target = %target.name, "cannot read whether the target is paused: {e}");
-                false
-            });
             let state = Arc::new(TargetState {
                 wake: Notify::new(),
-                paused: AtomicBool::new(paused),
+                // Held until its task has read whether an operator paused it (see `load_paused`).
+                paused: AtomicBool::new(true),
                 in_flight: AtomicUsize::new(0),
                 last: Mutex::default(),
                 stop: self.shared.shutdown.child_token(),
@@ -210,38 +204,44 @@ impl Deliveries {
     /// after the reload).
     pub async fn sweep_orphan_queues(&self) {
         let config = self.shared.live.load_full();
-        let counts = self.shared.store.counts();
+        let counts = match self.shared.store.counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::error!("cannot count the queues: {e}");
+                return;
+            }
+        };
         for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none()) {
             let reason = format!("target {name:?} was removed from the config before this job was delivered");
             loop {
                 if self.shared.shutdown.is_cancelled() {
                     return;
                 }
-                let (store, target, why) = (self.shared.store.clone(), name.clone(), reason.clone());
-                let batch = move || store.dead_letter_queue(&target, &why, unix_now_ms(), SWEEP_BATCH);
-                match self.shared.chores.run("cannot dead-letter a removed target's queue", batch).await {
-                    Some((_, true)) => {}
-                    Some((moved, false)) => {
+                match self.shared.store.dead_letter_queue(name, &reason, unix_now_ms(), SWEEP_BATCH).await {
+                    Ok((_, true)) => {}
+                    Ok((moved, false)) => {
                         if moved > 0 {
                             tracing::warn!(target = %name, "moved queued jobs of a removed target to the dead letters");
                         }
                         break;
                     }
-                    None => break,
+                    Err(e) => {
+                        tracing::error!(target = %name, "cannot dead-letter a removed target's queue: {e}");
+                        break;
+                    }
                 }
             }
         }
     }
 
     /// Pauses or resumes a target (persisted). `Ok(false)` if no such target is configured.
-    pub fn set_paused(&self, target: &str, paused: bool) -> fanout_store::Result<bool> {
-        let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
-        let Some(state) = workers.get(target) else {
+    pub async fn set_paused(&self, target: &str, paused: bool) -> fanout_store::Result<bool> {
+        let state = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(target).cloned();
+        let Some(state) = state else {
             return Ok(false);
         };
-        self.shared.store.set_paused(target, paused)?;
+        self.shared.store.set_paused(target, paused).await?;
         state.paused.store(paused, Ordering::SeqCst);
-        drop(workers);
         self.shared.wake(target);
         tracing::info!(target, paused, "target {}", if paused { "paused" } else { "resumed" });
         Ok(true)
@@ -264,6 +264,15 @@ impl Deliveries {
 }
 
 impl Shared {
+    /// Reads whether an operator paused `name` (a worker's first step: until then it is held).
+    async fn load_paused(&self, name: &str, state: &TargetState) {
+        let paused = self.store.is_paused(name).await.unwrap_or_else(|e| {
+            tracing::error!(target = %name, "cannot read whether the target is paused: {e}");
+            false
+        });
+        state.paused.store(paused, Ordering::SeqCst);
+    }
+
     /// New or re-queued work for `target`: its worker looks at its queue, or its inbox's waiting
     /// polls do.
     fn wake(&self, target: &str) {

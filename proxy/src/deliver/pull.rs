@@ -208,11 +208,11 @@ impl Deliveries {
                 return Ok(Vec::new());
             }
             if !state.paused.load(std::sync::atomic::Ordering::SeqCst) {
-                let offered = self.offer(&config, &state, &inbox, name, max)?;
+                let offered = self.offer(&config, &state, &inbox, name, max).await?;
                 if !offered.is_empty() {
                     return Ok(offered);
                 }
-                if let Some(due) = self.shared.store.next_due_ms(name)? {
+                if let Some(due) = self.shared.store.next_due_ms(name).await? {
                     next = next.min(Duration::from_millis(due.saturating_sub(unix_now_ms())));
                 }
             }
@@ -234,7 +234,7 @@ impl Deliveries {
 
     /// Leases due jobs and turns them into offers. Jobs past `max_age` are dead-lettered here
     /// rather than handed to a listener that reconnected days later.
-    fn offer(
+    async fn offer(
         &self,
         config: &Config,
         state: &TargetState,
@@ -246,14 +246,14 @@ impl Deliveries {
         let now = unix_now_ms();
         // Held until the last offer's deadline (below), and a margin for its answer to be settled.
         let held_for = target.timeout.saturating_mul(max as u32 + 1) + super::LEASE_MARGIN;
-        let jobs = self.shared.store.lease_due(name, now, max, mono_ms() + held_for.as_millis() as u64)?;
+        let jobs = self.shared.store.lease_due(name, now, max, held_for).await?;
         let (mut offered, mut ready) = (Vec::new(), Vec::new());
         for job in jobs {
             if too_old(&job, target.retry.max_age, now) {
                 // On a store error the job stays leased until its lease expires; the
                 // rest of the batch goes on.
                 let reason = expired_reason(target.retry.max_age);
-                match self.shared.store.dead_letter(&job, &reason, now) {
+                match self.shared.store.dead_letter(&job, &reason, now).await {
                     Ok(_) => tracing::warn!(event_id = %job.event_id, target = %name, "dead-lettered: {reason}"),
                     Err(e) => {
                         tracing::error!(event_id = %job.event_id, target = %name, "cannot dead-letter a job: {e}")
@@ -261,7 +261,7 @@ impl Deliveries {
                 }
                 continue;
             }
-            match self.shared.load_event(config, job) {
+            match self.shared.load_event(config, job).await {
                 Loaded::Ready(mut job, event) => {
                     job.attempt += 1;
                     ready.push((job, event));
@@ -269,7 +269,7 @@ impl Deliveries {
                 Loaded::Unreadable(mut job, error) => {
                     job.attempt += 1;
                     let failed = Err(Failure { status: None, error });
-                    let _ = self.shared.settle(config, state, name, job, failed, Duration::ZERO);
+                    let _ = self.shared.settle(config, state, name, job, failed, Duration::ZERO).await;
                 }
                 Loaded::Settled => {}
             }
@@ -324,7 +324,7 @@ impl Deliveries {
         let latency =
             Duration::from_millis(answer.latency_ms.unwrap_or_else(|| offer.offered.elapsed().as_millis() as u64));
         // Not recorded (its lease expired meanwhile): the answer is for an offer that is gone.
-        let recorded = self.shared.settle(&config, &state, name, offer.job, result, latency)?;
+        let recorded = self.shared.settle(&config, &state, name, offer.job, result, latency).await?;
         self.shared.store.durable().await?;
         Ok(recorded)
     }
@@ -371,6 +371,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
     // Each pass looks at a slice of the queue and goes on from there the next second, so jobs
     // behind a long held backlog are reached too.
     let mut from: Option<QueueCursor> = None;
+    shared.load_paused(&name, &state).await;
     loop {
         tokio::select! {
             _ = state.stop.cancelled() => break,
@@ -381,25 +382,28 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             break;
         }
         let now = unix_now_ms();
-        expire_offers(&shared, &config, &state, &inbox, &name, mono_ms());
+        expire_offers(&shared, &config, &state, &inbox, &name, mono_ms()).await;
         if state.paused.load(std::sync::atomic::Ordering::SeqCst)
             || inbox.online(now)
-            || shared.store.queued(&name) == 0
+            || shared.store.queued(&name).await.unwrap_or(0) == 0
         {
             continue;
         }
         let offline_for = inbox.offline_for_ms(now);
-        let (store, cfg, inbox_name, cursor) = (shared.store.clone(), config.clone(), name.clone(), from.take());
-        let sweep = move || {
-            let mut woken = Vec::new();
-            let Some(target) = cfg.target(&inbox_name) else { return Ok((0, None, woken)) };
-            let (n, next) = store.sweep_queue(&inbox_name, cursor.as_ref(), SWEEP_SLICE, now, |job| {
-                offline_move(&cfg, target, job, offline_for, now, &mut woken)
-            })?;
-            Ok::<_, fanout_store::StoreError>((n, next, woken))
+        let woken = Arc::new(Mutex::new(Vec::new()));
+        let (cfg, inbox_name, woke) = (config.clone(), name.clone(), woken.clone());
+        let decide = move |job: &Job| {
+            let Some(target) = cfg.target(&inbox_name) else { return Sweep::Keep };
+            let mut woke = woke.lock().unwrap_or_else(|p| p.into_inner());
+            offline_move(&cfg, target, job, offline_for, now, &mut woke)
         };
-        let Some((moved, next, mut woken)) = shared.chores.run("cannot sweep the inbox queue", sweep).await else {
-            continue;
+        let (moved, next) = match shared.store.sweep_queue(&name, from.take().as_ref(), SWEEP_SLICE, now, decide).await
+        {
+            Ok(swept) => swept,
+            Err(e) => {
+                tracing::error!(target = %name, "cannot sweep the inbox queue: {e}");
+                continue;
+            }
         };
         from = next;
         if moved > 0 {
@@ -407,18 +411,26 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
             if let Err(e) = shared.store.durable().await {
                 tracing::error!(target = %name, "cannot flush the store: {e}");
             }
+            let mut woken = std::mem::take(&mut *woken.lock().unwrap_or_else(|p| p.into_inner()));
             woken.dedup();
             for t in woken {
                 shared.wake(&t);
             }
         }
     }
-    hand_back(&shared, &name, &inbox);
+    hand_back(&shared, &name, &inbox).await;
 }
 
 /// Offers past their deadline (`now` on the monotonic clock) are failed attempts: the listener
 /// disconnected or its app hung.
-fn expire_offers(shared: &Shared, config: &Config, state: &TargetState, inbox: &InboxState, name: &str, now: u64) {
+async fn expire_offers(
+    shared: &Shared,
+    config: &Config,
+    state: &TargetState,
+    inbox: &InboxState,
+    name: &str,
+    now: u64,
+) {
     let expired: Vec<Held> = {
         let mut offers = inbox.offers();
         let ids: Vec<JobId> = offers.iter().filter(|(_, o)| o.deadline_ms <= now).map(|(id, _)| *id).collect();
@@ -427,7 +439,7 @@ fn expire_offers(shared: &Shared, config: &Config, state: &TargetState, inbox: &
     for offer in expired {
         let error = "no answer from the listener in time (it disconnected or the local app hung)".to_owned();
         let latency = offer.offered.elapsed();
-        let _ = shared.settle(config, state, name, offer.job, Err(Failure { status: None, error }), latency);
+        let _ = shared.settle(config, state, name, offer.job, Err(Failure { status: None, error }), latency).await;
     }
 }
 
@@ -473,11 +485,11 @@ fn offline_move(
 /// events offered and not answered go back to its queue, where the new worker, the removed
 /// targets' sweep or the next start takes them (if that fails, their leases expire); none stays
 /// leased to a listener nobody serves.
-fn hand_back(shared: &Shared, name: &str, inbox: &InboxState) {
+async fn hand_back(shared: &Shared, name: &str, inbox: &InboxState) {
     let offers: Vec<Held> = inbox.offers().drain().map(|(_, o)| o).collect();
     for offer in offers {
         let job = Job { due_at_ms: unix_now_ms(), ..offer.job };
-        if let Err(e) = shared.store.retry(&job, unix_now_ms()) {
+        if let Err(e) = shared.store.retry(&job, unix_now_ms()).await {
             tracing::error!(event_id = %job.event_id, target = %name, "cannot hand an offered event back: {e}");
         }
     }

@@ -12,7 +12,7 @@ use http_body_util::Full;
 
 use super::attempt::{delivery_headers, Loaded};
 use super::{Shared, TargetState};
-use crate::clock::{mono_ms, unix_now_ms};
+use crate::clock::unix_now_ms;
 use crate::config::{Config, Endpoint, Target};
 use crate::http::client::{post, Failure, HttpClient};
 
@@ -28,6 +28,7 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) async fn run(self) {
         let this = Arc::new(self);
+        this.shared.load_paused(&this.name, &this.state).await;
         // Consecutive store errors: a store that keeps failing is asked again after a growing
         // pause, not in a loop at full CPU, and the log says so once, not once per try.
         let mut failing = 0u32;
@@ -37,7 +38,7 @@ impl Worker {
             }
             let config = this.shared.live.load_full();
             let Some(target) = config.target(&this.name) else { break };
-            let looked = this.lease_and_start(&config, target);
+            let looked = this.lease_and_start(&config, target).await;
             let wait = match looked {
                 Ok(wait) => {
                     if failing > 0 {
@@ -78,15 +79,14 @@ impl Worker {
 
     /// Leases what is due up to the free concurrency and starts an attempt for each; returns how
     /// long to wait before looking again.
-    fn lease_and_start(self: &Arc<Self>, config: &Arc<Config>, target: &Target) -> Result<Duration, StoreError> {
+    async fn lease_and_start(self: &Arc<Self>, config: &Arc<Config>, target: &Target) -> Result<Duration, StoreError> {
         let busy = self.state.in_flight.load(Ordering::SeqCst);
         if self.state.paused.load(Ordering::SeqCst) || busy >= target.concurrency {
             return Ok(MAX_IDLE);
         }
-        let now = unix_now_ms();
         // An attempt ends within the target's timeout; the margin covers settling it.
-        let until = mono_ms() + (target.timeout + super::LEASE_MARGIN).as_millis() as u64;
-        for job in self.shared.store.lease_due(&self.name, now, target.concurrency - busy, until)? {
+        let lease_for = target.timeout + super::LEASE_MARGIN;
+        for job in self.shared.store.lease_due(&self.name, unix_now_ms(), target.concurrency - busy, lease_for).await? {
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
             let (this, config) = (self.clone(), config.clone());
             self.shared.tasks.spawn(async move {
@@ -98,7 +98,7 @@ impl Worker {
         if self.state.in_flight.load(Ordering::SeqCst) >= target.concurrency {
             return Ok(MAX_IDLE);
         }
-        Ok(match self.shared.store.next_due_ms(&self.name)? {
+        Ok(match self.shared.store.next_due_ms(&self.name).await? {
             Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
             None => MAX_IDLE,
         })
@@ -107,7 +107,7 @@ impl Worker {
     async fn attempt(&self, config: &Config, job: Job) {
         let Some(target) = config.target(&self.name) else { return };
         let Endpoint::Url(url) = &target.endpoint else { return };
-        let (mut job, event) = match self.shared.load_event(config, job) {
+        let (mut job, event) = match self.shared.load_event(config, job).await {
             Loaded::Ready(job, event) => (job, Ok(event)),
             Loaded::Unreadable(job, error) => (job, Err(Failure { status: None, error })),
             Loaded::Settled => return,
@@ -128,7 +128,7 @@ impl Worker {
             }
             Err(e) => Err(e),
         };
-        let _ = self.shared.settle(config, &self.state, &self.name, job, result, started.elapsed());
+        let _ = self.shared.settle(config, &self.state, &self.name, job, result, started.elapsed()).await;
     }
 }
 

@@ -128,6 +128,11 @@ impl Proxy {
         Proxy { running, dir }
     }
 
+    /// The sled store under the proxy's engine: its faults injected, its state read directly.
+    pub fn sled(&self) -> &fanout_store::Store {
+        self.running.store.sled_store().expect("the tests' proxies run on sled")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.addr)
     }

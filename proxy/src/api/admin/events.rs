@@ -173,55 +173,67 @@ impl Filter {
         self.types.is_some() || self.target.is_some() || self.state.is_some() || self.since_ms > 0
     }
 
-    /// Walks matching events newest first, looking at no more than [`MAX_SCAN`]; calls `take` on
-    /// each match until it returns false. Returns the cursor to go on from, if the walk stopped
-    /// before the end.
-    fn walk(
-        &self,
-        admin: &Admin,
-        mut take: impl FnMut(&EventHead, &[HistoryEntry]) -> Result<bool, ApiError>,
-    ) -> Result<Option<EventCursor>, ApiError> {
-        let mut events = admin.store.events_newest_first(self.before.as_ref(), self.since_ms);
-        let (mut looked, mut read) = (0, 0);
-        for head in events.by_ref() {
-            let head = head?;
-            looked += 1;
-            let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
-            if self.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
-                read += 1;
-                let history = admin.store.history(head.received_at_ms, &head.id, STATE_HISTORY)?;
-                let (state, dests) = event_state(&head, &history);
-                let target_ok = self
-                    .target
-                    .as_ref()
-                    .is_none_or(|t| dests.iter().any(|d| &d.name == t) || history.iter().any(|h| &h.target == t));
-                if target_ok && self.state.is_none_or(|s| s == state) && !take(&head, &history)? {
-                    return Ok(Some(cursor));
+    /// Matching events newest first (each with the history its state was told from), up to
+    /// `want`, looking at no more than [`MAX_SCAN`]; and the cursor to go on from, if the walk
+    /// stopped before the end.
+    async fn walk(&self, admin: &Admin, want: usize) -> Result<(Vec<Matched>, Option<EventCursor>), ApiError> {
+        let (mut found, mut looked, mut read) = (Vec::new(), 0, 0);
+        let mut before = self.before.clone();
+        loop {
+            let page = admin.store.events_before(before.as_ref(), self.since_ms, WALK_PAGE).await?;
+            let end = page.len() < WALK_PAGE;
+            for head in page {
+                looked += 1;
+                let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
+                if self.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
+                    read += 1;
+                    let history = admin.store.history(head.received_at_ms, &head.id, STATE_HISTORY).await?;
+                    if self.selects(&head, &history) {
+                        found.push((head, history));
+                        if found.len() >= want {
+                            return Ok((found, Some(cursor)));
+                        }
+                    }
                 }
+                if looked >= MAX_SCAN || read >= MAX_STATE_READS {
+                    return Ok((found, Some(cursor)));
+                }
+                before = Some(cursor);
             }
-            if looked >= MAX_SCAN || read >= MAX_STATE_READS {
-                return Ok(Some(cursor));
+            if end {
+                return Ok((found, None));
             }
         }
-        Ok(None)
+    }
+
+    /// Whether an event whose type matched is selected by the target and state filters.
+    fn selects(&self, head: &EventHead, history: &[HistoryEntry]) -> bool {
+        let (state, dests) = event_state(head, history);
+        let target_ok = self
+            .target
+            .as_ref()
+            .is_none_or(|t| dests.iter().any(|d| &d.name == t) || history.iter().any(|h| &h.target == t));
+        target_ok && self.state.is_none_or(|s| s == state)
     }
 }
 
+/// An event a walk selected, with the history its state was told from.
+type Matched = (EventHead, Vec<HistoryEntry>);
+
+/// Events read per store call during a walk.
+const WALK_PAGE: usize = 500;
+
 impl Admin {
-    pub(super) fn list_events(&self, query: &Query) -> Answer {
+    pub(super) async fn list_events(&self, query: &Query) -> Answer {
         let filter = Filter::parse(query)?;
-        let limit = query.limit()?;
-        let mut events = Vec::new();
-        let next = filter.walk(self, |head, history| {
-            events.push(summary(head, history));
-            Ok(events.len() < limit)
-        })?;
+        let (found, next) = filter.walk(self, query.limit()?).await?;
+        let events = found.iter().map(|(head, history)| summary(head, history)).collect();
         Ok(json(StatusCode::OK, &EventsPage { events, next_cursor: next.map(|c| c.to_string()) }))
     }
 
-    pub(super) fn show_event(&self, id: &str) -> Answer {
-        let record = self.store.event(id)?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
-        let history = self.store.history(record.received_at_ms, id, MAX_HISTORY)?;
+    pub(super) async fn show_event(&self, id: &str) -> Answer {
+        let record = self.store.event(id).await?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
+        let history = self.store.history(record.received_at_ms, id, MAX_HISTORY).await?;
         let detail = EventDetail {
             summary: summary(&head(&record), &history),
             attempts: history.iter().map(attempt).collect(),
@@ -231,15 +243,15 @@ impl Admin {
         Ok(json(StatusCode::OK, &detail))
     }
 
-    pub(super) fn replay_one(&self, config: &Config, id: &str, to: Option<&str>) -> Answer {
-        let record = self.store.event(id)?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
+    pub(super) async fn replay_one(&self, config: &Config, id: &str, to: Option<&str>) -> Answer {
+        let record = self.store.event(id).await?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
         let jobs = replay_jobs(config, &head(&record), to, Some(&record.body))?;
-        let jobs = self.queue_replay(id, &jobs)?;
+        let jobs = self.queue_replay(id, &jobs).await?;
         Ok(json(StatusCode::OK, &Replayed { replayed: 1, jobs }))
     }
 
     /// Replays every event the filter selects, at most [`MAX_BATCH`] per call.
-    pub(super) fn replay_matching(&self, config: &Config, query: &Query) -> Answer {
+    pub(super) async fn replay_matching(&self, config: &Config, query: &Query) -> Answer {
         let filter = Filter::parse(query)?;
         if !filter.is_narrowed() {
             return Err(ApiError::bad_request(
@@ -251,29 +263,30 @@ impl Admin {
             destination(config, to)?;
         }
         let (mut replayed, mut skipped) = (0, Vec::new());
-        let next = filter.walk(self, |head, _| {
+        let (found, next) = filter.walk(self, MAX_BATCH).await?;
+        for (head, _) in found {
             let body = match head.disposition {
                 Disposition::Routed { .. } => None,
-                _ => self.store.event(&head.id)?.map(|r| r.body),
+                _ => self.store.event(&head.id).await?.map(|r| r.body),
             };
-            match replay_jobs(config, head, to, body.as_deref()) {
+            match replay_jobs(config, &head, to, body.as_deref()) {
                 Ok(jobs) => {
-                    self.queue_replay(&head.id, &jobs)?;
+                    self.queue_replay(&head.id, &jobs).await?;
                     replayed += 1;
                 }
                 Err(e) => skipped.push(Skipped { id: head.id.clone(), why: e.message().to_owned() }),
             }
-            Ok(replayed as usize + skipped.len() < MAX_BATCH)
-        })?;
+        }
         let batch =
             Batch { replayed: Some(replayed), skipped, next_cursor: next.map(|c| c.to_string()), ..Batch::default() };
         Ok(json(StatusCode::OK, &batch))
     }
 
-    fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<QueuedJob>, ApiError> {
+    async fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<QueuedJob>, ApiError> {
         let queued = self
             .store
-            .replay(event_id, jobs, unix_now_ms())?
+            .replay(event_id, jobs, unix_now_ms())
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("no event {event_id}")))?;
         for job in &queued {
             self.deliveries.wake(&job.target);

@@ -5,7 +5,7 @@
 //!
 //! Invariants: every route but the health checks needs the bearer token when one is configured;
 //! every list is paged and bounded, so no request reads the whole store into memory; store scans
-//! run on the background threads (`blocking`), never on the threads that answer Stripe; nothing here writes to the
+//! never run on the threads that answer Stripe (the sled engine runs them on its own); nothing here writes to the
 //! store except through its operations.
 
 mod events;
@@ -15,12 +15,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fanout_store::{JobId, Store};
+use fanout_store::engine::Engine;
+use fanout_store::JobId;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
-use crate::blocking::Chores;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::Deliveries;
 use crate::http::{bearer, json, read_body, text, ApiError, Body};
@@ -32,13 +32,11 @@ use crate::wire::time;
 
 pub struct Admin {
     pub live: LiveConfig,
-    pub store: Store,
+    pub store: Engine,
     pub deliveries: Deliveries,
     pub metrics: Arc<Metrics>,
     pub intake: Arc<Intake>,
     pub scrape: std::sync::Mutex<()>,
-    /// Where its store work runs: behind acknowledgements, not on their threads.
-    pub chores: Arc<Chores>,
 }
 
 /// Page sizes: what a list returns by default, and at most.
@@ -85,47 +83,31 @@ impl Admin {
 
     async fn dispatch(self: &Arc<Self>, method: &Method, path: Vec<String>, req: Request<Incoming>) -> Answer {
         let config = self.live.load_full();
-        let path_refs: Vec<&str> = path.iter().map(String::as_str).collect();
-        match (method, path_refs.as_slice()) {
-            (&Method::POST, ["events"]) => return self.ingest(&config, &Query::parse(req.uri().query()), req).await,
-            (&Method::PUT, ["owners", id]) => return self.set_owner(&config, id, req).await,
-            _ => {}
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let query = Query::parse(req.uri().query());
+        let no_route = || Err(ApiError::not_found(format!("no admin route {method} {}", req.uri().path())));
+        // The sled engine runs its scans on its own background threads; none runs here.
+        match (method, path.as_slice()) {
+            (&Method::POST, ["events"]) => self.ingest(&config, &query, req).await,
+            (&Method::PUT, ["owners", id]) => self.set_owner(&config, id, req).await,
+            (&Method::GET, ["metrics"]) => self.metrics_text().await,
+            (&Method::GET, ["events"]) => self.list_events(&query).await,
+            (&Method::GET, ["events", id]) => self.show_event(id).await,
+            (&Method::POST, ["events", id, "replay"]) => self.replay_one(&config, id, query.get("to")).await,
+            (&Method::POST, ["replay"]) => self.replay_matching(&config, &query).await,
+            (&Method::GET, ["dead-letters"]) => self.list_dead_letters(&query).await,
+            (&Method::POST, ["dead-letters", "replay"]) => self.dead_letters_batch(&config, &query, true).await,
+            (&Method::POST, ["dead-letters", "purge"]) => self.dead_letters_batch(&config, &query, false).await,
+            (&Method::POST, ["dead-letters", id, "replay"]) => self.replay_dead_letter(&config, job_id(id)?).await,
+            (&Method::DELETE, ["dead-letters", id]) => self.purge_dead_letter(job_id(id)?).await,
+            (&Method::GET, ["targets"]) => Ok(json(StatusCode::OK, &self.targets(&config).await?)),
+            (&Method::POST, ["targets", name, "pause"]) => self.pause(name, true).await,
+            (&Method::POST, ["targets", name, "resume"]) => self.pause(name, false).await,
+            (&Method::GET, ["owners"]) => self.list_owners(&query).await,
+            (&Method::GET, ["owners", id]) => self.show_owner(id).await,
+            (&Method::DELETE, ["owners", id]) => self.disown(id).await,
+            _ => no_route(),
         }
-        // Everything else reads or writes the store and nothing else: on the background threads.
-        let (method, query, shown) = (method.clone(), Query::parse(req.uri().query()), req.uri().path().to_owned());
-        let this = self.clone();
-        let route = move || {
-            let path: Vec<&str> = path.iter().map(String::as_str).collect();
-            this.store_route(&config, &method, &path, &query)
-                .unwrap_or_else(|| Err(ApiError::not_found(format!("no admin route {method} {shown}"))))
-        };
-        // Gone: the proxy is stopping, or the handler panicked (logged by the panic hook).
-        self.chores.run_raw(route).await.map_err(|e| ApiError::internal("an admin request failed", &e))?
-    }
-
-    /// The routes that only read or write the store (and live state); None for no such route.
-    fn store_route(&self, config: &Config, method: &Method, path: &[&str], query: &Query) -> Option<Answer> {
-        Some(match (method, path) {
-            (&Method::GET, ["metrics"]) => Ok(self.metrics_text()),
-            (&Method::GET, ["events"]) => self.list_events(query),
-            (&Method::GET, ["events", id]) => self.show_event(id),
-            (&Method::POST, ["events", id, "replay"]) => self.replay_one(config, id, query.get("to")),
-            (&Method::POST, ["replay"]) => self.replay_matching(config, query),
-            (&Method::GET, ["dead-letters"]) => self.list_dead_letters(query),
-            (&Method::POST, ["dead-letters", "replay"]) => self.dead_letters_batch(config, query, true),
-            (&Method::POST, ["dead-letters", "purge"]) => self.dead_letters_batch(config, query, false),
-            (&Method::POST, ["dead-letters", id, "replay"]) => {
-                job_id(id).and_then(|id| self.replay_dead_letter(config, id))
-            }
-            (&Method::DELETE, ["dead-letters", id]) => job_id(id).and_then(|id| self.purge_dead_letter(id)),
-            (&Method::GET, ["targets"]) => Ok(json(StatusCode::OK, &self.targets(config))),
-            (&Method::POST, ["targets", name, "pause"]) => self.pause(name, true),
-            (&Method::POST, ["targets", name, "resume"]) => self.pause(name, false),
-            (&Method::GET, ["owners"]) => self.list_owners(query),
-            (&Method::GET, ["owners", id]) => self.show_owner(id),
-            (&Method::DELETE, ["owners", id]) => self.disown(id),
-            _ => return None,
-        })
     }
 
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), ApiError> {
@@ -142,36 +124,38 @@ impl Admin {
 
     async fn ready(self: &Arc<Self>) -> Answer {
         // The store answers a read, and a config is loaded (it always is once serving).
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.event("readyz-probe"))
-            .await
-            .map_err(|e| ApiError::internal("readiness probe failed", &e))??;
+        self.store.event("readyz-probe").await?;
         Ok(text(StatusCode::OK, "ready\n"))
     }
 
-    fn metrics_text(&self) -> Response<Body> {
-        // Gauges are cleared and refilled per scrape; two scrapes at once take turns.
+    async fn metrics_text(&self) -> Answer {
+        // What the store knows is read first; the gauges are then cleared and refilled at once
+        // (two scrapes take turns).
+        let config = self.live.load_full();
+        let counts = self.store.counts().await?;
+        let quarantined = self.store.quarantined().await?;
+        let mut due = Vec::with_capacity(config.targets.len());
+        for t in &config.targets {
+            due.push(self.store.next_due_ms(&t.name).await.ok().flatten());
+        }
         let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let m = &self.metrics;
-        let config = self.live.load();
-        let counts = self.store.counts();
         let status = self.deliveries.status();
         let now = crate::clock::unix_now_ms();
         for family in [&m.queue_depth, &m.dead_letters, &m.in_flight, &m.paused] {
             family.clear();
         }
         m.oldest_due_age.clear();
-        for t in &config.targets {
+        for (t, due) in config.targets.iter().zip(due) {
             let label = TargetLabel { target: t.name.clone() };
             m.queue_depth.get_or_create(&label).set(counts.queued.get(&t.name).copied().unwrap_or(0));
             m.dead_letters.get_or_create(&label).set(0);
             let s = status.get(&t.name).cloned().unwrap_or_default();
             m.in_flight.get_or_create(&label).set(s.in_flight as i64);
             m.paused.get_or_create(&label).set(i64::from(s.paused));
-            let due = self.store.next_due_ms(&t.name).ok().flatten();
             m.oldest_due_age.get_or_create(&label).set(due.map_or(0.0, |d| now.saturating_sub(d) as f64 / 1000.0));
         }
-        m.quarantined.set(self.store.quarantined() as i64);
+        m.quarantined.set(quarantined as i64);
         // Dead letters outlive their target's removal from the config: they are still there.
         for (target, n) in counts.dead.iter().filter(|(_, n)| **n > 0) {
             m.dead_letters.get_or_create(&TargetLabel { target: target.clone() }).set(*n);
@@ -181,7 +165,7 @@ impl Admin {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
-        res
+        Ok(res)
     }
 
     /// An event from Stripe's Events API (`fanout backfill`): already authenticated by the API
@@ -230,7 +214,7 @@ impl Admin {
         }
         let at_ms = crate::clock::unix_now_ms();
         let owner = fanout_store::Owner { destinations, via: "manual".to_owned(), event_id: None, at_ms };
-        self.store.claim(&[id.to_owned()], &owner)?;
+        self.store.claim(&[id.to_owned()], &owner).await?;
         tracing::info!(object = id, owner = ?owner.destinations, "ownership set by hand");
         Ok(json(StatusCode::OK, &owner_info(id, &owner)))
     }

@@ -16,10 +16,10 @@ use crate::wire::admin::{
 use crate::wire::time;
 
 impl Admin {
-    pub(super) fn list_dead_letters(&self, query: &Query) -> Answer {
+    pub(super) async fn list_dead_letters(&self, query: &Query) -> Answer {
         let limit = query.limit()?;
         let after = query.get("cursor").map(job_id).transpose()?;
-        let (page, next) = self.store.dead_letters_page(query.get("target"), after, None, limit, MAX_SCAN)?;
+        let (page, next) = self.store.dead_letters_page(query.get("target"), after, None, limit, MAX_SCAN).await?;
         let dead_letters = page.iter().map(dead_letter_out).collect();
         Ok(json(StatusCode::OK, &DeadLettersPage { dead_letters, next_cursor: next.map(|n| n.to_string()) }))
     }
@@ -27,7 +27,7 @@ impl Admin {
     /// Replays (or purges) the dead letters of one target, or all, at most [`MAX_BATCH`] per call;
     /// `next_cursor` and `upto` say where the next call goes on and where the pass ends (the
     /// letters that existed when it began: a replayed job that dies again is not chased).
-    pub(super) fn dead_letters_batch(&self, config: &Config, query: &Query, replay: bool) -> Answer {
+    pub(super) async fn dead_letters_batch(&self, config: &Config, query: &Query, replay: bool) -> Answer {
         let target = query.get("target");
         if query.get("all").is_none() && target.is_none() {
             return Err(ApiError::bad_request("say which dead letters: target=<name>, or all=true"));
@@ -35,15 +35,15 @@ impl Admin {
         let after = query.get("cursor").map(job_id).transpose()?;
         let upto = match query.get("upto") {
             Some(u) => job_id(u)?,
-            None => self.store.dead_letters_end()?,
+            None => self.store.dead_letters_end().await?,
         };
-        let (page, next) = self.store.dead_letters_page(target, after, Some(upto), MAX_BATCH, MAX_SCAN)?;
+        let (page, next) = self.store.dead_letters_page(target, after, Some(upto), MAX_BATCH, MAX_SCAN).await?;
         let (mut done, mut skipped) = (0, Vec::new());
         for letter in &page {
             let result = if replay {
-                self.revive(config, letter.job.id).map(|_| ())
+                self.revive(config, letter.job.id).await.map(|_| ())
             } else {
-                self.store.purge_dead_letter(letter.job.id, unix_now_ms()).map(|_| ()).map_err(ApiError::from)
+                self.store.purge_dead_letter(letter.job.id, unix_now_ms()).await.map(|_| ()).map_err(ApiError::from)
             };
             match result {
                 Ok(()) => done += 1,
@@ -60,8 +60,8 @@ impl Admin {
         Ok(json(StatusCode::OK, &batch))
     }
 
-    pub(super) fn replay_dead_letter(&self, config: &Config, id: JobId) -> Answer {
-        let job = self.revive(config, id)?;
+    pub(super) async fn replay_dead_letter(&self, config: &Config, id: JobId) -> Answer {
+        let job = self.revive(config, id).await?;
         let done = DeadLetterDone {
             replayed: Some(1),
             job: Some(job.id.to_string()),
@@ -71,11 +71,14 @@ impl Admin {
         Ok(json(StatusCode::OK, &done))
     }
 
-    fn revive(&self, config: &Config, id: JobId) -> Result<Job, ApiError> {
-        let letter =
-            self.store.find_dead_letter(id)?.ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))?;
+    async fn revive(&self, config: &Config, id: JobId) -> Result<Job, ApiError> {
+        let letter = self
+            .store
+            .find_dead_letter(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))?;
         let target = letter.job.target.as_str();
-        if self.store.event(&letter.job.event_id)?.is_none() {
+        if self.store.event(&letter.job.event_id).await?.is_none() {
             return Err(ApiError::new(
                 StatusCode::GONE,
                 format!(
@@ -89,70 +92,67 @@ impl Admin {
                 "target {target:?} is no longer configured; replay the event to another target instead"
             )));
         }
-        let job = self.store.revive_dead_letter(id, unix_now_ms())?.ok_or_else(|| ApiError::not_found("gone"))?;
+        let job = self.store.revive_dead_letter(id, unix_now_ms()).await?.ok_or_else(|| ApiError::not_found("gone"))?;
         self.deliveries.wake(&job.target);
         Ok(job)
     }
 
-    pub(super) fn purge_dead_letter(&self, id: JobId) -> Answer {
-        if !self.store.purge_dead_letter(id, unix_now_ms())? {
+    pub(super) async fn purge_dead_letter(&self, id: JobId) -> Answer {
+        if !self.store.purge_dead_letter(id, unix_now_ms()).await? {
             return Err(ApiError::not_found(format!("no dead letter {id}")));
         }
         Ok(json(StatusCode::OK, &DeadLetterDone { purged: Some(1), ..DeadLetterDone::default() }))
     }
 
-    pub(super) fn targets(&self, config: &Config) -> Targets {
-        let counts = self.store.counts();
+    pub(super) async fn targets(&self, config: &Config) -> Result<Targets, ApiError> {
+        let counts = self.store.counts().await?;
         let status = self.deliveries.status();
         let now = unix_now_ms();
-        let targets = config
-            .targets
-            .iter()
-            .map(|t| {
-                let s = status.get(&t.name).cloned().unwrap_or_default();
-                let due = self.store.next_due_ms(&t.name).ok().flatten();
-                TargetInfo {
-                    name: t.name.clone(),
-                    url: t.endpoint.to_string(),
-                    inbox: s.inbox.map(presence),
-                    paused: s.paused,
-                    queued: counts.queued.get(&t.name).copied().unwrap_or(0),
-                    in_flight: s.in_flight,
-                    dead_letters: counts.dead.get(&t.name).copied().unwrap_or(0),
-                    oldest_due_age_s: due.map(|d| now.saturating_sub(d) / 1000),
-                    concurrency: t.concurrency,
-                    last_success: s.last_success_ms.map(time),
-                    last_failure: s.last_failure_ms.map(time),
-                    last_error: s.last_error,
-                }
-            })
-            .collect();
-        Targets { targets }
+        let mut targets = Vec::new();
+        for t in &config.targets {
+            let s = status.get(&t.name).cloned().unwrap_or_default();
+            let due = self.store.next_due_ms(&t.name).await.ok().flatten();
+            targets.push(TargetInfo {
+                name: t.name.clone(),
+                url: t.endpoint.to_string(),
+                inbox: s.inbox.map(presence),
+                paused: s.paused,
+                queued: counts.queued.get(&t.name).copied().unwrap_or(0),
+                in_flight: s.in_flight,
+                dead_letters: counts.dead.get(&t.name).copied().unwrap_or(0),
+                oldest_due_age_s: due.map(|d| now.saturating_sub(d) / 1000),
+                concurrency: t.concurrency,
+                last_success: s.last_success_ms.map(time),
+                last_failure: s.last_failure_ms.map(time),
+                last_error: s.last_error,
+            });
+        }
+        Ok(Targets { targets })
     }
 
-    pub(super) fn pause(&self, name: &str, paused: bool) -> Answer {
-        if !self.deliveries.set_paused(name, paused)? {
+    pub(super) async fn pause(&self, name: &str, paused: bool) -> Answer {
+        if !self.deliveries.set_paused(name, paused).await? {
             return Err(ApiError::not_found(format!("no target named {name:?}")));
         }
         Ok(json(StatusCode::OK, &Paused { target: name.to_owned(), paused }))
     }
 
-    pub(super) fn list_owners(&self, query: &Query) -> Answer {
+    pub(super) async fn list_owners(&self, query: &Query) -> Answer {
         let (page, next_cursor) =
-            self.store.owners_page(query.get("cursor"), query.get("destination"), query.limit()?, MAX_SCAN)?;
+            self.store.owners_page(query.get("cursor"), query.get("destination"), query.limit()?, MAX_SCAN).await?;
         let owners = page.iter().map(|(id, o)| owner_info(id, o)).collect();
         Ok(json(StatusCode::OK, &OwnersPage { owners, next_cursor }))
     }
 
-    pub(super) fn show_owner(&self, id: &str) -> Answer {
-        match self.store.owner(id)? {
+    pub(super) async fn show_owner(&self, id: &str) -> Answer {
+        match self.store.owner(id).await? {
             Some(owner) => Ok(json(StatusCode::OK, &owner_info(id, &owner))),
             None => Err(ApiError::not_found(format!("no environment owns {id:?}"))),
         }
     }
 
-    pub(super) fn disown(&self, id: &str) -> Answer {
-        if self.store.disown(id)? {
+    pub(super) async fn disown(&self, id: &str) -> Answer {
+        if self.store.disown(id).await? {
             Ok(json(StatusCode::OK, &Disowned { id: id.to_owned(), disowned: true }))
         } else {
             Err(ApiError::not_found(format!("no environment owns {id:?}")))

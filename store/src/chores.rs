@@ -1,9 +1,9 @@
-//! Background store work that scans — admin queries and `/metrics`, retention, sweeps, lease
-//! reclaim — runs on two threads of the proxy's own at a lower CPU priority (nice 10 on Linux),
-//! never on the threads that answer Stripe, and behind them: on a two-core machine an operator
-//! paging through events would otherwise take the CPU acknowledgements need (BENCHMARKS.md,
-//! "admin"). The group commit's fsync keeps tokio's blocking pool; so do health checks, which
-//! must not wait behind a long admin query.
+//! The sled engine's scans — listings, pages, retention, sweeps, lease reclaim — run on two
+//! threads of the store's own at a lower CPU priority (nice 10 on Linux), never on the async
+//! threads that answer Stripe, and behind them: on a two-core machine an operator paging through
+//! events would otherwise take the CPU acknowledgements need (BENCHMARKS.md, "admin"). The group
+//! commit's fsync keeps tokio's blocking pool. (The Postgres engine needs none of this: its work
+//! happens in the database.)
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -334,6 +334,11 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
         .as_ref()
         .map_or("off (plain HTTP)".to_owned(), |t| format!("cert {}  key {}", t.cert.display(), t.key.display()));
     let _ = writeln!(out, "tls {tls}");
+    let store = match &cfg.store {
+        crate::config::StoreConfig::Sled => format!("sled in {}", cfg.data_dir.display()),
+        crate::config::StoreConfig::Postgres { url, pool } => format!("postgres {url}  pool {pool}"),
+    };
+    let _ = writeln!(out, "store {store}");
     let token = if cfg.admin.token.is_some() { "required (redacted)" } else { "none (loopback only)" };
     let _ = writeln!(out, "admin {}  token {token}", cfg.admin.listen);
     let _ = writeln!(out, "\nsources:");

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::admin::Admin;
 use crate::api::listen::ListenApi;
 use crate::api::webhook::Webhooks;
-use crate::config::{Config, LiveConfig, INBOX_PATH};
+use crate::config::{Config, LiveConfig, StoreConfig, INBOX_PATH};
 use crate::deliver::{Deliveries, Lifecycle};
 use crate::http::client::Clients;
 use crate::http::server::{warn_if_fds_are_short, Listeners};
@@ -66,7 +66,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     config.admin.check().map_err(StartError::Admin)?;
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?.map(TlsAcceptor::from);
     let clients = Clients::build(&config)?;
-    let store = Engine::sled(Store::open(&config.data_dir)?);
+    let store = match &config.store {
+        StoreConfig::Sled => Engine::sled(Store::open(&config.data_dir)?),
+        StoreConfig::Postgres { url, pool } => Engine::postgres(url.expose(), *pool).await?,
+    };
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
@@ -160,14 +163,17 @@ impl Running {
         if new.data_dir != old.data_dir {
             kept.push(format!("data_dir stays {} until a restart", old.data_dir.display()));
         }
+        if new.store != old.store {
+            kept.push("store stays as it was until a restart".to_owned());
+        }
         if new.tls != old.tls {
             kept.push("tls stays as it was until a restart".to_owned());
         }
         if new.header_read_timeout != old.header_read_timeout || new.max_connections != old.max_connections {
             kept.push("header_read_timeout and max_connections stay as they were until a restart".to_owned());
         }
-        (new.listen, new.admin.listen, new.data_dir, new.tls) =
-            (old.listen, old.admin.listen, old.data_dir.clone(), old.tls.clone());
+        (new.listen, new.admin.listen, new.data_dir, new.tls, new.store) =
+            (old.listen, old.admin.listen, old.data_dir.clone(), old.tls.clone(), old.store.clone());
         (new.header_read_timeout, new.max_connections) = (old.header_read_timeout, old.max_connections);
         // The listener stays where it is: the token rule applies to where it really listens.
         new.admin.check().map_err(ReloadError::Admin).inspect_err(|_| self.count_reload("refused"))?;

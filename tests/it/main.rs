@@ -18,5 +18,6 @@ mod loadgen_smoke;
 mod msrv;
 mod operate;
 mod pipeline;
+mod postgres;
 mod properties;
 mod secrets;

@@ -91,6 +91,8 @@ pub type LiveConfig = std::sync::Arc<arc_swap::ArcSwap<Config>>;
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where events and queues live: sled in `data_dir` (the default), or Postgres.
+    pub store: StoreConfig,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
     /// Connections served at once per listener; more are closed as they arrive, so slow or idle
@@ -126,6 +128,15 @@ impl Config {
         }
         found
     }
+}
+
+/// The store engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// Embedded, in `data_dir`.
+    Sled,
+    /// Shared by any number of replicas. The URL may hold a password, so it is a `Secret`.
+    Postgres { url: Secret, pool: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

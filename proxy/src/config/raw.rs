@@ -39,6 +39,30 @@ pub(super) struct RawConfig {
     pub(super) default: Option<OneOrMany<String>>,
     #[serde(default)]
     pub(super) affinity: RawAffinity,
+    pub(super) store: Option<RawStore>,
+}
+
+/// `store: {engine: postgres, url: ..., pool: 16}`; absent: sled in `data_dir`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    #[serde(default)]
+    pub(super) engine: RawEngine,
+    pub(super) url: Option<String>,
+    #[serde(default = "default_pool")]
+    pub(super) pool: usize,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawEngine {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+fn default_pool() -> usize {
+    16
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,8 @@ use wildmatch::WildMatch;
 
 use super::raw::*;
 use super::{
-    shown, Admin, Config, ConfigError, Endpoint, RetryPolicy, Secret, Source, Target, TlsFiles, DROP, INBOX_PATH,
+    shown, Admin, Config, ConfigError, Endpoint, RetryPolicy, Secret, Source, StoreConfig, Target, TlsFiles, DROP,
+    INBOX_PATH,
 };
 use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Offline, Router, Rule};
 
@@ -169,6 +170,7 @@ impl Resolver<'_> {
         Ok(Config {
             listen,
             data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
+            store: self.store(raw.store)?,
             max_body_bytes: raw.max_body_bytes,
             header_read_timeout: self.duration("header_read_timeout", &raw.header_read_timeout)?,
             max_connections: raw.max_connections,
@@ -404,6 +406,30 @@ impl Resolver<'_> {
             offline,
             name: r.name,
         })
+    }
+
+    fn store(&self, raw: Option<RawStore>) -> Result<StoreConfig, ConfigError> {
+        let Some(raw) = raw else { return Ok(StoreConfig::Sled) };
+        match (raw.engine, raw.url) {
+            (RawEngine::Sled, None) => Ok(StoreConfig::Sled),
+            (RawEngine::Sled, Some(_)) => {
+                Err(self.err("store", "store: `url` is for `engine: postgres` (sled keeps its store in data_dir)"))
+            }
+            (RawEngine::Postgres, None) => Err(self.err(
+                "store",
+                "store: `engine: postgres` needs a `url` (e.g. ${DATABASE_URL}, postgres://user:pass@host/db)",
+            )),
+            (RawEngine::Postgres, Some(url)) => {
+                let url = self.expand(&url)?;
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return Err(self.err("url", "store: url must start with postgres:// or postgresql://"));
+                }
+                if raw.pool == 0 {
+                    return Err(self.err("pool", "store: pool must be at least 1"));
+                }
+                Ok(StoreConfig::Postgres { url: Secret(url), pool: raw.pool })
+            }
+        }
     }
 
     /// A job is retried until max_age, and its last retry may be due up to max_delay later; its

@@ -163,3 +163,21 @@ fn inboxes_offline_fallbacks_and_affinity_are_checked() {
     let err = Config::parse("r.yaml", "sources:\n  - {name: t, path: /fanout/inbox/x, secrets: [s]}\n", |_| None);
     assert!(err.err().unwrap().to_string().contains("fanout's own"));
 }
+
+#[test]
+fn the_store_is_sled_by_default_or_postgres_with_a_url() {
+    assert_eq!(parse("", &[]).unwrap().store, StoreConfig::Sled);
+    let pg = parse("store: {engine: postgres, url: \"${DB}\", pool: 3}\n", &[("DB", "postgres://u:pw@h/db")]).unwrap();
+    assert_eq!(pg.store, StoreConfig::Postgres { url: Secret::new("postgres://u:pw@h/db"), pool: 3 });
+    assert!(!format!("{:?}", pg.store).contains("pw"), "the URL's password is not shown");
+    for (yaml, want) in [
+        ("store: {engine: postgres}\n", "needs a `url`"),
+        ("store: {url: \"postgres://h/db\"}\n", "is for `engine: postgres`"),
+        ("store: {engine: postgres, url: \"mysql://h/db\"}\n", "must start with postgres://"),
+        ("store: {engine: postgres, url: \"postgres://h/db\", pool: 0}\n", "pool must be at least 1"),
+        ("store: {engine: oracle}\n", "unknown variant"),
+    ] {
+        let err = parse(yaml, &[]).err().unwrap_or_else(|| panic!("accepted: {yaml}")).to_string();
+        assert!(err.contains(want), "expected {want:?} in {err}");
+    }
+}

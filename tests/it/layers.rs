@@ -36,7 +36,7 @@ const IO: &[&str] = &[
     "std::process",
     "std::net::Tcp",
     "tokio",
-    "sled",
+    "sled::",
     "is_file()",
     "SystemTime::now",
     "Instant::now",

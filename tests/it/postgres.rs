@@ -55,3 +55,40 @@ async fn events_flow_through_postgres_and_survive_a_restart() {
     })
     .await;
 }
+
+/// Two replicas on one database, each event sent to one of them: every event delivered, each
+/// exactly once (one replica attempts a job at a time); an inbox's listener polling replica B
+/// gets events ingested on replica A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_queue() {
+    let Some(pg) = TestPostgres::start() else { return };
+    bounded(async {
+        let sink = Sink::ok().await;
+        let token = "alice-inbox-token-0123456789";
+        let yaml = format!(
+            "{}  - {{name: alice, kind: inbox, token: {token}, secret: whsec_alice, timeout: 2s}}\nroutes:\n  - {{name: a, when: {{fields: [{{path: data.object.metadata.env, equals: alice}}]}}, to: [alice]}}\n",
+            config(&pg, &sink).replace("default: t\n", "")
+        ) + "default: t\n";
+        let (a, b) = (Proxy::start(&yaml).await, Proxy::start(&yaml).await);
+        for i in 0..40 {
+            let replica = if i % 2 == 0 { &a } else { &b };
+            let body = event(&format!("evt_r{i}"), "invoice.paid", "x");
+            assert_eq!(send_signed(&replica.url("/hook"), &body).await.0, 200);
+        }
+        assert!(eventually(WITHIN, || (0..40).all(|i| !sink.for_event(&format!("evt_r{i}")).is_empty())).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..40 {
+            assert_eq!(sink.for_event(&format!("evt_r{i}")).len(), 1, "evt_r{i} delivered once across replicas");
+        }
+        // Ingested on A, polled from B.
+        assert_eq!(send_signed(&a.url("/hook"), &event("evt_inbox", "invoice.paid", "alice")).await.0, 200);
+        let auth = [("authorization", format!("Bearer {token}"))];
+        let (status, text) = request(Method::GET, &b.url("/fanout/inbox/events?wait=10&max=5"), &auth, "").await;
+        assert_eq!(status, 200, "{text}");
+        let polled: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(polled["deliveries"][0]["event_id"], "evt_inbox", "{polled}");
+        a.running.stop().await;
+        b.running.stop().await;
+    })
+    .await;
+}

@@ -8,8 +8,6 @@
 
 use std::sync::Arc;
 
-use std::collections::HashMap;
-
 use fanout_store::engine::Engine;
 use fanout_store::{Disposition, EventRecord, Ingested, Job, StoreError};
 
@@ -76,13 +74,18 @@ impl Intake {
         if config.router.affinity.is_none() || !by_default(&by_rules) {
             return Ok(by_rules);
         }
-        let mut owners = HashMap::new();
+        // One object at a time, in `affinity.fields` order: the first with an owner still
+        // configured decides, and no lookup is made past it.
         for object in config.router.references(&event.json) {
-            if let Some(o) = self.store.owner(&object).await? {
-                owners.insert(object, KnownOwner { destinations: o.destinations, via: o.via });
+            let Some(o) = self.store.owner(&object).await? else { continue };
+            let known = KnownOwner { destinations: o.destinations, via: o.via };
+            let only = |id: &str| Ok::<_, StoreError>((id == object).then(|| known.clone()));
+            let owned = config.router.route_with(&event.json, only)?;
+            if !by_default(&owned) {
+                return Ok(owned);
             }
         }
-        config.router.route_with(&event.json, |object| Ok(owners.get(object).cloned()))
+        Ok(by_rules)
     }
 
     /// Metrics and the log line of a durable ingest; wakes the workers of a new event's jobs.

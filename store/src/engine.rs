@@ -1,7 +1,7 @@
-//! The store contract (issue 13, in progress): one set of async domain verbs, answered by the
-//! embedded sled engine or by the Postgres engine, with one conformance suite (`conformance.rs`)
-//! run against both. So far the verbs of ingest, leasing and settling; the proxy still speaks to
-//! the sled engine directly until the contract covers every verb it uses.
+//! The store contract: one set of async domain verbs the proxy speaks, answered by the embedded
+//! sled engine or by the Postgres engine, with one conformance suite (`conformance.rs`) run
+//! against both. The proxy cannot tell which engine it talks to, except through
+//! [`Engine::is_shared`] (several replicas may use a Postgres store at once).
 //!
 //! Lease times are each engine's own clock (sled: a monotonic clock of this process, one process
 //! owns the store; Postgres: the database's, which every replica shares), so callers give a lease
@@ -57,6 +57,12 @@ impl Engine {
             Engine::Sled(s) => Some(&s.store),
             Engine::Postgres(_) => None,
         }
+    }
+
+    /// Whether other processes may share this store (Postgres): then a replica acts only on what
+    /// it knows is its own (the queues of targets it removed, say), not on everything it sees.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Engine::Postgres(_))
     }
 
     /// Takes no more background work and waits, up to `within`, for what is running: a stop

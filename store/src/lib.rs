@@ -56,7 +56,7 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     Pool(String),
-    #[error("the store is closing")]
+    #[error("the store is closing, or one of its background tasks failed (see the log)")]
     Closed,
     #[error("the database was migrated by a newer fanout (schema {found}; this one knows up to {known}): run that version, or this one on another database")]
     Schema { found: i32, known: i32 },

@@ -167,10 +167,20 @@ impl Resolver<'_> {
             Some(t) => Some(TlsFiles { cert: self.file("tls: cert", &t.cert)?, key: self.file("tls: key", &t.key)? }),
             None => None,
         };
+        let store = self.store(raw.store)?;
+        let offline = rules.iter().any(|r| r.offline.is_some()) || targets.iter().any(|t| t.offline.is_some());
+        if offline && store != StoreConfig::Sled {
+            return Err(self.err(
+                "offline",
+                "`offline` fallbacks are not available with `store: {engine: postgres}` yet: whether a listener is \
+                 connected is known to one replica only, and another would move the inbox's events away. Remove \
+                 `offline`, or use the sled engine",
+            ));
+        }
         Ok(Config {
             listen,
             data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
-            store: self.store(raw.store)?,
+            store,
             max_body_bytes: raw.max_body_bytes,
             header_read_timeout: self.duration("header_read_timeout", &raw.header_read_timeout)?,
             max_connections: raw.max_connections,

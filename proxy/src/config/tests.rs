@@ -176,6 +176,10 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("store: {engine: postgres, url: \"mysql://h/db\"}\n", "must start with postgres://"),
         ("store: {engine: postgres, url: \"postgres://h/db\", pool: 0}\n", "pool must be at least 1"),
         ("store: {engine: oracle}\n", "unknown variant"),
+        (
+            "store: {engine: postgres, url: \"postgres://h/db\"}\ntargets:\n  - {name: s, url: \"http://h/s\", secret: x}\n  - {name: i, kind: inbox, token: inbox-token-0123456789, secret: x, offline: {after: 1s, fallback: s}}\n",
+            "not available with `store: {engine: postgres}`",
+        ),
     ] {
         let err = parse(yaml, &[]).err().unwrap_or_else(|| panic!("accepted: {yaml}")).to_string();
         assert!(err.contains(want), "expected {want:?} in {err}");

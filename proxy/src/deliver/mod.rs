@@ -13,7 +13,7 @@
 //! delivered by another member, or it is dead-lettered; everything else goes back on the queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -46,6 +46,41 @@ struct Shared {
     abort: CancellationToken,
     /// Worker loops and attempts, so a stop can wait for them.
     tasks: TaskTracker,
+    /// Targets a reload of this process removed. On a shared store (Postgres) only their queues
+    /// are swept: another replica, on a newer config, may be delivering a target this one does
+    /// not know yet.
+    removed_here: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Whether a target is paused. Until its task has read the stored answer it is held, but not
+/// reported paused; an operator's pause or resume in the meantime wins over the stored answer.
+#[derive(Default)]
+pub(crate) struct Pause(std::sync::atomic::AtomicU8);
+
+impl Pause {
+    const UNKNOWN: u8 = 0;
+    const PAUSED: u8 = 1;
+    const RUNNING: u8 = 2;
+
+    /// Nothing is to be leased: paused, or not known yet.
+    pub(crate) fn holds(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != Self::RUNNING
+    }
+
+    fn is_paused(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::PAUSED
+    }
+
+    /// An operator's pause or resume.
+    fn set(&self, paused: bool) {
+        self.0.store(if paused { Self::PAUSED } else { Self::RUNNING }, Ordering::SeqCst);
+    }
+
+    /// The stored answer, unless an operator answered first.
+    fn load(&self, paused: bool) {
+        let value = if paused { Self::PAUSED } else { Self::RUNNING };
+        let _ = self.0.compare_exchange(Self::UNKNOWN, value, Ordering::SeqCst, Ordering::SeqCst);
+    }
 }
 
 /// What the admin API shows for a target besides its queue.
@@ -62,7 +97,7 @@ pub struct TargetStatus {
 
 struct TargetState {
     wake: Notify,
-    paused: AtomicBool,
+    paused: Pause,
     in_flight: AtomicUsize,
     last: Mutex<TargetStatus>,
     /// Stops this worker alone (its target was removed from the config).
@@ -112,6 +147,7 @@ impl Deliveries {
             shutdown,
             abort,
             tasks,
+            removed_here: Mutex::default(),
         };
         let deliveries = Deliveries { shared: Arc::new(shared) };
         deliveries.reconcile();
@@ -150,6 +186,7 @@ impl Deliveries {
         let config = self.shared.live.load_full();
         let mut workers = self.shared.workers.write().unwrap_or_else(|p| p.into_inner());
         let removed: Vec<String> = workers.keys().filter(|n| config.target(n).is_none()).cloned().collect();
+        self.shared.removed_here.lock().unwrap_or_else(|p| p.into_inner()).extend(removed.iter().cloned());
         for name in &removed {
             if let Some(state) = workers.remove(name) {
                 state.stop.cancel();
@@ -165,8 +202,7 @@ impl Deliveries {
             }
             let state = Arc::new(TargetState {
                 wake: Notify::new(),
-                // Held until its task has read whether an operator paused it (see `load_paused`).
-                paused: AtomicBool::new(true),
+                paused: Pause::default(),
                 in_flight: AtomicUsize::new(0),
                 last: Mutex::default(),
                 stop: self.shared.shutdown.child_token(),
@@ -211,7 +247,9 @@ impl Deliveries {
                 return;
             }
         };
-        for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none()) {
+        let removed_here = self.shared.removed_here.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ours = |name: &String| !self.shared.store.is_shared() || removed_here.contains(name);
+        for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none() && ours(n)) {
             let reason = format!("target {name:?} was removed from the config before this job was delivered");
             loop {
                 if self.shared.shutdown.is_cancelled() {
@@ -241,7 +279,7 @@ impl Deliveries {
             return Ok(false);
         };
         self.shared.store.set_paused(target, paused).await?;
-        state.paused.store(paused, Ordering::SeqCst);
+        state.paused.set(paused);
         self.shared.wake(target);
         tracing::info!(target, paused, "target {}", if paused { "paused" } else { "resumed" });
         Ok(true)
@@ -254,7 +292,7 @@ impl Deliveries {
             .iter()
             .map(|(name, state)| {
                 let mut status = state.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                status.paused = state.paused.load(Ordering::SeqCst);
+                status.paused = state.paused.is_paused();
                 status.inbox = state.inbox.as_ref().map(|i| i.status(unix_now_ms()));
                 status.in_flight = state.in_flight.load(Ordering::SeqCst);
                 (name.clone(), status)
@@ -270,7 +308,7 @@ impl Shared {
             tracing::error!(target = %name, "cannot read whether the target is paused: {e}");
             false
         });
-        state.paused.store(paused, Ordering::SeqCst);
+        state.paused.load(paused);
     }
 
     /// New or re-queued work for `target`: its worker looks at its queue, or its inbox's waiting

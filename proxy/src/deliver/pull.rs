@@ -207,7 +207,7 @@ impl Deliveries {
             if stop.is_cancelled() || state.stop.is_cancelled() {
                 return Ok(Vec::new());
             }
-            if !state.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            if !state.paused.holds() {
                 let offered = self.offer(&config, &state, &inbox, name, max).await?;
                 if !offered.is_empty() {
                     return Ok(offered);
@@ -383,10 +383,7 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         }
         let now = unix_now_ms();
         expire_offers(&shared, &config, &state, &inbox, &name, mono_ms()).await;
-        if state.paused.load(std::sync::atomic::Ordering::SeqCst)
-            || inbox.online(now)
-            || shared.store.queued(&name).await.unwrap_or(0) == 0
-        {
+        if state.paused.holds() || inbox.online(now) || shared.store.next_due_ms(&name).await.ok().flatten().is_none() {
             continue;
         }
         let offline_for = inbox.offline_for_ms(now);

@@ -81,7 +81,7 @@ impl Worker {
     /// long to wait before looking again.
     async fn lease_and_start(self: &Arc<Self>, config: &Arc<Config>, target: &Target) -> Result<Duration, StoreError> {
         let busy = self.state.in_flight.load(Ordering::SeqCst);
-        if self.state.paused.load(Ordering::SeqCst) || busy >= target.concurrency {
+        if self.state.paused.holds() || busy >= target.concurrency {
             return Ok(MAX_IDLE);
         }
         // An attempt ends within the target's timeout; the margin covers settling it.

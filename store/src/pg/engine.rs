@@ -25,8 +25,9 @@ use crate::{
 /// Longest a new connection may take, and a pooled one's check.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Longest a caller waits for a free connection.
-const POOL_WAIT: Duration = Duration::from_secs(10);
+/// Longest a caller waits for a free connection: shorter than the proxy's lease margin (5 s), so
+/// a settle that cannot get a connection fails before its lease could be taken by another.
+const POOL_WAIT: Duration = Duration::from_secs(3);
 
 /// The database's clock, in ms since the epoch. `statement_timestamp()` (not `clock_timestamp()`,
 /// which is volatile) so the planner can use it against the index on `lease_until_ms`.
@@ -117,7 +118,8 @@ impl PgStore {
     /// Takes up to `max` jobs of `target` due at `now_ms`, leased for `lease_for` (the database's
     /// clock). Jobs another taker holds are skipped, never waited for.
     /// Like sled's, a member of an `any` group delivered meanwhile is stood down here rather than
-    /// attempted, and a row that does not decode is moved to the quarantine, not leased.
+    /// attempted, and a row that does not decode is moved to the quarantine, not leased. A
+    /// paused target leases nothing, whichever replica the operator paused it on.
     pub async fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_for: Duration) -> Result<Vec<Job>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -126,6 +128,7 @@ impl PgStore {
                 &format!(
                     "UPDATE jobs SET lease = nextval('lease_ids'), lease_until_ms = {DB_NOW_MS} + $4, leased_by = $5
                      WHERE id IN (SELECT id FROM jobs WHERE target = $1 AND lease IS NULL AND due_at_ms <= $2
+                                    AND NOT EXISTS (SELECT 1 FROM paused WHERE paused.target = $1)
                                   ORDER BY due_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
                      RETURNING job, lease"
                 ),

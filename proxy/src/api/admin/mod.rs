@@ -132,8 +132,11 @@ impl Admin {
         // What the store knows is read first; the gauges are then cleared and refilled at once
         // (two scrapes take turns).
         let config = self.live.load_full();
-        let counts = self.store.counts().await?;
-        let quarantined = self.store.quarantined().await?;
+        // A store that cannot answer leaves its gauges empty; the process's own counters are
+        // still served (an outage is when they matter most).
+        let counts = self.store.counts().await.inspect_err(|e| tracing::warn!("metrics without queue counts: {e}"));
+        let counts = counts.unwrap_or_default();
+        let quarantined = self.store.quarantined().await.ok();
         let mut due = Vec::with_capacity(config.targets.len());
         for t in &config.targets {
             due.push(self.store.next_due_ms(&t.name).await.ok().flatten());
@@ -155,7 +158,9 @@ impl Admin {
             m.paused.get_or_create(&label).set(i64::from(s.paused));
             m.oldest_due_age.get_or_create(&label).set(due.map_or(0.0, |d| now.saturating_sub(d) as f64 / 1000.0));
         }
-        m.quarantined.set(quarantined as i64);
+        if let Some(n) = quarantined {
+            m.quarantined.set(n as i64);
+        }
         // Dead letters outlive their target's removal from the config: they are still there.
         for (target, n) in counts.dead.iter().filter(|(_, n)| **n > 0) {
             m.dead_letters.get_or_create(&TargetLabel { target: target.clone() }).set(*n);

@@ -6,12 +6,13 @@
 //!
 //! - pure core, no I/O: [`wire`] (the APIs' JSON), [`signature`], [`route`], [`config`] (the
 //!   resolved types, and loading them), [`verify`], [`plan`], `deliver::policy`;
-//! - [`clock`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies, servers, the
+//! - [`clock`], [`background`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies, servers, the
 //!   client);
 //! - [`deliver`] (the workers), [`ingest`] (taking an event in), [`retention`];
 //! - [`api`] (webhook, listen protocol, admin), [`serve`] (wiring), [`reload`], [`cli`].
 
 pub mod api;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::admin::Admin;
 use crate::api::listen::ListenApi;
 use crate::api::webhook::Webhooks;
+use crate::background::Background;
 use crate::config::{Config, LiveConfig, StoreConfig, INBOX_PATH};
 use crate::deliver::{Deliveries, Lifecycle};
 use crate::http::client::Clients;
@@ -60,6 +61,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Admin(String),
+    #[error("cannot start the admin API's runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
@@ -95,6 +98,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         intake,
         scrape: Default::default(),
+        background: Background::start().map_err(StartError::Runtime)?,
     });
     let listen =
         Arc::new(ListenApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
     ("signature", 0),
     ("clock", 0),
+    ("background", 0),
     ("route", 1),
     ("config", 2),
     ("verify", 3),

@@ -21,6 +21,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 
+use crate::background::Background;
 use crate::config::{Config, LiveConfig};
 use crate::deliver::Deliveries;
 use crate::http::{bearer, json, read_body, text, ApiError, Body};
@@ -37,6 +38,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub intake: Arc<Intake>,
     pub scrape: std::sync::Mutex<()>,
+    /// Where requests run: behind acknowledgements (see `background`).
+    pub background: Background,
 }
 
 /// Page sizes: what a list returns by default, and at most.
@@ -73,7 +76,10 @@ impl Admin {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "the admin API does not take requests from web pages"));
         }
         self.authorize(&req)?;
-        let answer = self.dispatch(&method, path, req).await?;
+        let (this, m) = (self.clone(), method.clone());
+        let work = async move { this.dispatch(&m, path, req).await };
+        let answer =
+            self.background.run(work).await.map_err(|e| ApiError::internal("an admin request failed", &e))??;
         if method != Method::GET {
             // What an operator changed is on disk before they hear it was done.
             self.store.durable().await?;

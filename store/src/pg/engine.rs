@@ -401,13 +401,18 @@ impl PgStore {
 
     /// Removes up to `batch` claims last made before `cutoff_ms`; says whether more may be left.
     pub async fn purge_owners_before(&self, cutoff_ms: u64, batch: usize) -> Result<(usize, bool)> {
-        let client = self.client().await?;
-        let purged = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if !sweeper(&tx, OWNERS_RETENTION_LOCK).await? {
+            return Ok((0, false));
+        }
+        let purged = tx
             .execute(
                 "DELETE FROM owners WHERE object IN (SELECT object FROM owners WHERE at_ms < $1 LIMIT $2)",
                 &[&big(cutoff_ms), &big(batch)],
             )
             .await? as usize;
+        tx.commit().await?;
         Ok((purged, purged == batch))
     }
 
@@ -524,6 +529,9 @@ impl PgStore {
     pub async fn purge_events_before(&self, cutoff_ms: u64, batch: usize) -> Result<usize> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        if !sweeper(&tx, RETENTION_LOCK).await? {
+            return Ok(0);
+        }
         let gone: Vec<String> = tx
             .query(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at_ms < $1 LIMIT $2) RETURNING id",
@@ -726,6 +734,16 @@ async fn take_leased(client: &impl GenericClient, job: &Job) -> Result<bool> {
     let deleted =
         client.execute("DELETE FROM jobs WHERE id = $1 AND lease = $2", &[&big(job.id), &big(job.lease)]).await?;
     Ok(deleted == 1)
+}
+
+/// Retention runs once for the cluster, not once per replica: a replica sweeps only while it holds
+/// this transaction-level advisory lock; the others find it taken and skip their pass.
+pub(crate) const RETENTION_LOCK: i64 = 0x66616e6f75745f32; // "fanout_2"
+const OWNERS_RETENTION_LOCK: i64 = 0x66616e6f75745f33; // "fanout_3"
+
+/// Whether this transaction is the cluster's sweeper for `lock` (held until it ends).
+async fn sweeper(client: &impl GenericClient, lock: i64) -> Result<bool> {
+    Ok(client.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock]).await?.get(0))
 }
 
 /// Whether the caller still holds `job`'s lease; the row stays locked until the transaction ends.

@@ -136,3 +136,29 @@ async fn an_outage_fails_calls_quickly_and_the_store_recovers_on_its_own() {
         }
     }
 }
+
+/// Retention runs once for the cluster: while another replica sweeps (holds the lock), a pass
+/// does nothing; then it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_one_replica_at_a_time() {
+    use crate::{Disposition, EventRecord};
+    let Some(pg) = TestPostgres::start() else { return };
+    let s = PgStore::open(&pg.url(), 4).await.unwrap();
+    let old = EventRecord {
+        id: "evt_old".into(),
+        event_type: "invoice.paid".into(),
+        source: "s".into(),
+        received_at_ms: 10,
+        disposition: Disposition::Unrouted,
+        body: b"{}".to_vec(),
+    };
+    s.ingest_claiming(&old, &[], None).await.unwrap();
+    let mut other = connect(&pg).await;
+    let sweeping = other.transaction().await.unwrap();
+    sweeping.execute("SELECT pg_advisory_xact_lock($1)", &[&super::engine::RETENTION_LOCK]).await.unwrap();
+    assert_eq!(s.purge_events_before(100, 10).await.unwrap(), 0, "another replica is sweeping");
+    assert!(s.event("evt_old").await.unwrap().is_some());
+    sweeping.rollback().await.unwrap();
+    assert_eq!(s.purge_events_before(100, 10).await.unwrap(), 1);
+    assert!(s.event("evt_old").await.unwrap().is_none());
+}

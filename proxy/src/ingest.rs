@@ -75,13 +75,11 @@ impl Intake {
             return Ok(by_rules);
         }
         // One object at a time, in `affinity.fields` order: the first with an owner still
-        // configured decides, and no lookup is made past it.
+        // configured decides, and no lookup is made past it (the rules are not run again).
         for object in config.router.references(&event.json) {
             let Some(o) = self.store.owner(&object).await? else { continue };
-            let known = KnownOwner { destinations: o.destinations, via: o.via };
-            let only = |id: &str| Ok::<_, StoreError>((id == object).then(|| known.clone()));
-            let owned = config.router.route_with(&event.json, only)?;
-            if !by_default(&owned) {
+            if let Some(owned) = config.router.owned_by(object, KnownOwner { destinations: o.destinations, via: o.via })
+            {
                 return Ok(owned);
             }
         }

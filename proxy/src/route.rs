@@ -206,16 +206,23 @@ impl Router {
     ) -> Result<Option<Decision<'_>>, E> {
         for object in self.references(event) {
             let Some(known) = owner(&object)? else { continue };
-            let destinations: Vec<DestId> = known
-                .destinations
-                .iter()
-                .filter_map(|name| self.destinations.iter().position(|d| &d.name == name))
-                .collect();
-            if !destinations.is_empty() {
-                return Ok(Some(Decision::Owned { object, destinations, via: known.via }));
+            if let Some(owned) = self.owned_by(object, known) {
+                return Ok(Some(owned));
             }
         }
         Ok(None)
+    }
+
+    /// The decision an owner makes for an event no rule matched: its destinations that are still
+    /// configured, None if none is. (Ingest asks the store for owners one object at a time, in
+    /// `references` order, and stops at the first this answers.)
+    pub fn owned_by(&self, object: String, known: KnownOwner) -> Option<Decision<'_>> {
+        let destinations: Vec<DestId> = known
+            .destinations
+            .iter()
+            .filter_map(|name| self.destinations.iter().position(|d| &d.name == name))
+            .collect();
+        (!destinations.is_empty()).then_some(Decision::Owned { object, destinations, via: known.via })
     }
 
     /// The rule called `name`, if the config still has it.

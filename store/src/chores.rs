@@ -5,7 +5,6 @@
 //! commit's fsync keeps tokio's blocking pool. (The Postgres engine needs none of this: its work
 //! happens in the database.)
 
-use std::fmt::Display;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -75,25 +74,6 @@ impl Chores {
             }
         }
         rx.await.map_err(|_| Gone)
-    }
-
-    /// Runs `work` on a chore thread; its error is logged with `what` and is None.
-    pub async fn run<T, E>(&self, what: &'static str, work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Option<T>
-    where
-        T: Send + 'static,
-        E: Display + Send + 'static,
-    {
-        match self.run_raw(work).await {
-            Ok(Ok(done)) => Some(done),
-            Ok(Err(e)) => {
-                tracing::error!("{what}: {e}");
-                None
-            }
-            Err(e) => {
-                tracing::error!("{what}: {e}");
-                None
-            }
-        }
     }
 
     /// Takes no more chores and waits, up to `within`, for those taken to finish: a stop flushes

@@ -235,13 +235,7 @@ impl PgStore {
             return cancel(tx, job, now_ms).await;
         }
         take_leased(&tx, job).await?;
-        let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
-        tx.execute(
-            "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
-            &[&big(job.id), &job.event_id, &job.target, &big(now_ms), &encode(&letter)?],
-        )
-        .await?;
-        append(&tx, job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms).await?;
+        bury(&tx, job, error, now_ms).await?;
         tx.commit().await?;
         Ok(Settled::Done)
     }
@@ -629,13 +623,7 @@ impl PgStore {
                 }
                 crate::Sweep::DeadLetter(reason) => {
                     tx.execute("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
-                    let letter = DeadLetter { job: job.clone(), error: reason.clone(), died_at_ms: now_ms };
-                    tx.execute(
-                        "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
-                        &[&big(job.id), &job.event_id, &job.target, &big(now_ms), &encode(&letter)?],
-                    )
-                    .await?;
-                    append(&tx, &job, Outcome::DeadLettered { reason }, now_ms).await?;
+                    bury(&tx, &job, &reason, now_ms).await?;
                 }
             }
             moved += 1;
@@ -727,6 +715,19 @@ async fn append(client: &impl GenericClient, job: &Job, outcome: Outcome, at_ms:
         )
         .await?;
     Ok(())
+}
+
+/// Writes `job`'s dead letter with `error` and notes it in the event's history (the job row is the
+/// caller's to remove).
+async fn bury(client: &impl GenericClient, job: &Job, error: &str, now_ms: u64) -> Result<()> {
+    let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
+    client
+        .execute(
+            "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
+            &[&big(job.id), &job.event_id, &job.target, &big(now_ms), &encode(&letter)?],
+        )
+        .await?;
+    append(client, job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms).await
 }
 
 /// Removes the job if the caller still holds its lease.

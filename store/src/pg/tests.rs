@@ -4,6 +4,18 @@ use super::*;
 use crate::testing::TestPostgres;
 use crate::StoreError;
 
+/// An unrouted `invoice.paid` received at `at`.
+fn record(id: &str, at: u64) -> crate::EventRecord {
+    crate::EventRecord {
+        id: id.into(),
+        event_type: "invoice.paid".into(),
+        source: "s".into(),
+        received_at_ms: at,
+        disposition: crate::Disposition::Unrouted,
+        body: b"{}".to_vec(),
+    }
+}
+
 async fn connect(pg: &TestPostgres) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(&pg.url(), NoTls).await.expect("connects");
     tokio::spawn(connection);
@@ -53,18 +65,11 @@ async fn replicas_migrating_at_once_apply_each_migration_once() {
 async fn a_replica_releases_its_own_leases_only() {
     use std::time::Duration;
 
-    use crate::{Delivery, Disposition, EventRecord, NewJob};
+    use crate::{Delivery, NewJob};
     let Some(pg) = TestPostgres::start() else { return };
     let (a, b) = (PgStore::open(&pg.url(), 4).await.unwrap(), PgStore::open(&pg.url(), 4).await.unwrap());
     for i in 0..2 {
-        let event = EventRecord {
-            id: format!("evt_{i}"),
-            event_type: "invoice.paid".into(),
-            source: "s".into(),
-            received_at_ms: 10,
-            disposition: Disposition::Unrouted,
-            body: b"{}".to_vec(),
-        };
+        let event = record(&format!("evt_{i}"), 10);
         let job = NewJob { target: "t".into(), delivery: Delivery::Target, rule: "r".into() };
         a.ingest_claiming(&event, &[job], None).await.unwrap();
     }
@@ -80,17 +85,10 @@ async fn a_replica_releases_its_own_leases_only() {
 async fn an_undecodable_job_is_quarantined_and_the_queue_goes_on() {
     use std::time::Duration;
 
-    use crate::{Delivery, Disposition, EventRecord, NewJob};
+    use crate::{Delivery, NewJob};
     let Some(pg) = TestPostgres::start() else { return };
     let s = PgStore::open(&pg.url(), 4).await.unwrap();
-    let event = EventRecord {
-        id: "evt_1".into(),
-        event_type: "invoice.paid".into(),
-        source: "s".into(),
-        received_at_ms: 10,
-        disposition: Disposition::Unrouted,
-        body: b"{}".to_vec(),
-    };
+    let event = record("evt_1", 10);
     let job = NewJob { target: "t".into(), delivery: Delivery::Target, rule: "r".into() };
     s.ingest_claiming(&event, &[job], None).await.unwrap();
     let client = connect(&pg).await;
@@ -141,17 +139,9 @@ async fn an_outage_fails_calls_quickly_and_the_store_recovers_on_its_own() {
 /// does nothing; then it does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_runs_on_one_replica_at_a_time() {
-    use crate::{Disposition, EventRecord};
     let Some(pg) = TestPostgres::start() else { return };
     let s = PgStore::open(&pg.url(), 4).await.unwrap();
-    let old = EventRecord {
-        id: "evt_old".into(),
-        event_type: "invoice.paid".into(),
-        source: "s".into(),
-        received_at_ms: 10,
-        disposition: Disposition::Unrouted,
-        body: b"{}".to_vec(),
-    };
+    let old = record("evt_old", 10);
     s.ingest_claiming(&old, &[], None).await.unwrap();
     let mut other = connect(&pg).await;
     let sweeping = other.transaction().await.unwrap();

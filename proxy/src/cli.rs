@@ -336,7 +336,10 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
     let _ = writeln!(out, "tls {tls}");
     let store = match &cfg.store {
         crate::config::StoreConfig::Sled => format!("sled in {}", cfg.data_dir.display()),
-        crate::config::StoreConfig::Postgres { url, pool } => format!("postgres {url}  pool {pool}"),
+        crate::config::StoreConfig::Postgres { url, pool, ca } => {
+            let ca = ca.as_ref().map(|p| format!("  ca {}", p.display())).unwrap_or_default();
+            format!("postgres {url}  pool {pool}{ca}")
+        }
     };
     let _ = writeln!(out, "store {store}");
     let token = if cfg.admin.token.is_some() { "required (redacted)" } else { "none (loopback only)" };

@@ -71,7 +71,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let clients = Clients::build(&config)?;
     let store = match &config.store {
         StoreConfig::Sled => Engine::sled(Store::open(&config.data_dir)?),
-        StoreConfig::Postgres { url, pool } => Engine::postgres(url.expose(), *pool).await?,
+        StoreConfig::Postgres { url, pool, ca } => {
+            Engine::postgres(url.expose(), *pool, tls::client_config(ca.as_deref())?).await?
+        }
     };
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;

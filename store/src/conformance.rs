@@ -17,7 +17,8 @@ async fn engines() -> Vec<(&'static str, Engine, Box<dyn std::any::Any + Send>)>
     let sled = Engine::sled(Store::open(dir.path()).unwrap());
     let mut all: Vec<(&'static str, Engine, Box<dyn std::any::Any + Send>)> = vec![("sled", sled, Box::new(dir))];
     if let Some(pg) = TestPostgres::start() {
-        let engine = Engine::postgres(&pg.url(), 8).await.expect("Postgres opens and migrates");
+        let engine =
+            Engine::postgres(&pg.url(), 8, crate::testing::plain_tls()).await.expect("Postgres opens and migrates");
         all.push(("postgres", engine, Box::new(pg)));
     }
     all

@@ -11,11 +11,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::chores::Chores;
-use crate::pg::PgStore;
+use crate::pg::{PgStore, Wake};
 use crate::{
     Claims, DeadLetter, EventCursor, EventHead, EventRecord, HistoryEntry, Ingested, Job, JobEvent, JobId, NewJob,
     Outcome, Owner, OwnerCursor, OwnersPage, QueueCursor, Result, Settled, Store, Sweep, TargetCounts,
 };
+
+/// How long a replica's word that an inbox has a listener holds: replicas say it every second
+/// while it is true.
+pub const PRESENCE_FRESH_MS: u64 = 3_000;
+
+/// An inbox this replica counts as online, with its listeners here.
+#[derive(Debug, Clone)]
+pub struct PresenceBeat {
+    pub inbox: String,
+    pub listeners: usize,
+    pub offered: usize,
+}
+
+/// An inbox's listeners on the other replicas: online if any of them said so within
+/// [`PRESENCE_FRESH_MS`]; last seen on the database's clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemotePresence {
+    pub inbox: String,
+    pub online: bool,
+    pub listeners: usize,
+    pub offered: usize,
+    pub last_seen_ms: u64,
+}
 
 /// A store, on either engine.
 #[derive(Clone)]
@@ -68,14 +91,40 @@ impl Engine {
     /// Takes no more background work and waits, up to `within`, for what is running: a stop
     /// flushes only once nothing writes any more.
     pub async fn close(&self, within: Duration) {
-        if let Engine::Sled(s) = self {
-            s.chores.close(within).await;
+        match self {
+            Engine::Sled(s) => s.chores.close(within).await,
+            Engine::Postgres(p) => p.close(),
         }
     }
 
-    /// Connects to Postgres (at most `pool` connections) and migrates its schema.
-    pub async fn postgres(url: &str, pool: usize) -> Result<Engine> {
-        Ok(Engine::Postgres(PgStore::open(url, pool).await?))
+    /// Connects to Postgres (at most `pool` connections; TLS with `tls` when the URL says
+    /// `sslmode=require`) and migrates its schema.
+    pub async fn postgres(url: &str, pool: usize, tls: rustls::ClientConfig) -> Result<Engine> {
+        Ok(Engine::Postgres(PgStore::open(url, pool, tls).await?))
+    }
+
+    /// Tells the other replicas that `target` has new work; they look at once instead of at
+    /// their next poll.
+    pub fn announce(&self, target: &str) {
+        if let Engine::Postgres(p) = self {
+            p.announce(target);
+        }
+    }
+
+    /// What the other replicas announce; none with one process.
+    pub fn wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Wake>> {
+        match self {
+            Engine::Sled(_) => None,
+            Engine::Postgres(p) => Some(p.wakes()),
+        }
+    }
+
+    /// Says who listens to each inbox here and hears the other replicas' word.
+    pub async fn share_presence(&self, here: &[PresenceBeat]) -> Result<Vec<RemotePresence>> {
+        match self {
+            Engine::Sled(_) => Ok(Vec::new()),
+            Engine::Postgres(p) => p.share_presence(here).await,
+        }
     }
 
     /// Records a new event with its jobs and claims, durably, or reports its id seen before.

@@ -29,9 +29,11 @@ mod record;
 pub mod testing;
 
 pub use counts::TargetCounts;
+pub use engine::{PresenceBeat, RemotePresence, PRESENCE_FRESH_MS};
 pub use history::EventCursor;
 pub use operator::QueueCursor;
 pub use owners::{OwnerCursor, OwnersPage};
+pub use pg::Wake;
 pub use record::{
     Claims, DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob,
     Outcome, Owner, Routed, Sweep,
@@ -45,6 +47,21 @@ use sled::{IVec, Tree};
 
 use faults::Fault;
 
+/// An error and its causes, `a: b: c`, each said once (some errors repeat their source's text).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Errors the proxy acts on: an open failure stops start-up, anything else makes ingest answer 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,7 +69,7 @@ pub enum StoreError {
     Open { path: PathBuf, source: sled::Error },
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
-    #[error("the database failed: {0}")]
+    #[error("the database failed: {}", error_chain(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     Pool(String),

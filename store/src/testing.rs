@@ -3,4 +3,4 @@
 
 mod postgres;
 
-pub use postgres::TestPostgres;
+pub use postgres::{plain_tls, TestPostgres};

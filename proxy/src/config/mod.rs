@@ -135,8 +135,9 @@ impl Config {
 pub enum StoreConfig {
     /// Embedded, in `data_dir`.
     Sled,
-    /// Shared by any number of replicas. The URL may hold a password, so it is a `Secret`.
-    Postgres { url: Secret, pool: usize },
+    /// Shared by any number of replicas. The URL may hold a password, so it is a `Secret`. With
+    /// `sslmode=require` the connection is TLS, verified against the platform's roots and `ca`.
+    Postgres { url: Secret, pool: usize, ca: Option<PathBuf> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

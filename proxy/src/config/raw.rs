@@ -42,7 +42,7 @@ pub(super) struct RawConfig {
     pub(super) store: Option<RawStore>,
 }
 
-/// `store: {engine: postgres, url: ..., pool: 16}`; absent: sled in `data_dir`.
+/// `store: {engine: postgres, url: ..., pool: 16, ca: ...}`; absent: sled in `data_dir`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
@@ -51,6 +51,8 @@ pub(super) struct RawStore {
     pub(super) url: Option<String>,
     #[serde(default = "default_pool")]
     pub(super) pool: usize,
+    /// A CA the database's certificate may chain to, beside the platform's roots.
+    pub(super) ca: Option<String>,
 }
 
 #[derive(Deserialize, Default, PartialEq, Eq)]

@@ -168,15 +168,6 @@ impl Resolver<'_> {
             None => None,
         };
         let store = self.store(raw.store)?;
-        let offline = rules.iter().any(|r| r.offline.is_some()) || targets.iter().any(|t| t.offline.is_some());
-        if offline && store != StoreConfig::Sled {
-            return Err(self.err(
-                "offline",
-                "`offline` fallbacks are not available with `store: {engine: postgres}` yet: whether a listener is \
-                 connected is known to one replica only, and another would move the inbox's events away. Remove \
-                 `offline`, or use the sled engine",
-            ));
-        }
         Ok(Config {
             listen,
             data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
@@ -437,7 +428,14 @@ impl Resolver<'_> {
                 if raw.pool == 0 {
                     return Err(self.err("pool", "store: pool must be at least 1"));
                 }
-                Ok(StoreConfig::Postgres { url: Secret(url), pool: raw.pool })
+                if raw.ca.is_some() && !asks_for_tls(&url) {
+                    return Err(self.err(
+                        "ca",
+                        "store: `ca` is used only with TLS to the database: add sslmode=require to the url",
+                    ));
+                }
+                let ca = raw.ca.as_deref().map(|p| self.file("store: ca", p)).transpose()?;
+                Ok(StoreConfig::Postgres { url: Secret(url), pool: raw.pool, ca })
             }
         }
     }
@@ -614,4 +612,10 @@ impl Resolver<'_> {
         }
         Ok(out)
     }
+}
+
+/// Whether a Postgres URL asks for TLS (`sslmode=require`); other modes connect in plain text.
+fn asks_for_tls(url: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "sslmode" && v == "require")
 }

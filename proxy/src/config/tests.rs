@@ -168,18 +168,16 @@ fn inboxes_offline_fallbacks_and_affinity_are_checked() {
 fn the_store_is_sled_by_default_or_postgres_with_a_url() {
     assert_eq!(parse("", &[]).unwrap().store, StoreConfig::Sled);
     let pg = parse("store: {engine: postgres, url: \"${DB}\", pool: 3}\n", &[("DB", "postgres://u:pw@h/db")]).unwrap();
-    assert_eq!(pg.store, StoreConfig::Postgres { url: Secret::new("postgres://u:pw@h/db"), pool: 3 });
+    assert_eq!(pg.store, StoreConfig::Postgres { url: Secret::new("postgres://u:pw@h/db"), pool: 3, ca: None });
     assert!(!format!("{:?}", pg.store).contains("pw"), "the URL's password is not shown");
     for (yaml, want) in [
         ("store: {engine: postgres}\n", "needs a `url`"),
         ("store: {url: \"postgres://h/db\"}\n", "is for `engine: postgres`"),
         ("store: {engine: postgres, url: \"mysql://h/db\"}\n", "must start with postgres://"),
         ("store: {engine: postgres, url: \"postgres://h/db\", pool: 0}\n", "pool must be at least 1"),
+        ("store: {engine: postgres, url: \"postgres://h/db\", ca: /etc/hosts}\n", "add sslmode=require"),
+        ("store: {engine: postgres, url: \"postgres://h/db?sslmode=require\", ca: /nope.pem}\n", "store: ca"),
         ("store: {engine: oracle}\n", "unknown variant"),
-        (
-            "store: {engine: postgres, url: \"postgres://h/db\"}\ntargets:\n  - {name: s, url: \"http://h/s\", secret: x}\n  - {name: i, kind: inbox, token: inbox-token-0123456789, secret: x, offline: {after: 1s, fallback: s}}\n",
-            "not available with `store: {engine: postgres}`",
-        ),
     ] {
         let err = parse(yaml, &[]).err().unwrap_or_else(|| panic!("accepted: {yaml}")).to_string();
         assert!(err.contains(want), "expected {want:?} in {err}");

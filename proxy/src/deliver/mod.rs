@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use fanout_store::engine::Engine;
+use fanout_store::Wake;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -152,7 +153,34 @@ impl Deliveries {
         let deliveries = Deliveries { shared: Arc::new(shared) };
         deliveries.reconcile();
         deliveries.shared.tasks.spawn(deliveries.clone().reclaim());
+        if let Some(wakes) = deliveries.shared.store.wakes() {
+            deliveries.shared.tasks.spawn(deliveries.clone().hear(wakes));
+        }
+        if deliveries.shared.store.is_shared() {
+            deliveries.shared.tasks.spawn(pull::share_presence(deliveries.shared.clone()));
+        }
         deliveries
+    }
+
+    /// Wakes the workers other replicas announce work for (a shared store): an event ingested
+    /// on another replica, a job it re-queued. Each wakes only this replica's worker; the store's
+    /// leases decide who takes the job.
+    async fn hear(self, mut wakes: tokio::sync::mpsc::UnboundedReceiver<Wake>) {
+        loop {
+            let wake = tokio::select! {
+                _ = self.shared.shutdown.cancelled() => break,
+                wake = wakes.recv() => wake,
+            };
+            match wake {
+                Some(Wake::Target(target)) => self.shared.wake_here(&target),
+                Some(Wake::All) => {
+                    let names: Vec<String> =
+                        self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+                    names.iter().for_each(|n| self.shared.wake_here(n));
+                }
+                None => break,
+            }
+        }
     }
 
     /// Hands back to their queues the jobs whose lease expired (an outcome that could not be
@@ -312,8 +340,13 @@ impl Shared {
     }
 
     /// New or re-queued work for `target`: its worker looks at its queue, or its inbox's waiting
-    /// polls do.
+    /// polls do, here and on the other replicas of a shared store.
     fn wake(&self, target: &str) {
+        self.wake_here(target);
+        self.store.announce(target);
+    }
+
+    fn wake_here(&self, target: &str) {
         if let Some(state) = self.workers.read().unwrap_or_else(|p| p.into_inner()).get(target) {
             match &state.inbox {
                 Some(inbox) => inbox.arrived.notify_waiters(),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fanout_store::{Delivery, Job, JobId, QueueCursor, Sweep};
+use fanout_store::{Delivery, Job, JobId, PresenceBeat, QueueCursor, RemotePresence, Sweep};
 use http::HeaderValue;
 
 use super::attempt::{delivery_headers, Loaded};
@@ -37,6 +37,8 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 pub struct InboxState {
     offers: Mutex<HashMap<JobId, Held>>,
     presence: Mutex<Attendance>,
+    /// Its listeners on the other replicas (a shared store), as last heard.
+    elsewhere: Mutex<RemotePresence>,
     /// Woken when jobs arrive, so waiting polls answer at once.
     pub(super) arrived: tokio::sync::Notify,
 }
@@ -96,6 +98,7 @@ impl InboxState {
                 started_ms: now_ms,
                 listeners: HashMap::new(),
             }),
+            elsewhere: Mutex::default(),
             arrived: tokio::sync::Notify::new(),
         }
     }
@@ -115,31 +118,96 @@ impl InboxState {
         p.listeners.retain(|_, at| now_ms.saturating_sub(*at) < PRESENCE_WINDOW_MS);
     }
 
-    fn online(&self, now_ms: u64) -> bool {
+    fn elsewhere(&self) -> std::sync::MutexGuard<'_, RemotePresence> {
+        self.elsewhere.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a listener polls this replica, holds its offers, or did a moment ago.
+    fn online_here(&self, now_ms: u64) -> bool {
         let p = self.presence();
         p.polling > 0
             || p.last_seen_ms.is_some_and(|at| now_ms.saturating_sub(at) < PRESENCE_WINDOW_MS)
             || !self.offers().is_empty()
     }
 
-    /// How long nobody has listened (zero while someone does); a restart counts as the start
-    /// of it, so a fallback's grace period is never cut short by one.
+    fn online(&self, now_ms: u64) -> bool {
+        self.online_here(now_ms) || self.elsewhere().online
+    }
+
+    /// How long nobody has listened, here or on another replica (zero while someone does); a
+    /// restart counts as the start of it, so a fallback's grace period is never cut short by one.
     fn offline_for_ms(&self, now_ms: u64) -> u64 {
         if self.online(now_ms) {
             return 0;
         }
+        let seen_elsewhere = self.elsewhere().last_seen_ms;
         let p = self.presence();
-        now_ms.saturating_sub(p.last_seen_ms.unwrap_or(p.started_ms))
+        now_ms.saturating_sub(p.last_seen_ms.unwrap_or(p.started_ms).max(seen_elsewhere))
     }
 
+    fn listeners_here(&self, now_ms: u64) -> usize {
+        let p = self.presence();
+        p.listeners.values().filter(|at| now_ms.saturating_sub(**at) < PRESENCE_WINDOW_MS).count()
+    }
+
+    /// Every replica's listeners and offers, as this one last heard of the others.
     pub fn status(&self, now_ms: u64) -> Presence {
         let online = self.online(now_ms);
-        let p = self.presence();
-        Presence {
-            online,
-            listeners: p.listeners.values().filter(|at| now_ms.saturating_sub(**at) < PRESENCE_WINDOW_MS).count(),
-            last_seen_ms: p.last_seen_ms,
-            offered: self.offers().len(),
+        let elsewhere = self.elsewhere().clone();
+        let listeners = self.listeners_here(now_ms) + elsewhere.listeners;
+        let last_seen_ms = self
+            .presence()
+            .last_seen_ms
+            .into_iter()
+            .chain((elsewhere.last_seen_ms > 0).then_some(elsewhere.last_seen_ms))
+            .max();
+        Presence { online, listeners, last_seen_ms, offered: self.offers().len() + elsewhere.offered }
+    }
+}
+
+/// How often a replica on a shared store says which inboxes have listeners here, and hears the
+/// others: within a second or two every replica shows a listener wherever it polls, and an
+/// inbox's offline fallback waits for every replica's listeners, not one's.
+const SHARE_PRESENCE_EVERY: Duration = Duration::from_secs(1);
+
+/// A shared store's presence loop (see [`SHARE_PRESENCE_EVERY`]). While the store cannot be
+/// reached, the other replicas' word is forgotten rather than trusted stale.
+pub(super) async fn share_presence(shared: Arc<Shared>) {
+    let mut failing = false;
+    loop {
+        let now = unix_now_ms();
+        let inboxes: Vec<(String, Arc<InboxState>)> = {
+            let workers = shared.workers.read().unwrap_or_else(|p| p.into_inner());
+            workers.iter().filter_map(|(n, s)| Some((n.clone(), s.inbox.clone()?))).collect()
+        };
+        let beats: Vec<PresenceBeat> = inboxes
+            .iter()
+            .filter(|(_, inbox)| inbox.online_here(now))
+            .map(|(name, inbox)| PresenceBeat {
+                inbox: name.clone(),
+                listeners: inbox.listeners_here(now),
+                offered: inbox.offers().len(),
+            })
+            .collect();
+        let mut heard: HashMap<String, RemotePresence> = match shared.store.share_presence(&beats).await {
+            Ok(remote) => {
+                failing = false;
+                remote.into_iter().map(|r| (r.inbox.clone(), r)).collect()
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!("cannot share which inboxes have listeners with the other replicas: {e}");
+                }
+                failing = true;
+                HashMap::new()
+            }
+        };
+        for (name, inbox) in &inboxes {
+            *inbox.elsewhere() = heard.remove(name).unwrap_or_default();
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(SHARE_PRESENCE_EVERY) => {}
         }
     }
 }

@@ -9,12 +9,16 @@
 //! settle acts only on the lease it names (`Job::lease`), so a replica whose lease expired and was
 //! taken by another cannot settle the other's attempt.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio::sync::mpsc;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::migrate;
+use super::wake::{self, Announcer, Wake};
 use crate::history::history_entry;
 use crate::record::build_jobs;
 use crate::{
@@ -39,21 +43,39 @@ pub struct PgStore {
     pool: Pool,
     /// This replica, as it marks the leases it takes: a graceful stop hands back its own only.
     replica: String,
+    /// How to connect outside the pool (the wake-up listener's own connection).
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    announcer: Arc<Announcer>,
+    /// The announcer and the listener, stopped by [`PgStore::close`].
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl PgStore {
     /// Connects with at most `pool` connections and brings the schema up to date. Every wait is
     /// bounded: with the database down or unreachable a call fails in seconds (the proxy answers
     /// 503, workers back off) instead of hanging, and connections are made again once it is back.
-    pub async fn open(url: &str, pool: usize) -> Result<PgStore> {
+    ///
+    /// TLS is used when the URL says `sslmode=require`, and then the server's certificate is
+    /// verified against `tls`'s roots (unlike libpq's `require`, which encrypts without checking
+    /// who answers). Other modes connect in plain text.
+    pub async fn open(url: &str, pool: usize, tls: rustls::ClientConfig) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url.parse()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        if config.get_ssl_mode() != SslMode::Require {
+            // `prefer` (the default) would try TLS and fail on a certificate nobody asked to check.
+            config.ssl_mode(SslMode::Disable);
+        }
         config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        let tls = MakeRustlsConnect::new(tls);
         // A connection that is recycled is checked first, so one broken by an outage is replaced.
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Verified },
+        );
         let pool = Pool::builder(manager)
             .max_size(pool.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -64,11 +86,39 @@ impl PgStore {
             .map_err(pool_error)?;
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let replica = format!("{}-{}", std::process::id(), started.as_nanos());
-        let store = PgStore { pool, replica };
+        let announcer = Arc::new(Announcer::default());
+        let store = PgStore { pool, replica, config, tls, announcer, tasks: Arc::default() };
         let mut client = store.client().await?;
         migrate(&mut client).await?;
         drop(client);
+        let announcing = tokio::spawn(store.announcer.clone().run(store.pool.clone(), store.replica.clone()));
+        store.keep(announcing.abort_handle());
         Ok(store)
+    }
+
+    fn keep(&self, task: tokio::task::AbortHandle) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
+
+    /// Tells the other replicas that `target` has new work (coalesced, after the fact).
+    pub fn announce(&self, target: &str) {
+        self.announcer.announce(target);
+    }
+
+    /// What the other replicas announce, from now on, on a connection of its own.
+    pub fn wakes(&self) -> mpsc::UnboundedReceiver<Wake> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let listening = tokio::spawn(wake::listen(self.config.clone(), self.tls.clone(), self.replica.clone(), sender));
+        self.keep(listening.abort_handle());
+        receiver
+    }
+
+    /// Stops announcing and listening; the pool's connections close as they are dropped.
+    pub fn close(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            task.abort();
+        }
+        self.pool.close();
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -632,6 +682,50 @@ impl PgStore {
         Ok((moved, if rows.len() == batch { last } else { None }))
     }
 
+    /// Records who listens to each inbox here (`here`: the inboxes this replica counts as
+    /// online), and returns every inbox's listeners on the other replicas. A replica's rows stay
+    /// fresh while it beats; rows of replicas gone a week are dropped.
+    pub async fn share_presence(&self, here: &[crate::PresenceBeat]) -> Result<Vec<crate::RemotePresence>> {
+        let client = self.client().await?;
+        for beat in here {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO presence (inbox, replica, seen_at_ms, listeners, offered)
+                         VALUES ($1, $2, {DB_NOW_MS}, $3, $4)
+                         ON CONFLICT (inbox, replica) DO UPDATE
+                         SET seen_at_ms = excluded.seen_at_ms, listeners = excluded.listeners,
+                             offered = excluded.offered"
+                    ),
+                    &[&beat.inbox, &self.replica, &(beat.listeners as i32), &(beat.offered as i32)],
+                )
+                .await?;
+        }
+        client.execute(&format!("DELETE FROM presence WHERE seen_at_ms < {DB_NOW_MS} - 604800000"), &[]).await?;
+        let fresh = format!("seen_at_ms >= {DB_NOW_MS} - {}", crate::PRESENCE_FRESH_MS);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT inbox, max(seen_at_ms), bool_or({fresh}),
+                            coalesce(sum(listeners) FILTER (WHERE {fresh}), 0)::bigint,
+                            coalesce(sum(offered) FILTER (WHERE {fresh}), 0)::bigint
+                     FROM presence WHERE replica <> $1 GROUP BY inbox"
+                ),
+                &[&self.replica],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::RemotePresence {
+                inbox: r.get(0),
+                last_seen_ms: r.get::<_, i64>(1).max(0) as u64,
+                online: r.get(2),
+                listeners: r.get::<_, i64>(3).max(0) as usize,
+                offered: r.get::<_, i64>(4).max(0) as usize,
+            })
+            .collect())
+    }
+
     /// Queued jobs and dead letters per target.
     pub async fn counts(&self) -> Result<crate::TargetCounts> {
         let client = self.client().await?;
@@ -835,6 +929,8 @@ fn big(v: impl TryInto<i64>) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
 }
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Pool(e.to_string())
+/// The whole chain: tokio-postgres keeps the cause (a TLS certificate refused, a password
+/// wrong) in `source`, which a bare `to_string` drops.
+fn pool_error(e: impl std::error::Error) -> StoreError {
+    StoreError::Pool(crate::error_chain(&e))
 }

@@ -82,6 +82,18 @@ const MIGRATIONS: &[&str] = &[
         at timestamptz NOT NULL DEFAULT now()
     );
     "#,
+    // 2: who listens to each inbox, per replica, so every replica can tell whether an inbox is
+    // online wherever its listener polls.
+    r#"
+    CREATE TABLE presence (
+        inbox text COLLATE "C" NOT NULL,
+        replica text NOT NULL,
+        seen_at_ms bigint NOT NULL,
+        listeners integer NOT NULL,
+        offered integer NOT NULL,
+        PRIMARY KEY (inbox, replica)
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found. Refuses a database

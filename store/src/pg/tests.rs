@@ -1,7 +1,7 @@
 use tokio_postgres::NoTls;
 
 use super::*;
-use crate::testing::TestPostgres;
+use crate::testing::{plain_tls, TestPostgres};
 use crate::StoreError;
 
 /// An unrouted `invoice.paid` received at `at`.
@@ -67,7 +67,10 @@ async fn a_replica_releases_its_own_leases_only() {
 
     use crate::{Delivery, NewJob};
     let Some(pg) = TestPostgres::start() else { return };
-    let (a, b) = (PgStore::open(&pg.url(), 4).await.unwrap(), PgStore::open(&pg.url(), 4).await.unwrap());
+    let (a, b) = (
+        PgStore::open(&pg.url(), 4, plain_tls()).await.unwrap(),
+        PgStore::open(&pg.url(), 4, plain_tls()).await.unwrap(),
+    );
     for i in 0..2 {
         let event = record(&format!("evt_{i}"), 10);
         let job = NewJob { target: "t".into(), delivery: Delivery::Target, rule: "r".into() };
@@ -87,7 +90,7 @@ async fn an_undecodable_job_is_quarantined_and_the_queue_goes_on() {
 
     use crate::{Delivery, NewJob};
     let Some(pg) = TestPostgres::start() else { return };
-    let s = PgStore::open(&pg.url(), 4).await.unwrap();
+    let s = PgStore::open(&pg.url(), 4, plain_tls()).await.unwrap();
     let event = record("evt_1", 10);
     let job = NewJob { target: "t".into(), delivery: Delivery::Target, rule: "r".into() };
     s.ingest_claiming(&event, &[job], None).await.unwrap();
@@ -112,7 +115,7 @@ async fn an_outage_fails_calls_quickly_and_the_store_recovers_on_its_own() {
     use std::time::{Duration, Instant};
 
     let Some(pg) = TestPostgres::start() else { return };
-    let s = PgStore::open(&pg.url(), 2).await.unwrap();
+    let s = PgStore::open(&pg.url(), 2, plain_tls()).await.unwrap();
     assert_eq!(s.queued("t").await.unwrap(), 0);
     pg.stop();
     let started = Instant::now();
@@ -140,7 +143,7 @@ async fn an_outage_fails_calls_quickly_and_the_store_recovers_on_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_runs_on_one_replica_at_a_time() {
     let Some(pg) = TestPostgres::start() else { return };
-    let s = PgStore::open(&pg.url(), 4).await.unwrap();
+    let s = PgStore::open(&pg.url(), 4, plain_tls()).await.unwrap();
     let old = record("evt_old", 10);
     s.ingest_claiming(&old, &[], None).await.unwrap();
     let mut other = connect(&pg).await;
@@ -151,4 +154,56 @@ async fn retention_runs_on_one_replica_at_a_time() {
     sweeping.rollback().await.unwrap();
     assert_eq!(s.purge_events_before(100, 10).await.unwrap(), 1);
     assert!(s.event("evt_old").await.unwrap().is_none());
+}
+
+/// What one replica announces reaches the others, not itself; each listener starts with a
+/// "look at everything" (it may have missed announcements before it listened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_wake_the_other_replicas() {
+    use std::time::Duration;
+
+    use crate::Wake;
+    let Some(pg) = TestPostgres::start() else { return };
+    let (a, b) = (
+        PgStore::open(&pg.url(), 2, plain_tls()).await.unwrap(),
+        PgStore::open(&pg.url(), 2, plain_tls()).await.unwrap(),
+    );
+    let (mut heard_a, mut heard_b) = (a.wakes(), b.wakes());
+    async fn next(heard: &mut tokio::sync::mpsc::UnboundedReceiver<Wake>) -> Option<Wake> {
+        tokio::time::timeout(Duration::from_secs(10), heard.recv()).await.expect("heard in time")
+    }
+    assert_eq!(next(&mut heard_a).await, Some(Wake::All));
+    assert_eq!(next(&mut heard_b).await, Some(Wake::All));
+    a.announce("t1");
+    a.announce("t2");
+    a.announce("t1");
+    let mut got = vec![next(&mut heard_b).await, next(&mut heard_b).await];
+    got.sort_by_key(|w| format!("{w:?}"));
+    assert_eq!(got, [Some(Wake::Target("t1".into())), Some(Wake::Target("t2".into()))]);
+    b.announce("t3");
+    assert_eq!(next(&mut heard_a).await, Some(Wake::Target("t3".into())), "A hears B, not its own");
+    a.close();
+    b.close();
+}
+
+/// Each replica says which inboxes have listeners there and hears the others' word, never its
+/// own; a word not renewed goes stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_between_replicas() {
+    use crate::PresenceBeat;
+    let Some(pg) = TestPostgres::start() else { return };
+    let (a, b) = (
+        PgStore::open(&pg.url(), 2, plain_tls()).await.unwrap(),
+        PgStore::open(&pg.url(), 2, plain_tls()).await.unwrap(),
+    );
+    let beat = PresenceBeat { inbox: "alice".into(), listeners: 2, offered: 1 };
+    assert!(a.share_presence(&[beat]).await.unwrap().is_empty(), "A hears nobody else");
+    let heard = b.share_presence(&[]).await.unwrap();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!((heard[0].inbox.as_str(), heard[0].online, heard[0].listeners, heard[0].offered), ("alice", true, 2, 1));
+    assert!(heard[0].last_seen_ms > 0);
+    let client = connect(&pg).await;
+    client.execute("UPDATE presence SET seen_at_ms = seen_at_ms - 60000", &[]).await.unwrap();
+    let stale = b.share_presence(&[]).await.unwrap();
+    assert_eq!((stale[0].online, stale[0].listeners), (false, 0), "{stale:?}");
 }

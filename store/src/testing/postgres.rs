@@ -65,6 +65,29 @@ impl TestPostgres {
         self.port
     }
 
+    /// Serves TLS with this certificate and key (PEM) from now on, and refuses plain-text TCP
+    /// connections, so a client that connects at all spoke TLS. Restarts the server.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        let data = self.dir.join("data");
+        for (name, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).expect("the server's TLS files are written");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("the key is private");
+            if let Some(user) = &self.owner {
+                chown(&path, user);
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str("\nssl = on\n");
+        std::fs::write(&conf, text).expect("postgresql.conf is written");
+        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+            .expect("pg_hba.conf is written");
+        self.stop();
+        self.start_server();
+    }
+
     /// Stops the server at once (as a crash would), keeping its data.
     pub fn stop(&self) {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
@@ -189,4 +212,13 @@ fn free_port() -> u16 {
 fn unique() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
         ^ Duration::from_nanos(std::process::id() as u64).as_nanos()
+}
+
+/// A client TLS config for tests that connect in plain text (the URL does not ask for TLS).
+pub fn plain_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }

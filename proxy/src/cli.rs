@@ -288,9 +288,13 @@ async fn serve_until_signal(path: &Path, overrides: Overrides) -> anyhow::Result
     let paths: Vec<&str> = config.sources.iter().map(|s| s.path.as_str()).collect();
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!(%scheme, addr = %running.addr, admin = %running.admin_addr, data_dir = %config.data_dir.display(), sources = ?paths, targets = config.targets.len(), "fanout serving");
-    // Machine-readable lines on stdout, for scripts and tests that start on port 0.
-    // One write, so a reader that stops after the first line does not break the pipe between them.
-    println!("listening on {}\nadmin on {}", running.addr, running.admin_addr);
+    // Machine-readable lines on stdout, for scripts and tests that start on port 0. One write,
+    // and a closed stdout is ignored: a reader that stopped after the first line (`| head -1`)
+    // must not take the server down (`println!` panics on a broken pipe).
+    let lines = format!("listening on {}\nadmin on {}\n", running.addr, running.admin_addr);
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, lines.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
+    drop(stdout);
     reload::serve_until_signal(path, &overrides, &running).await;
     tracing::info!("shutting down");
     running.stop().await;

@@ -41,10 +41,23 @@ impl Drop for KillOnDrop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_event() {
     // Bounded: twenty restarts and a drain take ~10 s here; a hang fails instead of stalling CI.
-    tokio::time::timeout(Duration::from_secs(180), kill_9_rounds()).await.expect("the kill -9 test took over 180 s");
+    let rounds = kill_9_rounds(20, String::new(), "sled");
+    tokio::time::timeout(Duration::from_secs(180), rounds).await.expect("the kill -9 test took over 180 s");
 }
 
-async fn kill_9_rounds() {
+/// The same on the Postgres engine: an acknowledgement follows a commit, and leases held by the
+/// killed process expire and come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_on_postgres_loses_no_acknowledged_event() {
+    let Some(pg) = fanout_store::testing::TestPostgres::start() else { return };
+    let store = format!("store: {{engine: postgres, url: \"{}\", pool: 8}}\n", pg.url());
+    let rounds = kill_9_rounds(10, store, "postgres");
+    tokio::time::timeout(Duration::from_secs(180), rounds).await.expect("the kill -9 test took over 180 s");
+}
+
+/// `kills` kill -9s under load, then a last run that must deliver every acknowledged event;
+/// `store` is a `store:` section (empty: sled in the temp dir).
+async fn kill_9_rounds(kills: usize, store: String, engine: &str) {
     let (a, b) = (Sink::ok().await, Sink::ok().await);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("routing.yaml");
@@ -55,14 +68,15 @@ async fn kill_9_rounds() {
 listen: 127.0.0.1:0
 admin: {{listen: 127.0.0.1:0}}
 data_dir: {data}
+{store}
 sources:
   - name: stripe
     path: /stripe/webhook
     secrets: ["{SOURCE_SECRET}"]
 retry: {{initial_delay: 20ms, max_delay: 200ms}}
 targets:
-  - {{name: a, url: "{a}", secret: whsec_a}}
-  - {{name: b, url: "{b}", secret: whsec_b}}
+  - {{name: a, url: "{a}", secret: whsec_a, timeout: 2s}}
+  - {{name: b, url: "{b}", secret: whsec_b, timeout: 2s}}
 routes:
   - name: to-a
     when: {{fields: [{{path: data.object.metadata.env, equals: a}}]}}
@@ -109,9 +123,8 @@ default: b
         })
         .collect();
 
-    // At least 20 kills, at moments spread over 150-550 ms of load each (a fixed pseudo-random
-    // sequence, so a failure can be rerun as it happened).
-    let kills = 20;
+    // Kills at moments spread over 150-550 ms of load each (a fixed pseudo-random sequence, so
+    // a failure can be rerun as it happened).
     for round in 0..=kills {
         let (child, address) = spawn_fanout(&config);
         let mut child = KillOnDrop(child);
@@ -139,7 +152,7 @@ default: b
             let total = a.count() + b.count();
             let unique = da.len() + db.len();
             eprintln!(
-                "kill -9 x{kills}: sent {}, acknowledged {}, delivered {unique} (to a {}, to b {}), duplicates {}",
+                "kill -9 x{kills} ({engine}): sent {}, acknowledged {}, delivered {unique} (to a {}, to b {}), duplicates {}",
                 sent.load(Ordering::SeqCst),
                 acked.len(),
                 da.len(),
@@ -167,4 +180,43 @@ default: b
             child.0.wait().unwrap();
         }
     }
+}
+
+/// A reader that stops reading at once (`fanout serve | head -1`, a supervisor that closes the
+/// pipe) must not take the server down: the address lines go to a closed stdout and it serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_does_not_stop_the_server() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.path().join("routing.yaml");
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\nadmin: {{listen: 127.0.0.1:0}}\ndata_dir: {}\nsources:\n  - {{name: s, path: /hook, secrets: [{SOURCE_SECRET}]}}\ntargets:\n  - {{name: t, url: \"http://127.0.0.1:9/\", secret: whsec_t}}\ndefault: t\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fanout");
+        drop(child.stdout.take());
+        let mut child = KillOnDrop(child);
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let mut answered = None;
+        for _ in 0..200 {
+            if let Ok((status, _)) = try_send_signed(&url, &event("evt_pipe", "invoice.paid", "x")).await {
+                answered = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(answered, Some(200), "the server answers");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(child.0.try_wait().unwrap().is_none(), "still running");
+    })
+    .await;
 }

@@ -20,4 +20,5 @@ mod operate;
 mod pipeline;
 mod postgres;
 mod properties;
+mod replicas;
 mod secrets;

@@ -6,6 +6,11 @@
 //!     cargo bench -p fanout --bench e2e -- admin             # ingest while an operator pages events
 //!                                                            # (FANOUT_BENCH_PAGE_EVERY_MS, default 100)
 //!
+//!     FANOUT_BENCH_STORE=postgres cargo bench -p fanout --bench e2e -- ingest delivery replicas
+//!                                   # each scenario on sled, then on a throwaway Postgres on this
+//!                                   # machine (its CPU measured too); `replicas`: one vs two
+//!                                   # replicas on one database
+//!
 //! Sizes can be changed with FANOUT_BENCH_SECS (per ingest level), FANOUT_BENCH_LEVELS (ingest
 //! concurrency levels, e.g. `1,64`), FANOUT_BENCH_EVENTS (delivery) and FANOUT_BENCH_BACKLOG
 //! (backlog jobs). FANOUT_BENCH_BIN runs another build of fanout (an A/B within one run).
@@ -41,57 +46,120 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         bin.display()
     );
-    for name in chosen {
-        let outcome = rt.block_on(async {
-            match name.as_str() {
-                "ingest" => {
-                    let secs = env_or("FANOUT_BENCH_SECS", 5);
-                    let mut bare = std::process::Command::new(&me);
-                    bare.env(loadgen::BARE_SERVER_ENV, "1");
-                    let levels: Vec<usize> = std::env::var("FANOUT_BENCH_LEVELS")
-                        .ok()
-                        .and_then(|v| v.split(',').map(|l| l.trim().parse().ok()).collect())
-                        .unwrap_or_else(|| vec![1, 4, 16, 64, 256]);
-                    let r = loadgen::ingest(bin, Some(bare), &levels, Duration::from_secs(secs), 3000).await?;
-                    print_ingest(&r);
-                    Ok(())
-                }
-                "delivery" => {
-                    let events = env_or("FANOUT_BENCH_EVENTS", 100_000) as usize;
-                    let r = loadgen::delivery(bin, events, 64, 3000).await?;
-                    print_delivery(&r);
-                    Ok(())
-                }
-                "admin" => {
-                    let secs = env_or("FANOUT_BENCH_SECS", 10);
-                    let pace = Duration::from_millis(env_or("FANOUT_BENCH_PAGE_EVERY_MS", 100));
-                    let r = loadgen::admin_paging(bin, 64, Duration::from_secs(secs), pace, 3000).await?;
-                    print_admin(&r, pace);
-                    Ok(())
-                }
-                "backlog" => {
-                    let jobs = env_or("FANOUT_BENCH_BACKLOG", 1_000_000) as usize;
-                    let r = loadgen::backlog(bin, jobs, 64, 1000).await?;
-                    print_backlog(&r);
-                    Ok(())
-                }
-                other => Err(format!("unknown scenario {other:?}: use ingest, delivery, backlog or admin")),
-            }
-        });
-        if let Err(e) = outcome {
-            eprintln!("{name}: {e}");
+    let engines: &[&str] = match std::env::var("FANOUT_BENCH_STORE").as_deref() {
+        Err(_) | Ok("sled") => &["sled"],
+        Ok("postgres") => &["sled", "postgres"],
+        Ok(other) => {
+            eprintln!("FANOUT_BENCH_STORE={other:?}: use sled (the default) or postgres (runs both)");
             std::process::exit(1);
         }
+    };
+    for name in chosen {
+        for engine in engines.iter().filter(|e| name != "replicas" || **e == "postgres") {
+            // A fresh cluster per scenario, so one's leftovers do not weigh on the next.
+            let pg = (*engine == "postgres").then(|| {
+                fanout_store::testing::TestPostgres::start().unwrap_or_else(|| {
+                    eprintln!("FANOUT_BENCH_STORE=postgres needs Postgres installed (apt-get install postgresql)");
+                    std::process::exit(1);
+                })
+            });
+            let db = pg.as_ref().map(|p| loadgen::Database { url: p.url(), postmaster: p.postmaster_pid() });
+            loadgen::use_database(db.as_ref());
+            println!("\n# {name} on {engine}");
+            run(&rt, &name, bin, &me);
+        }
+    }
+}
+
+/// Runs one scenario and prints its table; exits on failure.
+fn run(rt: &tokio::runtime::Runtime, name: &str, bin: &Path, me: &Path) {
+    let outcome = rt.block_on(async {
+        match name {
+            "ingest" => {
+                let secs = env_or("FANOUT_BENCH_SECS", 5);
+                let mut bare = std::process::Command::new(me);
+                bare.env(loadgen::BARE_SERVER_ENV, "1");
+                let levels: Vec<usize> = std::env::var("FANOUT_BENCH_LEVELS")
+                    .ok()
+                    .and_then(|v| v.split(',').map(|l| l.trim().parse().ok()).collect())
+                    .unwrap_or_else(|| vec![1, 4, 16, 64, 256]);
+                let r = loadgen::ingest(bin, Some(bare), &levels, Duration::from_secs(secs), 3000).await?;
+                print_ingest(&r);
+                Ok(())
+            }
+            "delivery" => {
+                let events = env_or("FANOUT_BENCH_EVENTS", 100_000) as usize;
+                let r = loadgen::delivery(bin, events, 64, 3000).await?;
+                print_delivery(&r);
+                Ok(())
+            }
+            "admin" => {
+                let secs = env_or("FANOUT_BENCH_SECS", 10);
+                let pace = Duration::from_millis(env_or("FANOUT_BENCH_PAGE_EVERY_MS", 100));
+                let r = loadgen::admin_paging(bin, 64, Duration::from_secs(secs), pace, 3000).await?;
+                print_admin(&r, pace);
+                Ok(())
+            }
+            "backlog" => {
+                let jobs = env_or("FANOUT_BENCH_BACKLOG", 1_000_000) as usize;
+                let r = loadgen::backlog(bin, jobs, 64, 1000).await?;
+                print_backlog(&r);
+                Ok(())
+            }
+            "replicas" => {
+                let secs = env_or("FANOUT_BENCH_SECS", 5);
+                let senders = env_or("FANOUT_BENCH_SENDERS", 64) as usize;
+                let r = loadgen::replicas(bin, senders, Duration::from_secs(secs), 3000).await?;
+                print_replicas(&r);
+                Ok(())
+            }
+            other => Err(format!("unknown scenario {other:?}: use ingest, delivery, backlog, admin or replicas")),
+        }
+    });
+    if let Err(e) = outcome {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The database's CPU per event, or a dash on sled (nothing to measure).
+fn db_cpu((user, sys): (f64, f64)) -> String {
+    if user + sys == 0.0 {
+        "–".into()
+    } else {
+        format!("{:.1} ({user:.1} + {sys:.1})", user + sys)
+    }
+}
+
+fn print_replicas(r: &loadgen::ReplicasReport) {
+    println!(
+        "\n## replicas: signed 3 KB events, {} senders in all, to one replica, then split over two\n",
+        r.one.senders
+    );
+    println!("| replicas | ev/s | p50 ms | p99 ms | fanout CPU µs/ev (user + sys) | Postgres CPU µs/ev (user + sys) | errors |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, l) in [(1, &r.one), (2, &r.two)] {
+        println!(
+            "| {n} | {:.0} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {} | {} |",
+            l.sent.per_sec(),
+            l.sent.percentile_ms(0.50),
+            l.sent.percentile_ms(0.99),
+            l.cpu_us_per_event,
+            l.user_us_per_event,
+            l.sys_us_per_event,
+            db_cpu(l.db_us_per_event),
+            l.sent.failed,
+        );
     }
 }
 
 fn print_ingest(r: &loadgen::IngestReport) {
     println!("\n## ingest: signed 3 KB events, durability on (fsync before 200)\n");
-    println!("| senders | fanout ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev (user + sys) | bare ev/s | bare p99 ms | bare CPU µs/req | fanout/bare | errors |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| senders | fanout ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev (user + sys) | Postgres CPU µs/ev (user + sys) | bare ev/s | bare p99 ms | bare CPU µs/req | fanout/bare | errors |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (f, b) in r.fanout.iter().zip(&r.bare) {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {:.0} | {:.2} | {:.1} | {:.0}% | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {} | {:.0} | {:.2} | {:.1} | {:.0}% | {} |",
             f.senders,
             f.sent.per_sec(),
             f.sent.percentile_ms(0.50),
@@ -100,6 +168,7 @@ fn print_ingest(r: &loadgen::IngestReport) {
             f.cpu_us_per_event,
             f.user_us_per_event,
             f.sys_us_per_event,
+            db_cpu(f.db_us_per_event),
             b.sent.per_sec(),
             b.sent.percentile_ms(0.99),
             b.cpu_us_per_event,
@@ -115,10 +184,10 @@ fn print_ingest(r: &loadgen::IngestReport) {
 
 fn print_delivery(r: &loadgen::DeliveryReport) {
     println!("\n## delivery: {} events x 3 destinations (a, b, any-group g1|g2), sinks answer 200\n", r.events);
-    println!("| acked | deliveries | seconds | deliveries/s | sent→delivered p50 ms | p99 ms | ack p99 ms | CPU µs/event (user + sys) | peak RSS MB |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| acked | deliveries | seconds | deliveries/s | sent→delivered p50 ms | p99 ms | ack p99 ms | CPU µs/event (user + sys) | Postgres CPU µs/event (user + sys) | peak RSS MB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {:.1} |",
+        "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) | {} | {:.1} |",
         r.acked,
         r.deliveries,
         r.elapsed.as_secs_f64(),
@@ -129,6 +198,7 @@ fn print_delivery(r: &loadgen::DeliveryReport) {
         r.cpu_us_per_event,
         r.user_sys_us_per_event.0,
         r.user_sys_us_per_event.1,
+        db_cpu(r.db_us_per_event),
         mb(r.peak_rss),
     );
 }

@@ -451,6 +451,68 @@ impl ProcStats {
     }
 }
 
+/// The database the scenarios' `fanout serve` stores in: none (sled, the default), or a
+/// Postgres cluster whose server process is `postmaster` (its CPU is measured too). Set by the
+/// bench's `main` for a run; each scenario reads it when it writes its config.
+pub struct Database {
+    pub url: String,
+    pub postmaster: u32,
+}
+
+static DATABASE: Mutex<Option<(String, u32)>> = Mutex::new(None);
+
+pub fn use_database(db: Option<&Database>) {
+    *DATABASE.lock().unwrap() = db.map(|d| (d.url.clone(), d.postmaster));
+}
+
+fn database() -> Option<(String, u32)> {
+    DATABASE.lock().unwrap().clone()
+}
+
+/// CPU time of the database in use (zero on sled): its postmaster, every live child (the
+/// backends serving fanout's connections, the WAL writer, the checkpointer), and the children
+/// that already exited (the postmaster's `cutime`/`cstime`).
+pub fn database_cpu() -> ProcStats {
+    let Some((_, postmaster)) = database() else { return ProcStats::default() };
+    let mut total = ProcStats::default();
+    let mut add = |pid: u32, with_children: bool| {
+        let (user, sys) = cpu_ticks(pid, with_children);
+        total.user_secs += user;
+        total.sys_secs += sys;
+    };
+    add(postmaster, true);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if parent_of(pid) == Some(postmaster) {
+            add(pid, false);
+        }
+    }
+    total.cpu_secs = total.user_secs + total.sys_secs;
+    total
+}
+
+/// Fields of /proc/PID/stat after the parenthesised command name (which may hold spaces).
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().map(str::to_owned).collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid).get(1)?.parse().ok()
+}
+
+/// (user, system) CPU seconds of `pid`, plus its reaped children's if asked.
+fn cpu_ticks(pid: u32, with_children: bool) -> (f64, f64) {
+    let fields = stat_fields(pid);
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0) as f64 / 100.0;
+    let (mut user, mut sys) = (ticks(11), ticks(12));
+    if with_children {
+        user += ticks(13);
+        sys += ticks(14);
+    }
+    (user, sys)
+}
+
 /// Total size of the files under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
@@ -471,6 +533,9 @@ pub fn write_config(dir: &Path, targets: &[(&str, &str)], groups: &[(&str, &[&st
         "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\nshutdown_grace: 2s\ndata_dir: {}\nsources:\n  - name: bench\n    path: {SOURCE_PATH}\n    secrets: [\"{SOURCE_SECRET}\"]\n",
         dir.join("data").display()
     );
+    if let Some((url, _)) = database() {
+        yaml.push_str(&format!("store: {{engine: postgres, url: \"{url}\", pool: 32}}\n"));
+    }
     yaml.push_str("retry:\n  initial_delay: 1s\n  max_delay: 10s\ntargets:\n");
     for (name, url_var) in targets {
         yaml.push_str(&format!(

@@ -17,6 +17,8 @@ pub struct IngestLevel {
     pub cpu_us_per_event: f64,
     pub user_us_per_event: f64,
     pub sys_us_per_event: f64,
+    /// The database's CPU (user, system) per acknowledged event; zero on sled.
+    pub db_us_per_event: (f64, f64),
 }
 
 #[derive(Debug)]
@@ -67,7 +69,7 @@ async fn level(
     duration: Duration,
     body_bytes: usize,
 ) -> IngestLevel {
-    let before = server.stats();
+    let (before, db_before) = (server.stats(), database_cpu());
     let load = Load {
         addr: server.addr,
         run: run.to_owned(),
@@ -80,13 +82,17 @@ async fn level(
     };
     let sent = send(load).await;
     *seq += (sent.acked + sent.failed) as u64;
-    let after = server.stats();
+    let (after, db_after) = (server.stats(), database_cpu());
     let per_event = |secs: f64| secs * 1e6 / sent.acked.max(1) as f64;
     IngestLevel {
         senders,
         cpu_us_per_event: per_event(after.cpu_secs - before.cpu_secs),
         user_us_per_event: per_event(after.user_secs - before.user_secs),
         sys_us_per_event: per_event(after.sys_secs - before.sys_secs),
+        db_us_per_event: (
+            per_event(db_after.user_secs - db_before.user_secs),
+            per_event(db_after.sys_secs - db_before.sys_secs),
+        ),
         sent,
     }
 }
@@ -178,6 +184,8 @@ pub struct DeliveryReport {
     pub cpu_us_per_event: f64,
     /// User and system CPU per event, in microseconds.
     pub user_sys_us_per_event: (f64, f64),
+    /// The database's CPU (user, system) per event; zero on sled.
+    pub db_us_per_event: (f64, f64),
     pub peak_rss: u64,
     pub ingest: SendReport,
 }
@@ -201,7 +209,7 @@ pub async fn delivery(bin: &Path, events: usize, senders: usize, body_bytes: usi
     let config = write_config(dir.path(), &names, &[("g", &["g1", "g2"])], &["a", "b", "g"]);
     let env: Vec<(&str, String)> = names.iter().zip(&sinks).map(|((_, var), s)| (*var, s.url())).collect();
     let fanout = Server::fanout(bin, &config, &env, &log_path(dir.path(), "delivery"))?;
-    let before = fanout.stats();
+    let (before, db_before) = (fanout.stats(), database_cpu());
     let started = Instant::now();
     let load = Load {
         addr: fanout.addr,
@@ -226,7 +234,7 @@ pub async fn delivery(bin: &Path, events: usize, senders: usize, body_bytes: usi
         ));
     }
     let elapsed = started.elapsed();
-    let stats = fanout.stats();
+    let (stats, db) = (fanout.stats(), database_cpu());
     fanout.stop();
     let mut latencies_us: Vec<u32> = sinks.iter().flat_map(Sink::latencies_us).collect();
     latencies_us.sort_unstable();
@@ -240,6 +248,10 @@ pub async fn delivery(bin: &Path, events: usize, senders: usize, body_bytes: usi
         user_sys_us_per_event: (
             (stats.user_secs - before.user_secs) * 1e6 / ingest.acked.max(1) as f64,
             (stats.sys_secs - before.sys_secs) * 1e6 / ingest.acked.max(1) as f64,
+        ),
+        db_us_per_event: (
+            (db.user_secs - db_before.user_secs) * 1e6 / ingest.acked.max(1) as f64,
+            (db.sys_secs - db_before.sys_secs) * 1e6 / ingest.acked.max(1) as f64,
         ),
         peak_rss: stats.peak_rss_bytes,
         ingest,
@@ -359,4 +371,72 @@ fn log_path(tmp: &Path, scenario: &str) -> PathBuf {
         Some(dir) => Path::new(&dir).join(format!("{scenario}.log")),
         None => tmp.join("fanout.log"),
     }
+}
+
+/// One replica, then two on the same database, each with the same total of senders (split
+/// evenly between the two). Needs a database (`use_database`): replicas share nothing else.
+#[derive(Debug)]
+pub struct ReplicasReport {
+    pub one: IngestLevel,
+    /// Both replicas together: acknowledged per second, the two replicas' CPU summed.
+    pub two: IngestLevel,
+}
+
+pub async fn replicas(
+    bin: &Path,
+    senders: usize,
+    per_level: Duration,
+    body_bytes: usize,
+) -> Result<ReplicasReport, String> {
+    if database().is_none() {
+        return Err("the replicas scenario needs FANOUT_BENCH_STORE=postgres".into());
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let down = BlackHole::start().await;
+    let config = write_config(dir.path(), &[("down", "DOWN_URL")], &[], &["down"]);
+    let env = [("DOWN_URL", down.url())];
+    let a = Server::fanout(bin, &config, &env, &log_path(dir.path(), "replica-a"))?;
+    let mut seq = 0;
+    let one = level(&a, "one", &mut seq, senders, per_level, body_bytes).await;
+    let b = Server::fanout(bin, &config, &env, &log_path(dir.path(), "replica-b"))?;
+    let (before, db_before) = ((a.stats(), b.stats()), database_cpu());
+    let half = |server: &Server, run: &str, first_seq: u64| Load {
+        addr: server.addr,
+        run: run.to_owned(),
+        senders: senders / 2,
+        events: u64::MAX / 4,
+        duration: per_level,
+        first_seq,
+        body_bytes,
+        times: None,
+    };
+    let (on_a, on_b) = tokio::join!(send(half(&a, "two-a", seq)), send(half(&b, "two-b", seq + (1 << 40))));
+    let (after, db_after) = ((a.stats(), b.stats()), database_cpu());
+    a.stop();
+    b.stop();
+    let acked = on_a.acked + on_b.acked;
+    let per_event = |secs: f64| secs * 1e6 / acked.max(1) as f64;
+    let user = (after.0.user_secs - before.0.user_secs) + (after.1.user_secs - before.1.user_secs);
+    let sys = (after.0.sys_secs - before.0.sys_secs) + (after.1.sys_secs - before.1.sys_secs);
+    let mut latencies_us: Vec<u32> = on_a.latencies_us.iter().chain(&on_b.latencies_us).copied().collect();
+    latencies_us.sort_unstable();
+    let sent = SendReport {
+        acked,
+        failed: on_a.failed + on_b.failed,
+        elapsed: on_a.elapsed.max(on_b.elapsed),
+        latencies_us,
+        first_error: on_a.first_error.or(on_b.first_error),
+    };
+    let two = IngestLevel {
+        senders,
+        cpu_us_per_event: per_event(user + sys),
+        user_us_per_event: per_event(user),
+        sys_us_per_event: per_event(sys),
+        db_us_per_event: (
+            per_event(db_after.user_secs - db_before.user_secs),
+            per_event(db_after.sys_secs - db_before.sys_secs),
+        ),
+        sent,
+    };
+    Ok(ReplicasReport { one, two })
 }

@@ -12,6 +12,7 @@ mod backfill;
 mod demo;
 mod listen;
 mod ops;
+mod store;
 
 use crate::config::{Config, RetryPolicy};
 use crate::http::client as outbound;
@@ -190,6 +191,12 @@ pub enum Command {
     /// Receive your inbox's events on this machine and forward them to your local app (like
     /// `stripe listen`), through the proxy: no tunnel needed.
     Listen(listen::ListenArgs),
+    /// Move a store between engines (sled and Postgres): `export` it as JSON lines, `import`
+    /// them into an empty store.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Run a self-contained demo: the proxy, three local apps, a developer's `listen`, and a
     /// realistic sequence of signed events, printing where each went and why.
     Demo,
@@ -271,6 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Own { id, destinations, admin } => ops::own(&admin, &id, &destinations).await,
         Command::Disown { id, admin } => ops::own(&admin, &id, &[]).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Store { command } => store::run(command).await,
         Command::Demo => demo::run().await,
         Command::Backfill { since, types, stripe_api, stripe_key, source, admin } => {
             backfill::run(&admin, &since, &types, &stripe_api, &stripe_key, source.as_deref()).await

@@ -65,16 +65,22 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-pub async fn start(config: Config) -> Result<Running, StartError> {
-    config.admin.check().map_err(StartError::Admin)?;
-    let tls = config.tls.as_ref().map(tls::server_config).transpose()?.map(TlsAcceptor::from);
-    let clients = Clients::build(&config)?;
-    let store = match &config.store {
+/// Opens the store `config` names (sled in `data_dir`, or Postgres), as `serve` and `fanout store
+/// export|import` both do.
+pub async fn open_store(config: &Config) -> Result<Engine, StartError> {
+    Ok(match &config.store {
         StoreConfig::Sled => Engine::sled(Store::open(&config.data_dir)?),
         StoreConfig::Postgres { url, pool, ca } => {
             Engine::postgres(url.expose(), *pool, tls::client_config(ca.as_deref())?).await?
         }
-    };
+    })
+}
+
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    config.admin.check().map_err(StartError::Admin)?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?.map(TlsAcceptor::from);
+    let clients = Clients::build(&config)?;
+    let store = open_store(&config).await?;
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crate::chores::Chores;
 use crate::pg::{PgStore, Wake};
 use crate::{
-    Claims, DeadLetter, EventCursor, EventHead, EventRecord, HistoryEntry, Ingested, Job, JobEvent, JobId, NewJob,
-    Outcome, Owner, OwnerCursor, OwnersPage, QueueCursor, Result, Settled, Store, Sweep, TargetCounts,
+    Claims, DeadLetter, EventCursor, EventHead, EventRecord, ExportRecord, HistoryEntry, Ingested, Job, JobEvent,
+    JobId, NewJob, Outcome, Owner, OwnerCursor, OwnersPage, QueueCursor, Result, Settled, Store, Sweep, TargetCounts,
 };
 
 /// How long a replica's word that an inbox has a listener holds: replicas say it every second
@@ -475,6 +475,43 @@ impl Engine {
         match self {
             Engine::Sled(s) => Ok(s.store.in_flight()),
             Engine::Postgres(p) => p.in_flight().await,
+        }
+    }
+
+    /// The engine's name, as an export's header gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Sled(_) => "sled",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Sends every record of the store to `to`, in the export's order (see `export.rs`); fails
+    /// with [`StoreError::Hangup`](crate::StoreError::Hangup) if the receiver goes away.
+    pub async fn export(&self, to: tokio::sync::mpsc::Sender<ExportRecord>) -> Result<()> {
+        match self {
+            Engine::Sled(s) => s.scan(move |store| store.export(&to)).await,
+            Engine::Postgres(p) => p.export(&to).await,
+        }
+    }
+
+    /// Writes a batch of an export, durably. Meant for an empty store ([`Engine::is_empty`]):
+    /// records are written as they come, not merged with what is there.
+    pub async fn import(&self, batch: Vec<ExportRecord>) -> Result<()> {
+        match self {
+            Engine::Sled(s) => {
+                s.scan(move |store| store.import(batch)).await?;
+                s.store.durable().await
+            }
+            Engine::Postgres(p) => p.import(batch).await,
+        }
+    }
+
+    /// Whether nothing was ever kept in this store.
+    pub async fn is_empty(&self) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.scan(|store| Ok(store.is_empty())).await,
+            Engine::Postgres(p) => p.is_empty().await,
         }
     }
 }

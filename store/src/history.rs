@@ -44,10 +44,14 @@ impl Store {
     /// [`Store::log`] for the store's own notes (a cancel, a replay), which an injected settle
     /// fault does not stop.
     pub(crate) fn append(&self, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
-        let entry = history_entry(job, outcome, at_ms);
-        let mut key = history_prefix(job.received_at_ms, &job.event_id);
+        self.append_entry(job.received_at_ms, &job.event_id, &history_entry(job, outcome, at_ms))
+    }
+
+    /// Appends `entry` to the history of the event `event_id` received at `received_at_ms`.
+    pub(crate) fn append_entry(&self, received_at_ms: u64, event_id: &str, entry: &HistoryEntry) -> Result<()> {
+        let mut key = history_prefix(received_at_ms, event_id);
         key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-        self.history.insert(key, encode(&entry)?)?;
+        self.history.insert(key, encode(entry)?)?;
         Ok(())
     }
 

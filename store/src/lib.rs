@@ -17,6 +17,7 @@ mod commit;
 mod conformance;
 mod counts;
 pub mod engine;
+pub mod export;
 mod faults;
 mod history;
 mod lease;
@@ -30,6 +31,7 @@ pub mod testing;
 
 pub use counts::TargetCounts;
 pub use engine::{PresenceBeat, RemotePresence, PRESENCE_FRESH_MS};
+pub use export::ExportRecord;
 pub use history::EventCursor;
 pub use operator::QueueCursor;
 pub use owners::{OwnerCursor, OwnersPage};
@@ -79,6 +81,10 @@ pub enum StoreError {
     Schema { found: i32, known: i32 },
     #[error("store record {what} is corrupt: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    #[error("the export's reader stopped reading")]
+    Hangup,
+    #[error("cannot import: {0}")]
+    Import(String),
     #[error("the store at {path} was written by another version of fanout (layout {found}, this one reads {LAYOUT}). Drain it with that version, or start this one on an empty data directory")]
     Layout { path: PathBuf, found: String },
 }
@@ -679,7 +685,11 @@ fn record_key(ms: u64, event_id: &str) -> Vec<u8> {
 /// the old one's success.
 fn group_key(job: &Job, group: &str) -> Vec<u8> {
     let round = job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id);
-    let mut key = event_prefix(&job.event_id);
+    group_round_key(&job.event_id, group, round)
+}
+
+fn group_round_key(event_id: &str, group: &str, round: JobId) -> Vec<u8> {
+    let mut key = event_prefix(event_id);
     key.extend_from_slice(group.as_bytes());
     key.push(0);
     key.extend_from_slice(&round.to_be_bytes());

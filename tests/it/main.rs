@@ -22,3 +22,4 @@ mod postgres;
 mod properties;
 mod replicas;
 mod secrets;
+mod store_move;

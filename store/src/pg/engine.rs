@@ -121,7 +121,7 @@ impl PgStore {
         self.pool.close();
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
     }
 
@@ -135,21 +135,7 @@ impl PgStore {
     ) -> Result<Ingested> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                &[
-                    &event.id,
-                    &big(event.received_at_ms),
-                    &event.event_type,
-                    &event.source,
-                    &encode(&event.disposition)?,
-                    &event.body,
-                ],
-            )
-            .await?;
-        if inserted == 0 {
+        if !insert_event(&tx, event).await? {
             return Ok(Ingested::Duplicate);
         }
         let ids = next_ids(&tx, "job_ids", new_jobs.len()).await?;
@@ -236,18 +222,8 @@ impl PgStore {
     /// The event `id`, if it is kept.
     pub async fn event(&self, id: &str) -> Result<Option<EventRecord>> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT received_at_ms, event_type, source, disposition, body FROM events WHERE id = $1", &[&id])
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(EventRecord {
-            id: id.to_owned(),
-            received_at_ms: row.get::<_, i64>(0) as u64,
-            event_type: row.get(1),
-            source: row.get(2),
-            disposition: decode(row.get::<_, &[u8]>(3), "event")?,
-            body: row.get(4),
-        }))
+        let row = client.query_opt(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"), &[&id]).await?;
+        row.as_ref().map(event_of).transpose()
     }
 
     /// Puts a failed job back in its queue as the caller rewrote it, unless its lease is no longer
@@ -299,12 +275,7 @@ impl PgStore {
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             lock_group(&tx, job).await?;
-            tx.execute(
-                "INSERT INTO group_rounds (event_id, grp, round, delivered_by) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                &[&job.event_id, group, &big(round(job)), &job.target],
-            )
-            .await?;
+            insert_round(&tx, &job.event_id, group, round(job), &job.target).await?;
             let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| big(*id)).collect();
             let rows =
                 tx.query("DELETE FROM jobs WHERE id = ANY($1) AND lease IS NULL RETURNING job", &[&siblings]).await?;
@@ -768,7 +739,26 @@ async fn next_ids(client: &impl GenericClient, sequence: &str, n: usize) -> Resu
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as JobId).collect())
 }
 
-async fn insert_job(client: &impl GenericClient, job: &Job) -> Result<()> {
+/// Records an event; false if its id is there already.
+pub(super) async fn insert_event(client: &impl GenericClient, event: &EventRecord) -> Result<bool> {
+    let inserted = client
+        .execute(
+            "INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            &[
+                &event.id,
+                &big(event.received_at_ms),
+                &event.event_type,
+                &event.source,
+                &encode(&event.disposition)?,
+                &event.body,
+            ],
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+pub(super) async fn insert_job(client: &impl GenericClient, job: &Job) -> Result<()> {
     client
         .execute(
             "INSERT INTO jobs (id, event_id, target, due_at_ms, job) VALUES ($1, $2, $3, $4, $5)",
@@ -801,11 +791,20 @@ async fn claim_unless_fresh(client: &impl GenericClient, claims: &Claims) -> Res
 }
 
 async fn append(client: &impl GenericClient, job: &Job, outcome: Outcome, at_ms: u64) -> Result<()> {
-    let entry = history_entry(job, outcome, at_ms);
+    insert_history(client, &job.event_id, job.received_at_ms, &history_entry(job, outcome, at_ms)).await
+}
+
+/// Appends `entry` to the history of the event `event_id` received at `received_at_ms`.
+pub(super) async fn insert_history(
+    client: &impl GenericClient,
+    event_id: &str,
+    received_at_ms: u64,
+    entry: &crate::HistoryEntry,
+) -> Result<()> {
     client
         .execute(
             "INSERT INTO history (event_id, received_at_ms, entry) VALUES ($1, $2, $3)",
-            &[&job.event_id, &big(job.received_at_ms), &encode(&entry)?],
+            &[&event_id, &big(received_at_ms), &encode(entry)?],
         )
         .await?;
     Ok(())
@@ -815,13 +814,38 @@ async fn append(client: &impl GenericClient, job: &Job, outcome: Outcome, at_ms:
 /// caller's to remove).
 async fn bury(client: &impl GenericClient, job: &Job, error: &str, now_ms: u64) -> Result<()> {
     let letter = DeadLetter { job: job.clone(), error: error.to_owned(), died_at_ms: now_ms };
+    insert_dead_letter(client, &letter).await?;
+    append(client, job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms).await
+}
+
+pub(super) async fn insert_dead_letter(client: &impl GenericClient, letter: &DeadLetter) -> Result<()> {
+    let job = &letter.job;
     client
         .execute(
             "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
-            &[&big(job.id), &job.event_id, &job.target, &big(now_ms), &encode(&letter)?],
+            &[&big(job.id), &job.event_id, &job.target, &big(letter.died_at_ms), &encode(letter)?],
         )
         .await?;
-    append(client, job, Outcome::DeadLettered { reason: error.to_owned() }, now_ms).await
+    Ok(())
+}
+
+/// Records that `delivered_by` delivered `group`'s round `round` of the event (the first success
+/// stands).
+pub(super) async fn insert_round(
+    client: &impl GenericClient,
+    event_id: &str,
+    group: &str,
+    round: JobId,
+    delivered_by: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO group_rounds (event_id, grp, round, delivered_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            &[&event_id, &group, &big(round), &delivered_by],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Removes the job if the caller still holds its lease.
@@ -886,8 +910,23 @@ fn round(job: &Job) -> JobId {
     job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id)
 }
 
+/// What [`event_of`] reads.
+pub(super) const EVENT_COLUMNS: &str = "id, received_at_ms, event_type, source, disposition, body";
+
+/// An event from a row of [`EVENT_COLUMNS`].
+pub(super) fn event_of(row: &tokio_postgres::Row) -> Result<EventRecord> {
+    Ok(EventRecord {
+        id: row.get(0),
+        received_at_ms: row.get::<_, i64>(1) as u64,
+        event_type: row.get(2),
+        source: row.get(3),
+        disposition: decode(row.get::<_, &[u8]>(4), "event")?,
+        body: row.get(5),
+    })
+}
+
 /// An owner from a row whose columns from `first` are destinations, via, event_id, at_ms.
-fn owner_of(row: &tokio_postgres::Row, first: usize) -> crate::Owner {
+pub(super) fn owner_of(row: &tokio_postgres::Row, first: usize) -> crate::Owner {
     crate::Owner {
         destinations: row.get(first),
         via: row.get(first + 1),
@@ -925,7 +964,7 @@ async fn leased_job(client: &impl GenericClient, row: &tokio_postgres::Row) -> R
 
 /// A `u64` (or `usize`) as Postgres' bigint, saturating: `u64::MAX`, "no bound", stays the
 /// largest, never wraps to -1.
-fn big(v: impl TryInto<i64>) -> i64 {
+pub(super) fn big(v: impl TryInto<i64>) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
 }
 

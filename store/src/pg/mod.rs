@@ -6,6 +6,7 @@
 //! rather than misread.
 
 mod engine;
+mod export;
 mod schema;
 mod wake;
 

@@ -61,6 +61,14 @@ impl TestPostgres {
         format!("postgres://fanout@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The server's main process (the postmaster), whose children serve the connections: what
+    /// a benchmark reads the database's CPU time from.
+    pub fn postmaster_pid(&self) -> u32 {
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        text.lines().next().and_then(|l| l.trim().parse().ok()).expect("postmaster.pid starts with the pid")
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

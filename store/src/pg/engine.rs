@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::cached::Cached;
 use super::migrate;
 use super::wake::{self, Announcer, Wake};
 use crate::history::history_entry;
@@ -37,6 +38,33 @@ const POOL_WAIT: Duration = Duration::from_secs(3);
 /// which is volatile) so the planner can use it against the index on `lease_until_ms`.
 const DB_NOW_MS: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";
 
+/// Job ids a replica takes from the sequence at a time.
+const ID_BLOCK: usize = 256;
+
+/// An event, its jobs and its ownership claims in one statement, so in one transaction and one
+/// round trip; nothing is written if the event id was seen before (the count is then 0).
+/// Claims follow the sled engine's rule: a claim is rewritten unless the object is owned the same
+/// way and was claimed within the refresh period (a read, not a write, for busy objects).
+const INGEST: &str = r#"
+    WITH event AS (
+        INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
+        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id
+    ), queued AS (
+        INSERT INTO jobs (id, event_id, target, due_at_ms, job)
+        SELECT j.id, $1, j.target, j.due, j.job
+        FROM unnest($7::bigint[], $8::text[], $9::bigint[], $10::bytea[]) AS j(id, target, due, job)
+        WHERE EXISTS (SELECT 1 FROM event)
+    ), claimed AS (
+        INSERT INTO owners (object, destinations, via, event_id, at_ms)
+        SELECT o, $11::text[], $12, $13, $14 FROM unnest($15::text[]) AS o
+        WHERE EXISTS (SELECT 1 FROM event)
+        ON CONFLICT (object) DO UPDATE SET destinations = EXCLUDED.destinations, via = EXCLUDED.via,
+            event_id = EXCLUDED.event_id, at_ms = EXCLUDED.at_ms
+        WHERE NOT (owners.destinations = EXCLUDED.destinations AND owners.via = EXCLUDED.via
+                   AND EXCLUDED.at_ms < owners.at_ms + $16)
+    )
+    SELECT count(*) FROM event"#;
+
 /// A store on Postgres, shared by any number of replicas.
 #[derive(Clone)]
 pub struct PgStore {
@@ -47,6 +75,8 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     announcer: Arc<Announcer>,
+    /// Job ids taken from the sequence and not used yet (see [`ID_BLOCK`]).
+    spare_ids: Arc<Mutex<Vec<JobId>>>,
     /// The announcer and the listener, stopped by [`PgStore::close`].
     tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -87,7 +117,8 @@ impl PgStore {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let replica = format!("{}-{}", std::process::id(), started.as_nanos());
         let announcer = Arc::new(Announcer::default());
-        let store = PgStore { pool, replica, config, tls, announcer, tasks: Arc::default() };
+        let store =
+            PgStore { pool, replica, config, tls, announcer, spare_ids: Arc::default(), tasks: Arc::default() };
         let mut client = store.client().await?;
         migrate(&mut client).await?;
         drop(client);
@@ -133,22 +164,71 @@ impl PgStore {
         new_jobs: &[NewJob],
         claims: Option<&Claims>,
     ) -> Result<Ingested> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        if !insert_event(&tx, event).await? {
-            return Ok(Ingested::Duplicate);
-        }
-        let ids = next_ids(&tx, "job_ids", new_jobs.len()).await?;
+        let ids = self.job_ids(new_jobs.len()).await?;
         let at = event.received_at_ms;
         let jobs = build_jobs(&event.id, new_jobs, &ids, at, at, 0, false);
+        let mut blobs = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            insert_job(&tx, job).await?;
+            blobs.push(encode(job)?);
         }
-        if let Some(claims) = claims {
-            claim_unless_fresh(&tx, claims).await?;
+        let job_ids: Vec<i64> = jobs.iter().map(|j| big(j.id)).collect();
+        let targets: Vec<&str> = jobs.iter().map(|j| j.target.as_str()).collect();
+        let dues: Vec<i64> = jobs.iter().map(|j| big(j.due_at_ms)).collect();
+        let mut objects = claims.map(|c| c.ids.clone()).unwrap_or_default();
+        // Sorted and once each: two ingests naming the same objects lock them in one order.
+        objects.sort();
+        objects.dedup();
+        let none = crate::Owner { destinations: Vec::new(), via: String::new(), event_id: None, at_ms: 0 };
+        let owner = claims.map_or(&none, |c| &c.owner);
+        let refresh = big(claims.map_or(0, |c| c.refresh_after_ms));
+        let client = self.client().await?;
+        let row = client
+            .row(
+                INGEST,
+                &[
+                    &event.id,
+                    &big(event.received_at_ms),
+                    &event.event_type,
+                    &event.source,
+                    &encode(&event.disposition)?,
+                    &event.body,
+                    &job_ids,
+                    &targets,
+                    &dues,
+                    &blobs,
+                    &owner.destinations,
+                    &owner.via,
+                    &owner.event_id,
+                    &big(owner.at_ms),
+                    &objects,
+                    &refresh,
+                ],
+            )
+            .await?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(Ingested::Duplicate);
         }
-        tx.commit().await?;
         Ok(Ingested::New(jobs))
+    }
+
+    /// `n` fresh job ids, from a block this replica took from the sequence (one round trip per
+    /// block, not per event).
+    async fn job_ids(&self, n: usize) -> Result<Vec<JobId>> {
+        loop {
+            {
+                let mut spare = self.spare_ids.lock().unwrap_or_else(|p| p.into_inner());
+                if spare.len() >= n {
+                    // Kept newest first, so the ids handed out are the lowest, in order.
+                    let at = spare.len() - n;
+                    let mut ids = spare.split_off(at);
+                    ids.reverse();
+                    return Ok(ids);
+                }
+            }
+            let client = self.client().await?;
+            let block = next_ids(&client, "job_ids", ID_BLOCK.max(n)).await?;
+            self.spare_ids.lock().unwrap_or_else(|p| p.into_inner()).extend(block.into_iter().rev());
+        }
     }
 
     /// Takes up to `max` jobs of `target` due at `now_ms`, leased for `lease_for` (the database's
@@ -160,7 +240,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let rows = tx
-            .query(
+            .rows(
                 &format!(
                     "UPDATE jobs SET lease = nextval('lease_ids'), lease_until_ms = {DB_NOW_MS} + $4, leased_by = $5
                      WHERE id IN (SELECT id FROM jobs WHERE target = $1 AND lease IS NULL AND due_at_ms <= $2
@@ -191,7 +271,7 @@ impl PgStore {
     pub async fn reclaim_expired_leases(&self, max: usize) -> Result<Vec<Job>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "UPDATE jobs SET lease = NULL, lease_until_ms = NULL, leased_by = NULL
                      WHERE id IN (SELECT id FROM jobs WHERE lease IS NOT NULL AND lease_until_ms <= {DB_NOW_MS}
@@ -222,7 +302,7 @@ impl PgStore {
     /// The event `id`, if it is kept.
     pub async fn event(&self, id: &str) -> Result<Option<EventRecord>> {
         let client = self.client().await?;
-        let row = client.query_opt(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"), &[&id]).await?;
+        let row = client.maybe_row(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"), &[&id]).await?;
         row.as_ref().map(event_of).transpose()
     }
 
@@ -238,7 +318,7 @@ impl PgStore {
             return cancel(tx, job, now_ms).await;
         }
         let updated = tx
-            .execute(
+            .exec(
                 "UPDATE jobs SET target = $3, due_at_ms = $4, job = $5, lease = NULL, lease_until_ms = NULL,
                      leased_by = NULL
                  WHERE id = $1 AND lease = $2",
@@ -278,14 +358,14 @@ impl PgStore {
             insert_round(&tx, &job.event_id, group, round(job), &job.target).await?;
             let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| big(*id)).collect();
             let rows =
-                tx.query("DELETE FROM jobs WHERE id = ANY($1) AND lease IS NULL RETURNING job", &[&siblings]).await?;
+                tx.rows("DELETE FROM jobs WHERE id = ANY($1) AND lease IS NULL RETURNING job", &[&siblings]).await?;
             for row in rows {
                 let sibling: Job = decode(row.get::<_, &[u8]>(0), "job")?;
                 append(&tx, &sibling, Outcome::Cancelled, now_ms).await?;
                 cancelled += 1;
             }
         }
-        tx.execute(
+        tx.exec(
             "DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)",
             &[&big(job.id), &big(job.lease)],
         )
@@ -299,7 +379,7 @@ impl PgStore {
     pub async fn renew_lease(&self, job: &Job, lease_for: Duration) -> Result<bool> {
         let client = self.client().await?;
         let renewed = client
-            .execute(
+            .exec(
                 &format!("UPDATE jobs SET lease_until_ms = {DB_NOW_MS} + $3 WHERE id = $1 AND lease = $2"),
                 &[&big(job.id), &big(job.lease), &big(lease_for.as_millis())],
             )
@@ -312,7 +392,7 @@ impl PgStore {
     pub async fn release_leases(&self) -> Result<usize> {
         let client = self.client().await?;
         let released = client
-            .execute(
+            .exec(
                 "UPDATE jobs SET lease = NULL, lease_until_ms = NULL, leased_by = NULL WHERE leased_by = $1",
                 &[&self.replica],
             )
@@ -325,7 +405,7 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         append(&tx, job, Outcome::Discarded { reason: reason.to_owned() }, now_ms).await?;
-        tx.execute(
+        tx.exec(
             "DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)",
             &[&big(job.id), &big(job.lease)],
         )
@@ -338,7 +418,7 @@ impl PgStore {
     pub async fn next_due_ms(&self, target: &str) -> Result<Option<u64>> {
         let client = self.client().await?;
         let row =
-            client.query_one("SELECT min(due_at_ms) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
+            client.row("SELECT min(due_at_ms) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
         Ok(row.get::<_, Option<i64>>(0).map(|ms| ms as u64))
     }
 
@@ -349,20 +429,20 @@ impl PgStore {
         } else {
             "DELETE FROM paused WHERE target = $1"
         };
-        client.execute(sql, &[&target]).await?;
+        client.exec(sql, &[&target]).await?;
         Ok(())
     }
 
     pub async fn is_paused(&self, target: &str) -> Result<bool> {
         let client = self.client().await?;
-        Ok(client.query_opt("SELECT 1 FROM paused WHERE target = $1", &[&target]).await?.is_some())
+        Ok(client.maybe_row("SELECT 1 FROM paused WHERE target = $1", &[&target]).await?.is_some())
     }
 
     /// Who owns the object `id`, if anyone.
     pub async fn owner(&self, id: &str) -> Result<Option<crate::Owner>> {
         let client = self.client().await?;
         let row =
-            client.query_opt("SELECT destinations, via, event_id, at_ms FROM owners WHERE object = $1", &[&id]).await?;
+            client.maybe_row("SELECT destinations, via, event_id, at_ms FROM owners WHERE object = $1", &[&id]).await?;
         Ok(row.map(|r| owner_of(&r, 0)))
     }
 
@@ -373,7 +453,7 @@ impl PgStore {
         ids.dedup();
         let client = self.client().await?;
         client
-            .execute(
+            .exec(
                 "INSERT INTO owners (object, destinations, via, event_id, at_ms)
                  SELECT unnest($1::text[]), $2, $3, $4, $5
                  ON CONFLICT (object) DO UPDATE SET destinations = EXCLUDED.destinations, via = EXCLUDED.via,
@@ -387,7 +467,7 @@ impl PgStore {
     /// Forgets who owns `id`; false if nobody did.
     pub async fn disown(&self, id: &str) -> Result<bool> {
         let client = self.client().await?;
-        Ok(client.execute("DELETE FROM owners WHERE object = $1", &[&id]).await? == 1)
+        Ok(client.exec("DELETE FROM owners WHERE object = $1", &[&id]).await? == 1)
     }
 
     /// Up to `limit` owned objects in id order after `after`, of `destination` if given, and
@@ -400,7 +480,7 @@ impl PgStore {
     ) -> Result<crate::OwnersPage> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT object, destinations, via, event_id, at_ms FROM owners
                  WHERE object > $1 AND ($2::text IS NULL OR $2 = ANY(destinations))
                  ORDER BY object LIMIT $3",
@@ -422,7 +502,7 @@ impl PgStore {
             return Ok((0, false));
         }
         let purged = tx
-            .execute(
+            .exec(
                 "DELETE FROM owners WHERE object IN (SELECT object FROM owners WHERE at_ms < $1 LIMIT $2)",
                 &[&big(cutoff_ms), &big(batch)],
             )
@@ -436,7 +516,7 @@ impl PgStore {
     pub async fn history(&self, received_at_ms: u64, event_id: &str, limit: usize) -> Result<Vec<crate::HistoryEntry>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .rows(
                 "SELECT entry FROM history WHERE event_id = $1 AND received_at_ms = $2 ORDER BY seq DESC LIMIT $3",
                 &[&event_id, &big(received_at_ms), &big(limit)],
             )
@@ -459,7 +539,7 @@ impl PgStore {
         let client = self.client().await?;
         let (after, upto) = (after.map_or(-1, big), upto.map_or(i64::MAX, big));
         let rows = client
-            .query(
+            .rows(
                 "SELECT letter FROM dead_letters WHERE id > $1 AND id < $2 AND ($3::text IS NULL OR target = $3)
                  ORDER BY id LIMIT $4",
                 &[&after, &upto, &target, &big(limit).saturating_add(1)],
@@ -475,7 +555,7 @@ impl PgStore {
 
     pub async fn find_dead_letter(&self, id: JobId) -> Result<Option<DeadLetter>> {
         let client = self.client().await?;
-        let row = client.query_opt("SELECT letter FROM dead_letters WHERE id = $1", &[&big(id)]).await?;
+        let row = client.maybe_row("SELECT letter FROM dead_letters WHERE id = $1", &[&big(id)]).await?;
         row.map(|r| decode(r.get::<_, &[u8]>(0), "dead letter")).transpose()
     }
 
@@ -483,7 +563,7 @@ impl PgStore {
     /// that die again while it runs.
     pub async fn dead_letters_end(&self) -> Result<JobId> {
         let client = self.client().await?;
-        let row = client.query_one("SELECT coalesce(max(id) + 1, 0) FROM dead_letters", &[]).await?;
+        let row = client.row("SELECT coalesce(max(id) + 1, 0) FROM dead_letters", &[]).await?;
         Ok(row.get::<_, i64>(0) as JobId)
     }
 
@@ -492,7 +572,7 @@ impl PgStore {
     pub async fn revive_dead_letter(&self, id: JobId, now_ms: u64) -> Result<Option<Job>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(row) = tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&big(id)]).await?
+        let Some(row) = tx.maybe_row("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&big(id)]).await?
         else {
             return Ok(None);
         };
@@ -509,7 +589,7 @@ impl PgStore {
     pub async fn purge_dead_letter(&self, id: JobId, now_ms: u64) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(row) = tx.query_opt("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&big(id)]).await?
+        let Some(row) = tx.maybe_row("DELETE FROM dead_letters WHERE id = $1 RETURNING letter", &[&big(id)]).await?
         else {
             return Ok(false);
         };
@@ -524,7 +604,7 @@ impl PgStore {
     pub async fn replay(&self, event_id: &str, jobs: &[NewJob], now_ms: u64) -> Result<Option<Vec<Job>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some(row) = tx.query_opt("SELECT received_at_ms FROM events WHERE id = $1", &[&event_id]).await? else {
+        let Some(row) = tx.maybe_row("SELECT received_at_ms FROM events WHERE id = $1", &[&event_id]).await? else {
             return Ok(None);
         };
         let received = row.get::<_, i64>(0) as u64;
@@ -548,7 +628,7 @@ impl PgStore {
             return Ok(0);
         }
         let gone: Vec<String> = tx
-            .query(
+            .rows(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE received_at_ms < $1 LIMIT $2) RETURNING id",
                 &[&big(cutoff_ms), &big(batch)],
             )
@@ -557,10 +637,10 @@ impl PgStore {
             .map(|r| r.get(0))
             .collect();
         let mut purged = gone.len() as u64;
-        purged += tx.execute("DELETE FROM group_rounds WHERE event_id = ANY($1)", &[&gone]).await?;
-        purged += tx.execute("DELETE FROM dead_letters WHERE event_id = ANY($1)", &[&gone]).await?;
+        purged += tx.exec("DELETE FROM group_rounds WHERE event_id = ANY($1)", &[&gone]).await?;
+        purged += tx.exec("DELETE FROM dead_letters WHERE event_id = ANY($1)", &[&gone]).await?;
         purged += tx
-            .execute("DELETE FROM history WHERE event_id = ANY($1) AND received_at_ms < $2", &[&gone, &big(cutoff_ms)])
+            .exec("DELETE FROM history WHERE event_id = ANY($1) AND received_at_ms < $2", &[&gone, &big(cutoff_ms)])
             .await?;
         tx.commit().await?;
         Ok(purged as usize)
@@ -580,7 +660,7 @@ impl PgStore {
             None => (i64::MAX, ""),
         };
         let rows = client
-            .query(
+            .rows(
                 "SELECT id, event_type, source, received_at_ms, disposition FROM events
                  WHERE (received_at_ms < $1 OR (received_at_ms = $1 AND id < $2)) AND received_at_ms >= $3
                  ORDER BY received_at_ms DESC, id DESC LIMIT $4",
@@ -615,7 +695,7 @@ impl PgStore {
         let tx = client.transaction().await?;
         let (due, id) = from.and_then(crate::QueueCursor::position).unwrap_or((-1, -1));
         let rows = tx
-            .query(
+            .rows(
                 "SELECT job FROM jobs WHERE target = $1 AND lease IS NULL AND (due_at_ms, id) > ($2, $3)
                  ORDER BY due_at_ms, id LIMIT $4 FOR UPDATE SKIP LOCKED",
                 &[&target, &due, &id, &big(batch)],
@@ -627,7 +707,7 @@ impl PgStore {
             last = Some(crate::QueueCursor::at(job.due_at_ms, job.id));
             if group_delivered(&tx, &job).await? {
                 // A member of an `any` group delivered meanwhile: stood down, as on sled.
-                tx.execute("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
+                tx.exec("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
                 append(&tx, &job, Outcome::Cancelled, now_ms).await?;
                 moved += 1;
                 continue;
@@ -635,7 +715,7 @@ impl PgStore {
             match decide(&job) {
                 crate::Sweep::Keep => continue,
                 crate::Sweep::Reroute(rewritten, reason) => {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE jobs SET target = $2, due_at_ms = $3, job = $4 WHERE id = $1",
                         &[&big(job.id), &rewritten.target, &big(rewritten.due_at_ms), &encode(&*rewritten)?],
                     )
@@ -643,7 +723,7 @@ impl PgStore {
                     append(&tx, &job, Outcome::Rerouted { to: rewritten.target.clone(), reason }, now_ms).await?;
                 }
                 crate::Sweep::DeadLetter(reason) => {
-                    tx.execute("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
+                    tx.exec("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
                     bury(&tx, &job, &reason, now_ms).await?;
                 }
             }
@@ -660,7 +740,7 @@ impl PgStore {
         let client = self.client().await?;
         for beat in here {
             client
-                .execute(
+                .exec(
                     &format!(
                         "INSERT INTO presence (inbox, replica, seen_at_ms, listeners, offered)
                          VALUES ($1, $2, {DB_NOW_MS}, $3, $4)
@@ -672,10 +752,10 @@ impl PgStore {
                 )
                 .await?;
         }
-        client.execute(&format!("DELETE FROM presence WHERE seen_at_ms < {DB_NOW_MS} - 604800000"), &[]).await?;
+        client.exec(&format!("DELETE FROM presence WHERE seen_at_ms < {DB_NOW_MS} - 604800000"), &[]).await?;
         let fresh = format!("seen_at_ms >= {DB_NOW_MS} - {}", crate::PRESENCE_FRESH_MS);
         let rows = client
-            .query(
+            .rows(
                 &format!(
                     "SELECT inbox, max(seen_at_ms), bool_or({fresh}),
                             coalesce(sum(listeners) FILTER (WHERE {fresh}), 0)::bigint,
@@ -701,10 +781,10 @@ impl PgStore {
     pub async fn counts(&self) -> Result<crate::TargetCounts> {
         let client = self.client().await?;
         let mut counts = crate::TargetCounts::default();
-        for row in client.query("SELECT target, count(*) FROM jobs WHERE lease IS NULL GROUP BY target", &[]).await? {
+        for row in client.rows("SELECT target, count(*) FROM jobs WHERE lease IS NULL GROUP BY target", &[]).await? {
             counts.queued.insert(row.get(0), row.get(1));
         }
-        for row in client.query("SELECT target, count(*) FROM dead_letters GROUP BY target", &[]).await? {
+        for row in client.rows("SELECT target, count(*) FROM dead_letters GROUP BY target", &[]).await? {
             counts.dead.insert(row.get(0), row.get(1));
         }
         Ok(counts)
@@ -713,20 +793,20 @@ impl PgStore {
     /// Jobs waiting (not leased) for `target`.
     pub async fn queued(&self, target: &str) -> Result<usize> {
         let client = self.client().await?;
-        let row = client.query_one("SELECT count(*) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
+        let row = client.row("SELECT count(*) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
         Ok(row.get::<_, i64>(0) as usize)
     }
 
     /// Rows moved aside because they did not decode.
     pub async fn quarantined(&self) -> Result<usize> {
         let client = self.client().await?;
-        Ok(client.query_one("SELECT count(*) FROM quarantine", &[]).await?.get::<_, i64>(0) as usize)
+        Ok(client.row("SELECT count(*) FROM quarantine", &[]).await?.get::<_, i64>(0) as usize)
     }
 
     /// Jobs leased and not settled, across replicas.
     pub async fn in_flight(&self) -> Result<usize> {
         let client = self.client().await?;
-        let row = client.query_one("SELECT count(*) FROM jobs WHERE lease IS NOT NULL", &[]).await?;
+        let row = client.row("SELECT count(*) FROM jobs WHERE lease IS NOT NULL", &[]).await?;
         Ok(row.get::<_, i64>(0) as usize)
     }
 }
@@ -734,7 +814,7 @@ impl PgStore {
 /// `n` fresh values of a sequence, in one round trip.
 async fn next_ids(client: &impl GenericClient, sequence: &str, n: usize) -> Result<Vec<JobId>> {
     let rows = client
-        .query("SELECT nextval($1::text::regclass) FROM generate_series(1, $2::bigint)", &[&sequence, &big(n)])
+        .rows("SELECT nextval($1::text::regclass) FROM generate_series(1, $2::bigint)", &[&sequence, &big(n)])
         .await?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as JobId).collect())
 }
@@ -742,7 +822,7 @@ async fn next_ids(client: &impl GenericClient, sequence: &str, n: usize) -> Resu
 /// Records an event; false if its id is there already.
 pub(super) async fn insert_event(client: &impl GenericClient, event: &EventRecord) -> Result<bool> {
     let inserted = client
-        .execute(
+        .exec(
             "INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
             &[
@@ -760,31 +840,9 @@ pub(super) async fn insert_event(client: &impl GenericClient, event: &EventRecor
 
 pub(super) async fn insert_job(client: &impl GenericClient, job: &Job) -> Result<()> {
     client
-        .execute(
+        .exec(
             "INSERT INTO jobs (id, event_id, target, due_at_ms, job) VALUES ($1, $2, $3, $4, $5)",
             &[&big(job.id), &job.event_id, &job.target, &big(job.due_at_ms), &encode(job)?],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Records each claim unless the object is owned the same way and was claimed recently (a read,
-/// not a write, for the objects a stream keeps mentioning). Ids are upserted sorted and once each:
-/// two ingests naming the same objects then lock them in one order, never deadlock.
-async fn claim_unless_fresh(client: &impl GenericClient, claims: &Claims) -> Result<()> {
-    let o = &claims.owner;
-    let mut ids = claims.ids.clone();
-    ids.sort();
-    ids.dedup();
-    client
-        .execute(
-            "INSERT INTO owners (object, destinations, via, event_id, at_ms)
-             SELECT unnest($1::text[]), $2, $3, $4, $5
-             ON CONFLICT (object) DO UPDATE SET destinations = EXCLUDED.destinations, via = EXCLUDED.via,
-                 event_id = EXCLUDED.event_id, at_ms = EXCLUDED.at_ms
-             WHERE NOT (owners.destinations = EXCLUDED.destinations AND owners.via = EXCLUDED.via
-                        AND EXCLUDED.at_ms < owners.at_ms + $6)",
-            &[&ids, &o.destinations, &o.via, &o.event_id, &big(o.at_ms), &big(claims.refresh_after_ms)],
         )
         .await?;
     Ok(())
@@ -802,7 +860,7 @@ pub(super) async fn insert_history(
     entry: &crate::HistoryEntry,
 ) -> Result<()> {
     client
-        .execute(
+        .exec(
             "INSERT INTO history (event_id, received_at_ms, entry) VALUES ($1, $2, $3)",
             &[&event_id, &big(received_at_ms), &encode(entry)?],
         )
@@ -821,7 +879,7 @@ async fn bury(client: &impl GenericClient, job: &Job, error: &str, now_ms: u64) 
 pub(super) async fn insert_dead_letter(client: &impl GenericClient, letter: &DeadLetter) -> Result<()> {
     let job = &letter.job;
     client
-        .execute(
+        .exec(
             "INSERT INTO dead_letters (id, event_id, target, died_at_ms, letter) VALUES ($1, $2, $3, $4, $5)",
             &[&big(job.id), &job.event_id, &job.target, &big(letter.died_at_ms), &encode(letter)?],
         )
@@ -839,7 +897,7 @@ pub(super) async fn insert_round(
     delivered_by: &str,
 ) -> Result<()> {
     client
-        .execute(
+        .exec(
             "INSERT INTO group_rounds (event_id, grp, round, delivered_by) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
             &[&event_id, &group, &big(round), &delivered_by],
@@ -851,7 +909,7 @@ pub(super) async fn insert_round(
 /// Removes the job if the caller still holds its lease.
 async fn take_leased(client: &impl GenericClient, job: &Job) -> Result<bool> {
     let deleted =
-        client.execute("DELETE FROM jobs WHERE id = $1 AND lease = $2", &[&big(job.id), &big(job.lease)]).await?;
+        client.exec("DELETE FROM jobs WHERE id = $1 AND lease = $2", &[&big(job.id), &big(job.lease)]).await?;
     Ok(deleted == 1)
 }
 
@@ -862,13 +920,13 @@ const OWNERS_RETENTION_LOCK: i64 = 0x66616e6f75745f33; // "fanout_3"
 
 /// Whether this transaction is the cluster's sweeper for `lock` (held until it ends).
 async fn sweeper(client: &impl GenericClient, lock: i64) -> Result<bool> {
-    Ok(client.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock]).await?.get(0))
+    Ok(client.row("SELECT pg_try_advisory_xact_lock($1)", &[&lock]).await?.get(0))
 }
 
 /// Whether the caller still holds `job`'s lease; the row stays locked until the transaction ends.
 async fn holds_lease(client: &impl GenericClient, job: &Job) -> Result<bool> {
     let row = client
-        .query_opt("SELECT 1 FROM jobs WHERE id = $1 AND lease = $2 FOR UPDATE", &[&big(job.id), &big(job.lease)])
+        .maybe_row("SELECT 1 FROM jobs WHERE id = $1 AND lease = $2 FOR UPDATE", &[&big(job.id), &big(job.lease)])
         .await?;
     Ok(row.is_some())
 }
@@ -879,7 +937,7 @@ async fn lock_group(client: &impl GenericClient, job: &Job) -> Result<()> {
     let Delivery::AnyOf { group } = &job.delivery else { return Ok(()) };
     // Unit separators: a text parameter cannot hold NUL, and names never hold U+001F.
     let key = format!("{}\u{1f}{group}\u{1f}{}", job.event_id, round(job));
-    client.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
+    client.exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
     Ok(())
 }
 
@@ -888,7 +946,7 @@ async fn group_delivered(client: &impl GenericClient, job: &Job) -> Result<bool>
     let Delivery::AnyOf { group } = &job.delivery else { return Ok(false) };
     lock_group(client, job).await?;
     let row = client
-        .query_opt(
+        .maybe_row(
             "SELECT 1 FROM group_rounds WHERE event_id = $1 AND grp = $2 AND round = $3",
             &[&job.event_id, group, &big(round(job))],
         )
@@ -947,11 +1005,11 @@ async fn leased_job(client: &impl GenericClient, row: &tokio_postgres::Row) -> R
         Err(error) => {
             let lease: i64 = row.get(1);
             let moved = client
-                .query_opt("DELETE FROM jobs WHERE lease = $1 RETURNING id", &[&lease])
+                .maybe_row("DELETE FROM jobs WHERE lease = $1 RETURNING id", &[&lease])
                 .await?
                 .map(|r| r.get::<_, i64>(0));
             client
-                .execute(
+                .exec(
                     "INSERT INTO quarantine (source, key, value) VALUES ('jobs', $1, $2)",
                     &[&moved.unwrap_or_default().to_string(), &bytes],
                 )

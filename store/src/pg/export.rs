@@ -7,6 +7,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio::sync::mpsc::Sender;
 use tokio_postgres::{IsolationLevel, Row};
 
+use super::cached::Cached;
 use super::engine::{
     big, event_of, insert_dead_letter, insert_event, insert_history, insert_job, insert_round, owner_of, EVENT_COLUMNS,
 };
@@ -67,7 +68,7 @@ impl PgStore {
         }
         let newest = batch.iter().map(ExportRecord::newest_job_id).max().unwrap_or(0);
         if newest > 0 {
-            tx.execute("SELECT setval('job_ids', greatest($1, (SELECT last_value FROM job_ids)))", &[&big(newest)])
+            tx.exec("SELECT setval('job_ids', greatest($1, (SELECT last_value FROM job_ids)))", &[&big(newest)])
                 .await?;
         }
         tx.commit().await?;
@@ -78,7 +79,7 @@ impl PgStore {
     pub async fn is_empty(&self) -> Result<bool> {
         let client = self.client().await?;
         let none: Vec<String> = TABLES.iter().map(|t| format!("NOT EXISTS (SELECT 1 FROM {t})")).collect();
-        Ok(client.query_one(&format!("SELECT {}", none.join(" AND ")), &[]).await?.get(0))
+        Ok(client.row(&format!("SELECT {}", none.join(" AND ")), &[]).await?.get(0))
     }
 }
 
@@ -104,7 +105,7 @@ async fn stream(
 async fn import_one(client: &impl GenericClient, record: &ExportRecord) -> Result<()> {
     match record {
         ExportRecord::Paused { target } => {
-            client.execute("INSERT INTO paused (target) VALUES ($1) ON CONFLICT DO NOTHING", &[target]).await?;
+            client.exec("INSERT INTO paused (target) VALUES ($1) ON CONFLICT DO NOTHING", &[target]).await?;
         }
         ExportRecord::Event(event) => {
             insert_event(client, event).await?;
@@ -119,7 +120,7 @@ async fn import_one(client: &impl GenericClient, record: &ExportRecord) -> Resul
         ExportRecord::DeadLetter(letter) => insert_dead_letter(client, letter).await?,
         ExportRecord::Owner { object, owner } => {
             client
-                .execute(
+                .exec(
                     "INSERT INTO owners (object, destinations, via, event_id, at_ms) VALUES ($1, $2, $3, $4, $5)",
                     &[object, &owner.destinations, &owner.via, &owner.event_id, &big(owner.at_ms)],
                 )

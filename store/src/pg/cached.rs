@@ -17,8 +17,11 @@ pub(super) trait Cached {
     fn exec<'a>(&'a self, sql: &'a str, params: Params<'a>) -> impl Future<Output = Result<u64>> + Send + 'a;
     fn rows<'a>(&'a self, sql: &'a str, params: Params<'a>) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a;
     fn row<'a>(&'a self, sql: &'a str, params: Params<'a>) -> impl Future<Output = Result<Row>> + Send + 'a;
-    fn maybe_row<'a>(&'a self, sql: &'a str, params: Params<'a>)
-        -> impl Future<Output = Result<Option<Row>>> + Send + 'a;
+    fn maybe_row<'a>(
+        &'a self,
+        sql: &'a str,
+        params: Params<'a>,
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a;
 }
 
 impl<C: GenericClient> Cached for C {

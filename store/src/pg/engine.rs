@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::batch::{Batcher, IngestRow};
 use super::cached::Cached;
 use super::migrate;
 use super::wake::{self, Announcer, Wake};
@@ -41,30 +42,6 @@ const DB_NOW_MS: &str = "(extract(epoch from statement_timestamp()) * 1000)::big
 /// Job ids a replica takes from the sequence at a time.
 const ID_BLOCK: usize = 256;
 
-/// An event, its jobs and its ownership claims in one statement, so in one transaction and one
-/// round trip; nothing is written if the event id was seen before (the count is then 0).
-/// Claims follow the sled engine's rule: a claim is rewritten unless the object is owned the same
-/// way and was claimed within the refresh period (a read, not a write, for busy objects).
-const INGEST: &str = r#"
-    WITH event AS (
-        INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id
-    ), queued AS (
-        INSERT INTO jobs (id, event_id, target, due_at_ms, job)
-        SELECT j.id, $1, j.target, j.due, j.job
-        FROM unnest($7::bigint[], $8::text[], $9::bigint[], $10::bytea[]) AS j(id, target, due, job)
-        WHERE EXISTS (SELECT 1 FROM event)
-    ), claimed AS (
-        INSERT INTO owners (object, destinations, via, event_id, at_ms)
-        SELECT o, $11::text[], $12, $13, $14 FROM unnest($15::text[]) AS o
-        WHERE EXISTS (SELECT 1 FROM event)
-        ON CONFLICT (object) DO UPDATE SET destinations = EXCLUDED.destinations, via = EXCLUDED.via,
-            event_id = EXCLUDED.event_id, at_ms = EXCLUDED.at_ms
-        WHERE NOT (owners.destinations = EXCLUDED.destinations AND owners.via = EXCLUDED.via
-                   AND EXCLUDED.at_ms < owners.at_ms + $16)
-    )
-    SELECT count(*) FROM event"#;
-
 /// A store on Postgres, shared by any number of replicas.
 #[derive(Clone)]
 pub struct PgStore {
@@ -77,6 +54,7 @@ pub struct PgStore {
     announcer: Arc<Announcer>,
     /// Job ids taken from the sequence and not used yet (see [`ID_BLOCK`]).
     spare_ids: Arc<Mutex<Vec<JobId>>>,
+    batcher: Batcher,
     /// The announcer and the listener, stopped by [`PgStore::close`].
     tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -117,11 +95,13 @@ impl PgStore {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let replica = format!("{}-{}", std::process::id(), started.as_nanos());
         let announcer = Arc::new(Announcer::default());
-        let store =
-            PgStore { pool, replica, config, tls, announcer, spare_ids: Arc::default(), tasks: Arc::default() };
+        let (batcher, batching) = Batcher::start(pool.clone());
+        let spare_ids = Arc::default();
+        let store = PgStore { pool, replica, config, tls, announcer, spare_ids, batcher, tasks: Arc::default() };
         let mut client = store.client().await?;
         migrate(&mut client).await?;
         drop(client);
+        store.keep(tokio::spawn(batching).abort_handle());
         let announcing = tokio::spawn(store.announcer.clone().run(store.pool.clone(), store.replica.clone()));
         store.keep(announcing.abort_handle());
         Ok(store)
@@ -156,8 +136,9 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Records a new event with its jobs and claims in one transaction, or reports that its id
-    /// was seen before (nothing written). Durable when it returns (synchronous commit).
+    /// Records a new event with its jobs and claims in one transaction (shared with the
+    /// ingests running at the same time: `batch.rs`), or reports that its id was seen before
+    /// (nothing written). Durable when it returns (synchronous commit).
     pub async fn ingest_claiming(
         &self,
         event: &EventRecord,
@@ -171,41 +152,30 @@ impl PgStore {
         for job in &jobs {
             blobs.push(encode(job)?);
         }
-        let job_ids: Vec<i64> = jobs.iter().map(|j| big(j.id)).collect();
-        let targets: Vec<&str> = jobs.iter().map(|j| j.target.as_str()).collect();
-        let dues: Vec<i64> = jobs.iter().map(|j| big(j.due_at_ms)).collect();
         let mut objects = claims.map(|c| c.ids.clone()).unwrap_or_default();
-        // Sorted and once each: two ingests naming the same objects lock them in one order.
         objects.sort();
         objects.dedup();
         let none = crate::Owner { destinations: Vec::new(), via: String::new(), event_id: None, at_ms: 0 };
         let owner = claims.map_or(&none, |c| &c.owner);
-        let refresh = big(claims.map_or(0, |c| c.refresh_after_ms));
-        let client = self.client().await?;
-        let row = client
-            .row(
-                INGEST,
-                &[
-                    &event.id,
-                    &big(event.received_at_ms),
-                    &event.event_type,
-                    &event.source,
-                    &encode(&event.disposition)?,
-                    &event.body,
-                    &job_ids,
-                    &targets,
-                    &dues,
-                    &blobs,
-                    &owner.destinations,
-                    &owner.via,
-                    &owner.event_id,
-                    &big(owner.at_ms),
-                    &objects,
-                    &refresh,
-                ],
-            )
-            .await?;
-        if row.get::<_, i64>(0) == 0 {
+        let row = IngestRow {
+            id: event.id.clone(),
+            received_at_ms: big(event.received_at_ms),
+            event_type: event.event_type.clone(),
+            source: event.source.clone(),
+            disposition: encode(&event.disposition)?,
+            body: event.body.clone(),
+            job_ids: jobs.iter().map(|j| big(j.id)).collect(),
+            targets: jobs.iter().map(|j| j.target.clone()).collect(),
+            dues: jobs.iter().map(|j| big(j.due_at_ms)).collect(),
+            blobs,
+            destinations: owner.destinations.clone(),
+            via: owner.via.clone(),
+            claim_event: owner.event_id.clone(),
+            claim_at_ms: big(owner.at_ms),
+            objects,
+            refresh_ms: big(claims.map_or(0, |c| c.refresh_after_ms)),
+        };
+        if !self.batcher.ingest(row).await? {
             return Ok(Ingested::Duplicate);
         }
         Ok(Ingested::New(jobs))
@@ -365,11 +335,8 @@ impl PgStore {
                 cancelled += 1;
             }
         }
-        tx.exec(
-            "DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)",
-            &[&big(job.id), &big(job.lease)],
-        )
-        .await?;
+        tx.exec("DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)", &[&big(job.id), &big(job.lease)])
+            .await?;
         tx.commit().await?;
         Ok(cancelled)
     }
@@ -405,11 +372,8 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         append(&tx, job, Outcome::Discarded { reason: reason.to_owned() }, now_ms).await?;
-        tx.exec(
-            "DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)",
-            &[&big(job.id), &big(job.lease)],
-        )
-        .await?;
+        tx.exec("DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)", &[&big(job.id), &big(job.lease)])
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -417,8 +381,7 @@ impl PgStore {
     /// When the earliest job waiting for `target` is due, if any.
     pub async fn next_due_ms(&self, target: &str) -> Result<Option<u64>> {
         let client = self.client().await?;
-        let row =
-            client.row("SELECT min(due_at_ms) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
+        let row = client.row("SELECT min(due_at_ms) FROM jobs WHERE target = $1 AND lease IS NULL", &[&target]).await?;
         Ok(row.get::<_, Option<i64>>(0).map(|ms| ms as u64))
     }
 
@@ -1028,6 +991,6 @@ pub(super) fn big(v: impl TryInto<i64>) -> i64 {
 
 /// The whole chain: tokio-postgres keeps the cause (a TLS certificate refused, a password
 /// wrong) in `source`, which a bare `to_string` drops.
-fn pool_error(e: impl std::error::Error) -> StoreError {
+pub(super) fn pool_error(e: impl std::error::Error) -> StoreError {
     StoreError::Pool(crate::error_chain(&e))
 }

@@ -5,6 +5,7 @@
 //! wait and then find it done. A database migrated by a newer fanout is refused with the reason
 //! rather than misread.
 
+mod batch;
 mod cached;
 mod engine;
 mod export;

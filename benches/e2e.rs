@@ -56,7 +56,18 @@ fn main() {
     };
     for name in chosen {
         for engine in engines.iter().filter(|e| name != "replicas" || **e == "postgres") {
-            // A fresh cluster per scenario, so one's leftovers do not weigh on the next.
+            // A fresh cluster per scenario, so one's leftovers do not weigh on the next; or the
+            // one FANOUT_BENCH_PG_URL names (its server's pid in FANOUT_BENCH_PG_PID), to look
+            // inside it with pg_stat_statements.
+            if let (true, Ok(url), Ok(pid)) =
+                (*engine == "postgres", std::env::var("FANOUT_BENCH_PG_URL"), std::env::var("FANOUT_BENCH_PG_PID"))
+            {
+                let postmaster = pid.parse().expect("FANOUT_BENCH_PG_PID is a pid");
+                loadgen::use_database(Some(&loadgen::Database { url, postmaster }));
+                println!("\n# {name} on {engine} (FANOUT_BENCH_PG_URL)");
+                run(&rt, &name, bin, &me);
+                continue;
+            }
             let pg = (*engine == "postgres").then(|| {
                 fanout_store::testing::TestPostgres::start().unwrap_or_else(|| {
                     eprintln!("FANOUT_BENCH_STORE=postgres needs Postgres installed (apt-get install postgresql)");

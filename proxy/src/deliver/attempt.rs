@@ -139,8 +139,7 @@ impl Shared {
 
     /// A delivery is recorded even if its lease expired meanwhile (the copy queued again goes).
     async fn settle_success(&self, job: &Job, status: u16, latency_ms: u64, now: u64) -> Result<bool, StoreError> {
-        self.store.log(job, Outcome::Delivered { status, latency_ms }, now).await?;
-        let cancelled = self.store.complete(job, now).await?;
+        let cancelled = self.store.complete_logged(job, Outcome::Delivered { status, latency_ms }, now).await?;
         if cancelled > 0 {
             tracing::info!(event_id = %job.event_id, cancelled, "group delivered; other members' pending jobs cancelled");
         }

@@ -25,35 +25,23 @@ pub(super) trait Cached {
 }
 
 impl<C: GenericClient> Cached for C {
-    fn exec<'a>(&'a self, sql: &'a str, params: Params<'a>) -> impl Future<Output = Result<u64>> + Send + 'a {
-        async move {
-            let statement = self.prepare_cached(sql).await?;
-            Ok(self.execute(&statement, params).await?)
-        }
+    async fn exec<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<u64> {
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.execute(&statement, params).await?)
     }
 
-    fn rows<'a>(&'a self, sql: &'a str, params: Params<'a>) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
-        async move {
-            let statement = self.prepare_cached(sql).await?;
-            Ok(self.query(&statement, params).await?)
-        }
+    async fn rows<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Vec<Row>> {
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.query(&statement, params).await?)
     }
 
-    fn row<'a>(&'a self, sql: &'a str, params: Params<'a>) -> impl Future<Output = Result<Row>> + Send + 'a {
-        async move {
-            let statement = self.prepare_cached(sql).await?;
-            Ok(self.query_one(&statement, params).await?)
-        }
+    async fn row<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Row> {
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.query_one(&statement, params).await?)
     }
 
-    fn maybe_row<'a>(
-        &'a self,
-        sql: &'a str,
-        params: Params<'a>,
-    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
-        async move {
-            let statement = self.prepare_cached(sql).await?;
-            Ok(self.query_opt(&statement, params).await?)
-        }
+    async fn maybe_row<'a>(&'a self, sql: &'a str, params: Params<'a>) -> Result<Option<Row>> {
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.query_opt(&statement, params).await?)
     }
 }

@@ -209,6 +209,7 @@ impl PgStore {
     pub async fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_for: Duration) -> Result<Vec<Job>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        settle_without_waiting(&tx).await?;
         let rows = tx
             .rows(
                 &format!(
@@ -221,10 +222,14 @@ impl PgStore {
                 &[&target, &big(now_ms), &big(max), &big(lease_for.as_millis()), &self.replica],
             )
             .await?;
-        let mut jobs = Vec::with_capacity(rows.len());
+        let mut leased = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(job) = leased_job(&tx, row).await? else { continue };
-            if group_delivered(&tx, &job).await? {
+            leased.extend(leased_job(&tx, row).await?);
+        }
+        let delivered = delivered_rounds(&tx, &leased).await?;
+        let mut jobs = Vec::with_capacity(leased.len());
+        for job in leased {
+            if delivered.contains(&job.id) {
                 take_leased(&tx, &job).await?;
                 append(&tx, &job, Outcome::Cancelled, now_ms).await?;
                 continue;
@@ -281,6 +286,7 @@ impl PgStore {
     pub async fn retry(&self, job: &Job, now_ms: u64) -> Result<Settled> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        settle_without_waiting(&tx).await?;
         if !holds_lease(&tx, job).await? {
             return Ok(Settled::NotLeased);
         }
@@ -304,6 +310,7 @@ impl PgStore {
     pub async fn dead_letter(&self, job: &Job, error: &str, now_ms: u64) -> Result<Settled> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        settle_without_waiting(&tx).await?;
         if !holds_lease(&tx, job).await? {
             return Ok(Settled::NotLeased);
         }
@@ -319,16 +326,29 @@ impl PgStore {
     /// The job was delivered: it leaves the queue (unless another holder leased it again since:
     /// that one delivers too, at least once, as on sled), and for an `any` group the first success
     /// is recorded and siblings still queued are cancelled. Returns how many were cancelled.
-    pub async fn complete(&self, job: &Job, now_ms: u64) -> Result<usize> {
+    pub async fn complete(&self, job: &Job, outcome: Option<Outcome>, now_ms: u64) -> Result<usize> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        settle_without_waiting(&tx).await?;
+        if let Some(outcome) = outcome {
+            append(&tx, job, outcome, now_ms).await?;
+        }
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             lock_group(&tx, job).await?;
             insert_round(&tx, &job.event_id, group, round(job), &job.target).await?;
             let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| big(*id)).collect();
-            let rows =
-                tx.rows("DELETE FROM jobs WHERE id = ANY($1) AND lease IS NULL RETURNING job", &[&siblings]).await?;
+            // Siblings another transaction holds are skipped, not waited for: a lease (or a sweep)
+            // locks its rows and then waits for this group's lock, so waiting here deadlocked. It
+            // finds the round delivered once it has the group's lock, and stands the member down.
+            let rows = tx
+                .rows(
+                    "DELETE FROM jobs WHERE id IN
+                         (SELECT id FROM jobs WHERE id = ANY($1) AND lease IS NULL FOR UPDATE SKIP LOCKED)
+                     RETURNING job",
+                    &[&siblings],
+                )
+                .await?;
             for row in rows {
                 let sibling: Job = decode(row.get::<_, &[u8]>(0), "job")?;
                 append(&tx, &sibling, Outcome::Cancelled, now_ms).await?;
@@ -664,11 +684,15 @@ impl PgStore {
                 &[&target, &due, &id, &big(batch)],
             )
             .await?;
-        let (mut moved, mut last) = (0, None);
+        let mut queued = Vec::with_capacity(rows.len());
         for row in &rows {
-            let job: Job = decode(row.get::<_, &[u8]>(0), "job")?;
+            queued.push(decode::<Job>(row.get::<_, &[u8]>(0), "job")?);
+        }
+        let delivered = delivered_rounds(&tx, &queued).await?;
+        let (mut moved, mut last) = (0, None);
+        for job in queued {
             last = Some(crate::QueueCursor::at(job.due_at_ms, job.id));
-            if group_delivered(&tx, &job).await? {
+            if delivered.contains(&job.id) {
                 // A member of an `any` group delivered meanwhile: stood down, as on sled.
                 tx.exec("DELETE FROM jobs WHERE id = $1", &[&big(job.id)]).await?;
                 append(&tx, &job, Outcome::Cancelled, now_ms).await?;
@@ -886,6 +910,15 @@ async fn sweeper(client: &impl GenericClient, lock: i64) -> Result<bool> {
     Ok(client.row("SELECT pg_try_advisory_xact_lock($1)", &[&lock]).await?.get(0))
 }
 
+/// A settle's commit does not wait for the disk: the sled engine does not flush settles either.
+/// One lost to a database crash leaves its job leased, so its lease expires and it is attempted
+/// again — the at-least-once delivery every settle already allows (an acknowledged event's
+/// ingest, by contrast, always waits: `batch.rs`).
+async fn settle_without_waiting(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
+    Ok(())
+}
+
 /// Whether the caller still holds `job`'s lease; the row stays locked until the transaction ends.
 async fn holds_lease(client: &impl GenericClient, job: &Job) -> Result<bool> {
     let row = client
@@ -897,11 +930,53 @@ async fn holds_lease(client: &impl GenericClient, job: &Job) -> Result<bool> {
 /// Serializes the settles of one `any` group's round across replicas: a member's success and a
 /// sibling's retry never interleave (the retry would re-queue a member of a delivered group).
 async fn lock_group(client: &impl GenericClient, job: &Job) -> Result<()> {
-    let Delivery::AnyOf { group } = &job.delivery else { return Ok(()) };
-    // Unit separators: a text parameter cannot hold NUL, and names never hold U+001F.
-    let key = format!("{}\u{1f}{group}\u{1f}{}", job.event_id, round(job));
+    let Some(key) = group_lock(job) else { return Ok(()) };
     client.exec("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&key]).await?;
     Ok(())
+}
+
+/// Which of `jobs` are members of an `any` round another member delivered, under the rounds'
+/// locks. The locks are taken all at once and in one order: a transaction holding many jobs'
+/// rows needs several, and two taking them in their rows' orders deadlocked. Held until the
+/// transaction ends (taking one again later returns at once).
+async fn delivered_rounds(client: &impl GenericClient, jobs: &[Job]) -> Result<std::collections::HashSet<JobId>> {
+    let members: Vec<(&Job, &String)> = jobs
+        .iter()
+        .filter_map(|j| match &j.delivery {
+            Delivery::AnyOf { group } => Some((j, group)),
+            _ => None,
+        })
+        .collect();
+    if members.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut keys: Vec<String> = jobs.iter().filter_map(group_lock).collect();
+    keys.sort();
+    keys.dedup();
+    // A function scan yields the array in order, and the aggregate takes each lock as it comes.
+    client
+        .row("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) AS k", &[&keys])
+        .await?;
+    let ids: Vec<i64> = members.iter().map(|(j, _)| big(j.id)).collect();
+    let events: Vec<&str> = members.iter().map(|(j, _)| j.event_id.as_str()).collect();
+    let groups: Vec<&str> = members.iter().map(|(_, g)| g.as_str()).collect();
+    let rounds: Vec<i64> = members.iter().map(|(j, _)| big(round(j))).collect();
+    let rows = client
+        .rows(
+            "SELECT m.id FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS m(id, event_id, grp, round)
+             WHERE EXISTS (SELECT 1 FROM group_rounds r
+                           WHERE r.event_id = m.event_id AND r.grp = m.grp AND r.round = m.round)",
+            &[&ids, &events, &groups, &rounds],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0) as JobId).collect())
+}
+
+/// The lock of `job`'s `any` group round, if it is in one.
+fn group_lock(job: &Job) -> Option<String> {
+    let Delivery::AnyOf { group } = &job.delivery else { return None };
+    // Unit separators: a text parameter cannot hold NUL, and names never hold U+001F.
+    Some(format!("{}\u{1f}{group}\u{1f}{}", job.event_id, round(job)))
 }
 
 /// Whether `job`'s `any` group was delivered, under the group's lock (see `lock_group`).

@@ -58,6 +58,11 @@ pub enum Command {
         /// Override `admin.listen` from the config.
         #[arg(long)]
         admin_listen: Option<std::net::SocketAddr>,
+        /// Store events and queues in this Postgres instead of the config's store
+        /// (postgres://user:pass@host/db), e.g. to try several replicas on a local database; the
+        /// config's `pool` is kept, not its `ca`.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Validate a routing.yaml and print its routing table (secrets redacted).
     Check {
@@ -224,8 +229,13 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, listen, data_dir, admin_listen } => {
-            serve_until_signal(&config, Overrides { listen, admin_listen, data_dir }).await
+        Command::Serve { config, listen, data_dir, admin_listen, database_url } => {
+            if let Some(url) = &database_url {
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    anyhow::bail!("--database-url must start with postgres:// or postgresql://");
+                }
+            }
+            serve_until_signal(&config, Overrides { listen, admin_listen, data_dir, database_url }).await
         }
         Command::Check { config } => {
             let cfg = reload::load(&config)?;

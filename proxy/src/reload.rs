@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Secret, StoreConfig};
 use crate::serve::Running;
 
 /// How often the file is read to see whether it changed.
@@ -20,6 +20,8 @@ pub struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     pub admin_listen: Option<std::net::SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// Postgres instead of the config's store (its `pool` and `ca` kept if it names Postgres).
+    pub database_url: Option<String>,
 }
 
 /// Reads and parses the config at `path`: `${VAR}`s from the process's environment, the files it
@@ -39,6 +41,13 @@ impl Overrides {
         config.listen = self.listen.unwrap_or(config.listen);
         config.admin.listen = self.admin_listen.unwrap_or(config.admin.listen);
         config.data_dir = self.data_dir.clone().unwrap_or(config.data_dir);
+        if let Some(url) = &self.database_url {
+            let pool = match &config.store {
+                StoreConfig::Postgres { pool, .. } => *pool,
+                StoreConfig::Sled => 16,
+            };
+            config.store = StoreConfig::Postgres { url: Secret::new(url.clone()), pool, ca: None };
+        }
         Ok(config)
     }
 }

@@ -237,7 +237,7 @@ impl Running {
         match self.store.release_leases().await {
             Ok(n) if n > 0 => tracing::info!(released = n, "in-flight jobs leased back to their queues"),
             Ok(_) => {}
-            Err(e) => tracing::error!("cannot lease jobs back (they are re-queued at the next start): {e}"),
+            Err(e) => tracing::error!("cannot lease jobs back (their leases expire and they are attempted again): {e}"),
         }
         if let Err(e) = self.store.durable().await {
             tracing::error!("final flush failed: {e}");

@@ -30,7 +30,7 @@ pub struct PresenceBeat {
 }
 
 /// An inbox's listeners on the other replicas: online if any of them said so within
-/// [`PRESENCE_FRESH_MS`]; last seen on the database's clock.
+/// [`PRESENCE_FRESH_MS`]; last seen on this replica's clock (an age the database measured).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemotePresence {
     pub inbox: String,

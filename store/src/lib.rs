@@ -75,6 +75,9 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("no database connection: {0}")]
     Pool(String),
+    /// The error another caller's shared call met (an ingest batch's).
+    #[error("the database failed: {0}")]
+    Unavailable(String),
     #[error("the store is closing, or one of its background tasks failed (see the log)")]
     Closed,
     #[error("the database was migrated by a newer fanout (schema {found}; this one knows up to {known}): run that version, or this one on another database")]

@@ -71,6 +71,43 @@ async fn a_killed_replicas_leased_jobs_are_delivered_by_another() {
     .await;
 }
 
+/// Replica A stops (SIGTERM) with five attempts in flight: once its grace period is over it
+/// hands their jobs back and says so, and replica B delivers them at once, not when the leases
+/// would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_hands_its_jobs_to_another_at_once() {
+    let Some(pg) = TestPostgres::start() else { return };
+    bounded(async {
+        let sink = Sink::with(|n| if n < 5 { (200, Duration::from_secs(60)) } else { (200, Duration::ZERO) }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &pg, &sink, "10s");
+        let yaml = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("shutdown_grace: 500ms\n{yaml}")).unwrap();
+        let a = Binary::spawn_logging(&config, &dir.path().join("a.log"), "info");
+        let sent = 5;
+        for i in 0..sent {
+            assert_eq!(send_signed(&a.url("/hook"), &event(&format!("evt_s{i}"), "invoice.paid", "x")).await.0, 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while in_flight(&a).await < 5 {
+            assert!(Instant::now() < deadline, "A never had its five attempts in flight");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let b = Binary::spawn_logging(&config, &dir.path().join("b.log"), "warn");
+        a.signal("TERM");
+        let stopped = Instant::now();
+        let all = || (0..sent).all(|i| !sink.for_event(&format!("evt_s{i}")).is_empty());
+        assert!(eventually(Duration::from_secs(20), all).await, "B delivered them; B's log:\n{}", b.log_text());
+        let took = stopped.elapsed();
+        eprintln!("replica stopped with 5 attempts in flight: the other delivered them {took:?} after SIGTERM");
+        assert!(took < Duration::from_secs(8), "handed back, not left to expire (a lease is 10 s + 5 s): {took:?}");
+        let (status, log) = a.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.is_some_and(|s| s.success()), "{log}");
+        assert!(log.contains("leased back"), "{log}");
+    })
+    .await;
+}
+
 /// Postgres stopped (as a crash) for three seconds while eight senders post: the proxy answers
 /// 503 meanwhile, recovers on its own once the database is back, and every event it
 /// acknowledged, before, during or after, is delivered.

@@ -88,6 +88,16 @@ async fn an_import_refuses_a_bad_line_by_its_number() {
         let text = output_text(&out);
         assert!(!out.status.success(), "{text}");
         assert!(text.contains("nothing was imported") && text.contains("line 2: unknown variant `lease`"), "{text}");
+
+        // Cut short after a good record: refused before that record is written.
+        let paused = r#"{"kind":"paused","target":"t"}"#;
+        std::fs::write(&input, format!("{header}\n{paused}\n")).unwrap();
+        let out = fanout_cli(&["store", "import", "--config", &config, "--in", &input], &[]).await;
+        let text = output_text(&out);
+        assert!(!out.status.success() && text.contains("nothing was imported"), "{text}");
+        std::fs::write(&input, format!("{header}\n{paused}\n{{\"fanout_export_end\":1}}\n")).unwrap();
+        let out = fanout_cli(&["store", "import", "--config", &config, "--in", &input], &[]).await;
+        assert!(out.status.success(), "the store is still empty, so a whole file goes in: {}", output_text(&out));
     })
     .await;
 }

@@ -103,6 +103,15 @@ async fn import(config: &Path, input: Option<&Path>) -> anyhow::Result<()> {
         )),
         None => Box::new(BufReader::new(std::io::stdin())),
     };
+    // A file is read through once before anything is written, so one cut short or damaged is
+    // refused whole; standard input can be read only once, and is checked as it is imported.
+    if let Some(path) = input {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || check_whole(&path))
+            .await
+            .context("the export's reader failed")?
+            .context("nothing was imported")?;
+    }
     let engine = open(config).await?;
     if !engine.is_empty().await.context("cannot look into the store")? {
         bail!(
@@ -137,6 +146,16 @@ async fn import(config: &Path, input: Option<&Path>) -> anyhow::Result<()> {
     imported.map_err(|e| partly(anyhow::Error::new(e).context("cannot import into the store")))?;
     read.map_err(|e| partly(anyhow::Error::new(e)))?;
     eprintln!("imported {}", describe(&tally));
+    Ok(())
+}
+
+/// Reads a whole export without keeping it: every line, the end line and the count.
+fn check_whole(path: &Path) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let from: Box<dyn BufRead + Send> = Box::new(BufReader::new(file));
+    for record in Reader::new(from)? {
+        record?;
+    }
     Ok(())
 }
 

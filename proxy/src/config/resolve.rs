@@ -428,6 +428,15 @@ impl Resolver<'_> {
                 if raw.pool == 0 {
                     return Err(self.err("pool", "store: pool must be at least 1"));
                 }
+                if let Some(mode) = ssl_mode(&url).filter(|m| !["disable", "prefer", "require"].contains(&m.as_str())) {
+                    return Err(self.err(
+                        "url",
+                        format!(
+                            "store: sslmode={mode} is not supported: use sslmode=require (TLS, the certificate \
+                             verified against the platform's roots and `ca`, as libpq's verify-full)"
+                        ),
+                    ));
+                }
                 if raw.ca.is_some() && !asks_for_tls(&url) {
                     return Err(self.err(
                         "ca",
@@ -616,6 +625,10 @@ impl Resolver<'_> {
 
 /// Whether a Postgres URL asks for TLS (`sslmode=require`); other modes connect in plain text.
 fn asks_for_tls(url: &str) -> bool {
+    ssl_mode(url).is_some_and(|m| m == "require")
+}
+
+fn ssl_mode(url: &str) -> Option<String> {
     let query = url.split_once('?').map_or("", |(_, q)| q);
-    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "sslmode" && v == "require")
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned())
 }

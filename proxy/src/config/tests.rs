@@ -176,6 +176,10 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("store: {engine: postgres, url: \"mysql://h/db\"}\n", "must start with postgres://"),
         ("store: {engine: postgres, url: \"postgres://h/db\", pool: 0}\n", "pool must be at least 1"),
         ("store: {engine: postgres, url: \"postgres://h/db\", ca: /etc/hosts}\n", "add sslmode=require"),
+        (
+            "store: {engine: postgres, url: \"postgres://h/db?sslmode=verify-full\"}\n",
+            "sslmode=verify-full is not supported",
+        ),
         ("store: {engine: postgres, url: \"postgres://h/db?sslmode=require\", ca: /nope.pem}\n", "store: ca"),
         ("store: {engine: oracle}\n", "unknown variant"),
     ] {

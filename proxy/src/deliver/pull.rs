@@ -37,8 +37,10 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 pub struct InboxState {
     offers: Mutex<HashMap<JobId, Held>>,
     presence: Mutex<Attendance>,
-    /// Its listeners on the other replicas (a shared store), as last heard.
+    /// Its listeners on the other replicas (a shared store), as last heard, and when that was
+    /// (`clock::mono_ms`; 0: not yet).
     elsewhere: Mutex<RemotePresence>,
+    heard_ms: std::sync::atomic::AtomicU64,
     /// Woken when jobs arrive, so waiting polls answer at once.
     pub(super) arrived: tokio::sync::Notify,
 }
@@ -99,6 +101,7 @@ impl InboxState {
                 listeners: HashMap::new(),
             }),
             elsewhere: Mutex::default(),
+            heard_ms: std::sync::atomic::AtomicU64::new(0),
             arrived: tokio::sync::Notify::new(),
         }
     }
@@ -132,6 +135,13 @@ impl InboxState {
 
     fn online(&self, now_ms: u64) -> bool {
         self.online_here(now_ms) || self.elsewhere().online
+    }
+
+    /// Whether the other replicas' word is recent (`mono` on `clock::mono_ms`): until it is (a
+    /// replica just started, the database unreachable), nobody can say the inbox is offline.
+    fn heard_lately(&self, mono: u64) -> bool {
+        let heard = self.heard_ms.load(std::sync::atomic::Ordering::SeqCst);
+        heard > 0 && mono.saturating_sub(heard) < fanout_store::PRESENCE_FRESH_MS
     }
 
     /// How long nobody has listened, here or on another replica (zero while someone does); a
@@ -171,7 +181,7 @@ impl InboxState {
 const SHARE_PRESENCE_EVERY: Duration = Duration::from_secs(1);
 
 /// A shared store's presence loop (see [`SHARE_PRESENCE_EVERY`]). While the store cannot be
-/// reached, the other replicas' word is forgotten rather than trusted stale.
+/// reached, the other replicas' word grows stale, and a stale word moves nothing to a fallback.
 pub(super) async fn share_presence(shared: Arc<Shared>) {
     let mut failing = false;
     loop {
@@ -189,21 +199,24 @@ pub(super) async fn share_presence(shared: Arc<Shared>) {
                 offered: inbox.offers().len(),
             })
             .collect();
-        let mut heard: HashMap<String, RemotePresence> = match shared.store.share_presence(&beats).await {
+        match shared.store.share_presence(&beats).await {
             Ok(remote) => {
                 failing = false;
-                remote.into_iter().map(|r| (r.inbox.clone(), r)).collect()
+                let mut heard: HashMap<String, RemotePresence> =
+                    remote.into_iter().map(|r| (r.inbox.clone(), r)).collect();
+                let at = mono_ms().max(1);
+                for (name, inbox) in &inboxes {
+                    *inbox.elsewhere() = heard.remove(name).unwrap_or_default();
+                    inbox.heard_ms.store(at, std::sync::atomic::Ordering::SeqCst);
+                }
             }
+            // What was heard last stays shown, but grows stale: no offline fallback meanwhile.
             Err(e) => {
                 if !failing {
                     tracing::error!("cannot share which inboxes have listeners with the other replicas: {e}");
                 }
                 failing = true;
-                HashMap::new()
             }
-        };
-        for (name, inbox) in &inboxes {
-            *inbox.elsewhere() = heard.remove(name).unwrap_or_default();
         }
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -451,7 +464,12 @@ pub(super) async fn maintain(shared: Arc<Shared>, name: String, state: Arc<Targe
         }
         let now = unix_now_ms();
         expire_offers(&shared, &config, &state, &inbox, &name, mono_ms()).await;
-        if state.paused.holds() || inbox.online(now) || shared.store.next_due_ms(&name).await.ok().flatten().is_none() {
+        let unknown = shared.store.is_shared() && !inbox.heard_lately(mono_ms());
+        if state.paused.holds()
+            || inbox.online(now)
+            || unknown
+            || shared.store.next_due_ms(&name).await.ok().flatten().is_none()
+        {
             continue;
         }
         let offline_for = inbox.offline_for_ms(now);

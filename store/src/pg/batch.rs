@@ -7,14 +7,14 @@
 //! goes into the next. A lone ingest is one statement, committed on its own (no added wait).
 //!
 //! Two batches can deadlock on the ownership rows they upsert (each statement locks its own
-//! objects in order, a batch's statements do not). Postgres then aborts one of them; its ingests
-//! are run again one by one, so a caller sees a deadlock as a slower answer, never an error.
+//! objects in order, a batch's statements do not), and one ingest's failure would fail the
+//! others'. A batch the database refused is run again one ingest at a time, so each caller hears
+//! its own outcome; one that could not reach the database hears that, all at once.
 
 use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::cached::Cached;
@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 128;
 /// An event, its jobs and its ownership claims in one statement; nothing is written if the
 /// event id was seen before (the count is then 0). Claims follow the sled engine's rule: a claim
 /// is rewritten unless the object is owned the same way and was claimed within the refresh
-/// period (a read, not a write, for busy objects).
+/// period (the row is still locked until the commit, so ingests naming one busy object queue).
 const INGEST: &str = r#"
     WITH event AS (
         INSERT INTO events (id, received_at_ms, event_type, source, disposition, body)
@@ -152,8 +152,8 @@ async fn commit(pool: &Pool, batch: Vec<(IngestRow, Reply)>) {
                 let _ = reply.send(Ok(new));
             }
         }
-        Err(e) if batch.len() > 1 && lost_a_race(&e) => {
-            tracing::debug!(ingests = batch.len(), "an ingest batch lost a deadlock; run again one by one: {e}");
+        Err(e) if batch.len() > 1 && refused_by_the_database(&e) => {
+            tracing::debug!(ingests = batch.len(), "an ingest batch was refused; run again one by one: {e}");
             for (row, reply) in batch {
                 let _ = reply.send(alone(pool, &row).await);
             }
@@ -165,20 +165,20 @@ async fn commit(pool: &Pool, batch: Vec<(IngestRow, Reply)>) {
                 let _ = first.send(Err(e));
             }
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Pool(text.clone())));
+                let _ = reply.send(Err(StoreError::Unavailable(text.clone())));
             }
         }
     }
 }
 
 async fn alone(pool: &Pool, row: &IngestRow) -> Result<bool> {
-    let client = pool.get().await.map_err(super::engine::pool_error)?;
+    let client = pool.get().await.map_err(super::pool_error)?;
     let written = client.row(INGEST, &row.params()).await?;
     Ok(written.get::<_, i64>(0) > 0)
 }
 
 async fn together(pool: &Pool, batch: &[(IngestRow, Reply)]) -> Result<Vec<bool>> {
-    let mut client = pool.get().await.map_err(super::engine::pool_error)?;
+    let mut client = pool.get().await.map_err(super::pool_error)?;
     let tx = client.transaction().await?;
     let statement = tx.prepare_cached(INGEST).await?;
     let params: Vec<_> = batch.iter().map(|(row, _)| row.params()).collect();
@@ -188,7 +188,8 @@ async fn together(pool: &Pool, batch: &[(IngestRow, Reply)]) -> Result<Vec<bool>
     Ok(written.iter().map(|row| row.get::<_, i64>(0) > 0).collect())
 }
 
-fn lost_a_race(e: &StoreError) -> bool {
-    let StoreError::Postgres(e) = e else { return false };
-    matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+/// The database answered with an error of its own (a deadlock, a constraint, a bad value), as
+/// opposed to not answering: worth running each ingest alone.
+fn refused_by_the_database(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(e) if e.code().is_some())
 }

@@ -19,13 +19,13 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::{Batcher, IngestRow};
 use super::cached::Cached;
-use super::migrate;
 use super::wake::{self, Announcer, Wake};
+use super::{migrate, pool_error};
 use crate::history::history_entry;
 use crate::record::build_jobs;
 use crate::{
     decode, encode, Claims, DeadLetter, Delivery, EventRecord, Ingested, Job, JobEvent, JobId, NewJob, Outcome, Result,
-    Settled, StoreError,
+    Settled,
 };
 
 /// Longest a new connection may take, and a pooled one's check.
@@ -76,7 +76,16 @@ impl PgStore {
             // `prefer` (the default) would try TLS and fail on a certificate nobody asked to check.
             config.ssl_mode(SslMode::Disable);
         }
-        config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        // A connection the network dropped silently (the LISTEN one sits idle) is noticed
+        // within a minute, not after the kernel's two hours.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
+        // Acknowledged ingests wait for the disk whatever the server's default; settles opt out.
+        let options = config.get_options().map_or(String::new(), |o| format!("{o} "));
+        config.options(format!("{options}-c synchronous_commit=on"));
         let tls = MakeRustlsConnect::new(tls);
         // A connection that is recycled is checked first, so one broken by an outage is replaced.
         let manager = Manager::from_config(
@@ -124,12 +133,12 @@ impl PgStore {
         receiver
     }
 
-    /// Stops announcing and listening; the pool's connections close as they are dropped.
+    /// Stops batching, announcing and listening. The pool stays usable: a stop still hands its
+    /// leases back after this; its connections close as the store is dropped.
     pub fn close(&self) {
         for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
-        self.pool.close();
     }
 
     pub(super) async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -209,7 +218,6 @@ impl PgStore {
     pub async fn lease_due(&self, target: &str, now_ms: u64, max: usize, lease_for: Duration) -> Result<Vec<Job>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        settle_without_waiting(&tx).await?;
         let rows = tx
             .rows(
                 &format!(
@@ -333,6 +341,9 @@ impl PgStore {
         if let Some(outcome) = outcome {
             append(&tx, job, outcome, now_ms).await?;
         }
+        // Its own row first, then the group's lock: the order every settle and lease takes them.
+        tx.exec("DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)", &[&big(job.id), &big(job.lease)])
+            .await?;
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             lock_group(&tx, job).await?;
@@ -355,8 +366,6 @@ impl PgStore {
                 cancelled += 1;
             }
         }
-        tx.exec("DELETE FROM jobs WHERE id = $1 AND (lease IS NULL OR lease = $2)", &[&big(job.id), &big(job.lease)])
-            .await?;
         tx.commit().await?;
         Ok(cancelled)
     }
@@ -376,15 +385,19 @@ impl PgStore {
 
     /// Hands this replica's leases back to their queues (a graceful stop, once its attempts
     /// ended); other replicas' stay theirs.
+    /// The other replicas are told at once, in this call: a stopping replica's announcer is gone.
     pub async fn release_leases(&self) -> Result<usize> {
         let client = self.client().await?;
         let released = client
-            .exec(
-                "UPDATE jobs SET lease = NULL, lease_until_ms = NULL, leased_by = NULL WHERE leased_by = $1",
+            .rows(
+                "UPDATE jobs SET lease = NULL, lease_until_ms = NULL, leased_by = NULL WHERE leased_by = $1
+                 RETURNING target",
                 &[&self.replica],
             )
             .await?;
-        Ok(released as usize)
+        let targets: std::collections::BTreeSet<String> = released.iter().map(|r| r.get(0)).collect();
+        wake::announce_now(&client, &self.replica, &targets).await;
+        Ok(released.len())
     }
 
     /// Forgets a job that must never be delivered, noting why in its history.
@@ -724,27 +737,31 @@ impl PgStore {
     /// online), and returns every inbox's listeners on the other replicas. A replica's rows stay
     /// fresh while it beats; rows of replicas gone a week are dropped.
     pub async fn share_presence(&self, here: &[crate::PresenceBeat]) -> Result<Vec<crate::RemotePresence>> {
-        let client = self.client().await?;
-        for beat in here {
-            client
-                .exec(
-                    &format!(
-                        "INSERT INTO presence (inbox, replica, seen_at_ms, listeners, offered)
-                         VALUES ($1, $2, {DB_NOW_MS}, $3, $4)
-                         ON CONFLICT (inbox, replica) DO UPDATE
-                         SET seen_at_ms = excluded.seen_at_ms, listeners = excluded.listeners,
-                             offered = excluded.offered"
-                    ),
-                    &[&beat.inbox, &self.replica, &(beat.listeners as i32), &(beat.offered as i32)],
-                )
-                .await?;
-        }
-        client.exec(&format!("DELETE FROM presence WHERE seen_at_ms < {DB_NOW_MS} - 604800000"), &[]).await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Said again within a second: nothing to wait for the disk for.
+        settle_without_waiting(&tx).await?;
+        let inboxes: Vec<&str> = here.iter().map(|b| b.inbox.as_str()).collect();
+        let listeners: Vec<i32> = here.iter().map(|b| b.listeners as i32).collect();
+        let offered: Vec<i32> = here.iter().map(|b| b.offered as i32).collect();
+        tx.exec(
+            &format!(
+                "INSERT INTO presence (inbox, replica, seen_at_ms, listeners, offered)
+                 SELECT b.inbox, $1, {DB_NOW_MS}, b.listeners, b.offered
+                 FROM unnest($2::text[], $3::int[], $4::int[]) AS b(inbox, listeners, offered)
+                 ON CONFLICT (inbox, replica) DO UPDATE
+                 SET seen_at_ms = excluded.seen_at_ms, listeners = excluded.listeners, offered = excluded.offered"
+            ),
+            &[&self.replica, &inboxes, &listeners, &offered],
+        )
+        .await?;
+        tx.exec(&format!("DELETE FROM presence WHERE seen_at_ms < {DB_NOW_MS} - 604800000"), &[]).await?;
         let fresh = format!("seen_at_ms >= {DB_NOW_MS} - {}", crate::PRESENCE_FRESH_MS);
-        let rows = client
+        // Ages, not times: the database's clock and this replica's may differ.
+        let rows = tx
             .rows(
                 &format!(
-                    "SELECT inbox, max(seen_at_ms), bool_or({fresh}),
+                    "SELECT inbox, {DB_NOW_MS} - max(seen_at_ms), bool_or({fresh}),
                             coalesce(sum(listeners) FILTER (WHERE {fresh}), 0)::bigint,
                             coalesce(sum(offered) FILTER (WHERE {fresh}), 0)::bigint
                      FROM presence WHERE replica <> $1 GROUP BY inbox"
@@ -752,11 +769,14 @@ impl PgStore {
                 &[&self.replica],
             )
             .await?;
+        tx.commit().await?;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         Ok(rows
             .iter()
             .map(|r| crate::RemotePresence {
                 inbox: r.get(0),
-                last_seen_ms: r.get::<_, i64>(1).max(0) as u64,
+                last_seen_ms: now.saturating_sub(r.get::<_, i64>(1).max(0) as u64),
                 online: r.get(2),
                 listeners: r.get::<_, i64>(3).max(0) as usize,
                 offered: r.get::<_, i64>(4).max(0) as usize,
@@ -912,8 +932,9 @@ async fn sweeper(client: &impl GenericClient, lock: i64) -> Result<bool> {
 
 /// A settle's commit does not wait for the disk: the sled engine does not flush settles either.
 /// One lost to a database crash leaves its job leased, so its lease expires and it is attempted
-/// again — the at-least-once delivery every settle already allows (an acknowledged event's
-/// ingest, by contrast, always waits: `batch.rs`).
+/// again — the at-least-once delivery every settle already allows. Ingest and leasing always
+/// wait: an acknowledgement must be durable, and a lease number handed out must never be handed
+/// out again (the sequence's advance could otherwise be lost with the commit).
 async fn settle_without_waiting(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
     tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
     Ok(())
@@ -1062,10 +1083,4 @@ async fn leased_job(client: &impl GenericClient, row: &tokio_postgres::Row) -> R
 /// largest, never wraps to -1.
 pub(super) fn big(v: impl TryInto<i64>) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
-}
-
-/// The whole chain: tokio-postgres keeps the cause (a TLS certificate refused, a password
-/// wrong) in `source`, which a bare `to_string` drops.
-pub(super) fn pool_error(e: impl std::error::Error) -> StoreError {
-    StoreError::Pool(crate::error_chain(&e))
 }

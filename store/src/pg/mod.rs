@@ -18,3 +18,9 @@ pub use wake::Wake;
 
 #[cfg(test)]
 mod tests;
+
+/// The whole chain: tokio-postgres keeps the cause (a TLS certificate refused, a password
+/// wrong) in `source`, which a bare `to_string` drops.
+pub(crate) fn pool_error(e: impl std::error::Error) -> crate::StoreError {
+    crate::StoreError::Pool(crate::error_chain(&e))
+}

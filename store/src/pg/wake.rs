@@ -71,12 +71,18 @@ impl Announcer {
                     continue;
                 }
             };
-            for payload in payloads(&replica, &targets) {
-                if let Err(e) = client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await {
-                    tracing::debug!("cannot announce new work to the other replicas: {e}");
-                    break;
-                }
-            }
+            announce_now(&client, &replica, &targets).await;
+        }
+    }
+}
+
+/// Tells the other replicas about `targets` now. A failure is logged only: their polls find the
+/// work anyway.
+pub(super) async fn announce_now(client: &deadpool_postgres::Object, replica: &str, targets: &BTreeSet<String>) {
+    for payload in payloads(replica, targets) {
+        if let Err(e) = client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await {
+            tracing::debug!("cannot announce new work to the other replicas: {e}");
+            return;
         }
     }
 }
@@ -107,11 +113,17 @@ pub(super) async fn listen(
     replica: String,
     wakes: mpsc::UnboundedSender<Wake>,
 ) {
-    let mut pause = Duration::from_millis(100);
+    let first = Duration::from_millis(100);
+    let mut pause = first;
     while !wakes.is_closed() {
+        let began = std::time::Instant::now();
         match listen_once(&config, tls.clone(), &replica, &wakes).await {
             Ok(()) => return,
             Err(e) => tracing::warn!("not listening for other replicas' wake-ups (polls still run): {e}"),
+        }
+        // A connection that served a while was not part of a run of failures.
+        if began.elapsed() > RELISTEN_MAX * 2 {
+            pause = first;
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(RELISTEN_MAX);

@@ -190,6 +190,13 @@ pub(super) async fn share_presence(shared: Arc<Shared>) {
             let workers = shared.workers.read().unwrap_or_else(|p| p.into_inner());
             workers.iter().filter_map(|(n, s)| Some((n.clone(), s.inbox.clone()?))).collect()
         };
+        if inboxes.is_empty() {
+            // No inbox here: nothing to say, and nothing to hear about.
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(SHARE_PRESENCE_EVERY) => continue,
+            }
+        }
         let beats: Vec<PresenceBeat> = inboxes
             .iter()
             .filter(|(_, inbox)| inbox.online_here(now))

@@ -683,12 +683,9 @@ fn record_key(ms: u64, event_id: &str) -> Vec<u8> {
     key
 }
 
-/// event id ++ 0 ++ group ++ 0 ++ round. The round is the lowest job id among the members queued
-/// together, so a replay to a group that was delivered before is a new round, not cancelled by
-/// the old one's success.
+/// event id ++ 0 ++ group ++ 0 ++ round (`Job::round`).
 fn group_key(job: &Job, group: &str) -> Vec<u8> {
-    let round = job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id);
-    group_round_key(&job.event_id, group, round)
+    group_round_key(&job.event_id, group, job.round())
 }
 
 fn group_round_key(event_id: &str, group: &str, round: JobId) -> Vec<u8> {

@@ -101,6 +101,13 @@ impl Job {
             Delivery::AnyOf { group } | Delivery::Failover { group, .. } => group,
         }
     }
+
+    /// The `any` round this job belongs to: the lowest job id among the members queued together,
+    /// so a replay to a group that was delivered before is a new round, not cancelled by the old
+    /// one's success.
+    pub fn round(&self) -> JobId {
+        self.siblings.iter().map(|(_, id)| *id).chain([self.id]).min().unwrap_or(self.id)
+    }
 }
 
 /// What a worker finds for a leased job's event (see `Store::event_for`).

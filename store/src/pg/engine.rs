@@ -347,7 +347,7 @@ impl PgStore {
         let mut cancelled = 0;
         if let Delivery::AnyOf { group } = &job.delivery {
             lock_group(&tx, job).await?;
-            insert_round(&tx, &job.event_id, group, round(job), &job.target).await?;
+            insert_round(&tx, &job.event_id, group, job.round(), &job.target).await?;
             let siblings: Vec<i64> = job.siblings.iter().map(|(_, id)| big(*id)).collect();
             // Siblings another transaction holds are skipped, not waited for: a lease (or a sweep)
             // locks its rows and then waits for this group's lock, so waiting here deadlocked. It
@@ -981,7 +981,7 @@ async fn delivered_rounds(client: &impl GenericClient, jobs: &[Job]) -> Result<s
     let ids: Vec<i64> = members.iter().map(|(j, _)| big(j.id)).collect();
     let events: Vec<&str> = members.iter().map(|(j, _)| j.event_id.as_str()).collect();
     let groups: Vec<&str> = members.iter().map(|(_, g)| g.as_str()).collect();
-    let rounds: Vec<i64> = members.iter().map(|(j, _)| big(round(j))).collect();
+    let rounds: Vec<i64> = members.iter().map(|(j, _)| big(j.round())).collect();
     let rows = client
         .rows(
             "SELECT m.id FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS m(id, event_id, grp, round)
@@ -997,7 +997,7 @@ async fn delivered_rounds(client: &impl GenericClient, jobs: &[Job]) -> Result<s
 fn group_lock(job: &Job) -> Option<String> {
     let Delivery::AnyOf { group } = &job.delivery else { return None };
     // Unit separators: a text parameter cannot hold NUL, and names never hold U+001F.
-    Some(format!("{}\u{1f}{group}\u{1f}{}", job.event_id, round(job)))
+    Some(format!("{}\u{1f}{group}\u{1f}{}", job.event_id, job.round()))
 }
 
 /// Whether `job`'s `any` group was delivered, under the group's lock (see `lock_group`).
@@ -1007,7 +1007,7 @@ async fn group_delivered(client: &impl GenericClient, job: &Job) -> Result<bool>
     let row = client
         .maybe_row(
             "SELECT 1 FROM group_rounds WHERE event_id = $1 AND grp = $2 AND round = $3",
-            &[&job.event_id, group, &big(round(job))],
+            &[&job.event_id, group, &big(job.round())],
         )
         .await?;
     Ok(row.is_some())
@@ -1020,11 +1020,6 @@ async fn cancel(tx: deadpool_postgres::Transaction<'_>, job: &Job, now_ms: u64) 
     }
     tx.commit().await?;
     Ok(Settled::CancelledByGroup)
-}
-
-/// The round of an `any` group: the lowest job id among the members queued together (as sled's).
-fn round(job: &Job) -> JobId {
-    job.siblings.iter().map(|(_, id)| *id).chain([job.id]).min().unwrap_or(job.id)
 }
 
 /// What [`event_of`] reads.

@@ -446,7 +446,12 @@ fn describe_routes(cfg: &Config) -> String {
 fn retry(p: &RetryPolicy) -> String {
     let attempts = p.max_attempts.map_or("unlimited".to_owned(), |n| n.to_string());
     let d = |x| humantime::format_duration(x).to_string();
-    format!("max_attempts {attempts}, max_age {}, delay {}..{}", d(p.max_age), d(p.initial_delay), d(p.max_delay))
+    let delays = if p.schedule.is_empty() {
+        format!("delay {}..{}", d(p.initial_delay), d(p.max_delay))
+    } else {
+        format!("schedule [{}]", p.schedule.iter().map(|s| d(*s)).collect::<Vec<_>>().join(", "))
+    };
+    format!("max_attempts {attempts}, max_age {}, {delays}", d(p.max_age))
 }
 
 fn action(router: &Router, a: &Action) -> String {

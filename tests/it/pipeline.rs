@@ -280,6 +280,59 @@ async fn max_attempts_moves_the_job_to_dead_letters_with_the_last_error() {
     .await
 }
 
+/// A target that answers 410 Gone is dead-lettered after that one attempt, saying so; a 404
+/// beside it is retried as any failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_answers_410_gone_is_dead_lettered_at_once() {
+    bounded(async {
+        let gone = Sink::with(|_| (410, Duration::ZERO)).await;
+        let missing = Sink::with(|_| (404, Duration::ZERO)).await;
+        let yaml = config(&format!(
+            "targets:\n{}{}routes:\n  - name: all\n    when: {{}}\n    to: [gone, missing]\n",
+            target("gone", &gone, "    retry:\n      max_attempts: 5\n"),
+            target("missing", &missing, "    retry:\n      max_attempts: 3\n")
+        ));
+        let proxy = Proxy::start(&yaml).await;
+        assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_g", "invoice.paid", "x")).await.0, 200);
+        let store = proxy.sled();
+        assert!(eventually(WITHIN, || store.dead_letter_count() == 2).await);
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!((gone.count(), missing.count()), (1, 3), "410: one attempt; 404: every attempt");
+        let dead = store.dead_letters(10).unwrap();
+        let letter = dead.iter().find(|d| d.job.target == "gone").unwrap();
+        assert!(letter.error.contains("410 Gone") && letter.error.contains("not retried"), "{}", letter.error);
+        proxy.running.stop().await;
+    })
+    .await
+}
+
+/// An explicit `schedule`: each retry waits its step (plus up to 10%), the last step repeating.
+/// The gaps are checked loosely (at least the step), never as a timed test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_schedule_is_followed() {
+    bounded(async {
+        let flaky = Sink::with(|n| (if n < 4 { 503 } else { 200 }, Duration::ZERO)).await;
+        let yaml = config(&format!(
+            "targets:\n{}default: t\n",
+            target("t", &flaky, "    retry:\n      schedule: [100ms, 600ms, 300ms]\n")
+        ));
+        let proxy = Proxy::start(&yaml).await;
+        assert_eq!(send_signed(&proxy.url("/stripe/webhook"), &event("evt_s", "invoice.paid", "x")).await.0, 200);
+        assert!(eventually(WITHIN, || flaky.count() == 5).await, "four failures, then delivered");
+        let got = flaky.received();
+        let gaps: Vec<Duration> = got.windows(2).map(|p| p[1].at - p[0].at).collect();
+        for (gap, step) in gaps.iter().zip([100, 600, 300, 300]) {
+            assert!(
+                *gap >= Duration::from_millis(step),
+                "a retry {gap:?} after the last, before its {step} ms step: {gaps:?}"
+            );
+        }
+        assert!(gaps[1] > gaps[0] && gaps[1] > gaps[2], "the schedule's shape, not exponential: {gaps:?}");
+        proxy.running.stop().await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_pending_retries() {
     bounded(async {

@@ -232,7 +232,11 @@ pub struct RetryPolicy {
     /// Age after which a job is dead-lettered whatever its attempts (Stripe's own: 3 days).
     pub max_age: Duration,
     pub initial_delay: Duration,
+    /// The longest delay between two attempts (with a schedule: its longest step).
     pub max_delay: Duration,
+    /// Delays before retry 1, 2, ... (the last repeats), instead of exponential backoff from
+    /// `initial_delay` when not empty.
+    pub schedule: Vec<Duration>,
 }
 
 /// A configuration problem, with where it is and what to do.

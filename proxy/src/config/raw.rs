@@ -107,6 +107,8 @@ pub(super) struct RawRetry {
     pub(super) max_age: Option<String>,
     pub(super) initial_delay: Option<String>,
     pub(super) max_delay: Option<String>,
+    /// Explicit delays before retry 1, 2, ...; the last repeats.
+    pub(super) schedule: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

@@ -117,12 +117,29 @@ impl Resolver<'_> {
 
     fn retry(&self, base: &RetryPolicy, raw: &RawRetry) -> Result<RetryPolicy, ConfigError> {
         let opt = |key: &str, v: &Option<String>, d: Duration| v.as_ref().map_or(Ok(d), |v| self.duration(key, v));
-        let policy = RetryPolicy {
+        let exponential = raw.initial_delay.is_some() || raw.max_delay.is_some();
+        let mut policy = RetryPolicy {
             max_attempts: raw.max_attempts.or(base.max_attempts),
             max_age: opt("max_age", &raw.max_age, base.max_age)?,
             initial_delay: opt("initial_delay", &raw.initial_delay, base.initial_delay)?,
             max_delay: opt("max_delay", &raw.max_delay, base.max_delay)?,
+            // A level that sets either kind of backoff replaces the kind it inherited.
+            schedule: if exponential { Vec::new() } else { base.schedule.clone() },
         };
+        if let Some(steps) = &raw.schedule {
+            if exponential {
+                return Err(
+                    self.err("schedule", "retry: `schedule` replaces initial_delay/max_delay: set one or the other")
+                );
+            }
+            if steps.is_empty() {
+                return Err(self.err("schedule", "retry: schedule needs at least one delay, e.g. [5s, 5m, 30m, 2h]"));
+            }
+            policy.schedule = steps.iter().map(|s| self.duration("schedule", s)).collect::<Result<_, _>>()?;
+        }
+        if let (Some(first), Some(longest)) = (policy.schedule.first(), policy.schedule.iter().max()) {
+            (policy.initial_delay, policy.max_delay) = (*first, *longest);
+        }
         if policy.max_attempts == Some(0) {
             return Err(self.err("max_attempts", "max_attempts must be at least 1"));
         }
@@ -146,6 +163,7 @@ impl Resolver<'_> {
             max_age: Duration::from_secs(3 * 24 * 3600),
             initial_delay: Duration::from_secs(5),
             max_delay: Duration::from_secs(3600),
+            schedule: Vec::new(),
         };
         let global_retry = self.retry(&defaults, &raw.retry)?;
         let mut names = Vec::new();

@@ -176,6 +176,9 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("store: {engine: postgres, url: \"mysql://h/db\"}\n", "must start with postgres://"),
         ("store: {engine: postgres, url: \"postgres://h/db\", pool: 0}\n", "pool must be at least 1"),
         ("store: {engine: postgres, url: \"postgres://h/db\", ca: /etc/hosts}\n", "add sslmode=require"),
+        ("retry: {schedule: [5s], initial_delay: 1s}\n", "`schedule` replaces initial_delay/max_delay"),
+        ("retry: {schedule: []}\n", "schedule needs at least one delay"),
+        ("retry: {schedule: [5s, soon]}\n", "schedule"),
         (
             "store: {engine: postgres, url: \"postgres://h/db?sslmode=verify-full\"}\n",
             "sslmode=verify-full is not supported",

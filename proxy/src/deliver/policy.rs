@@ -21,7 +21,11 @@ pub enum Step {
 /// The retry policy as a pure function. A plain target backs off after each failure. A failover
 /// group moves to its next member at once, and backs off only after a whole round failed; its
 /// `max_attempts` counts rounds.
-pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> Step {
+///
+/// A target that answered 410 Gone says its endpoint no longer exists: the job is dead-lettered
+/// at once with that reason rather than retried for days (a failover group moves on to its next
+/// member, as for any failure).
+pub fn next_step(mut job: Job, status: Option<u16>, error: String, config: &Config, now_ms: u64) -> Step {
     refresh_failover_members(&mut job, config);
     // The policy of the target that failed; for a failover group whose member was just removed,
     // its first member's.
@@ -35,6 +39,10 @@ pub fn next_step(mut job: Job, error: String, config: &Config, now_ms: u64) -> S
     };
     let policy = &target.retry;
     job.last_error = Some(error.clone());
+    if status == Some(410) && !matches!(job.delivery, Delivery::Failover { .. }) {
+        let reason = format!("the target answered 410 Gone (its endpoint no longer exists): not retried; {error}");
+        return Step::Dead(job, reason);
+    }
     let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
     let retries = match &mut job.delivery {
         Delivery::Failover { members, member, .. } if *member + 1 < members.len() => {
@@ -92,7 +100,13 @@ fn refresh_failover_members(job: &mut Job, config: &Config) {
 
 /// Delay before retry number `n` (1 = first retry): exponential from `initial_delay`, capped at
 /// `max_delay`, plus up to 100% jitter so a recovering target is not hit by every job at once.
+/// With a `schedule`, its `n`th step (the last repeating) plus up to 10%: the steps stay what
+/// the operator wrote, and jobs that failed together still spread out.
 pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
+    if let Some(last) = policy.schedule.last() {
+        let step = policy.schedule.get(n.saturating_sub(1) as usize).unwrap_or(last);
+        return step.mul_f64(1.0 + fastrand::f64() / 10.0);
+    }
     backon::ExponentialBuilder::default()
         .with_min_delay(policy.initial_delay)
         .with_max_delay(policy.max_delay)

@@ -45,14 +45,14 @@ fn delays_grow_exponentially_with_jitter_and_are_capped() {
 fn plain_target_retries_then_dies_at_max_attempts() {
     let cfg = config();
     let now = 1_000_500;
-    match next_step(job("a", Delivery::Target, 2), "HTTP 500".into(), &cfg, now) {
+    match next_step(job("a", Delivery::Target, 2), None, "HTTP 500".into(), &cfg, now) {
         Step::Retry(j) => {
             assert!(j.due_at_ms >= now + 2000 && j.due_at_ms <= now + 4000, "{}", j.due_at_ms);
             assert_eq!(j.last_error.as_deref(), Some("HTTP 500"));
         }
         other => panic!("{other:?}"),
     }
-    match next_step(job("a", Delivery::Target, 3), "HTTP 500".into(), &cfg, now) {
+    match next_step(job("a", Delivery::Target, 3), None, "HTTP 500".into(), &cfg, now) {
         Step::Dead(_, reason) => {
             assert!(reason.contains("after 3 attempts") && reason.contains("HTTP 500"), "{reason}")
         }
@@ -64,7 +64,7 @@ fn plain_target_retries_then_dies_at_max_attempts() {
 fn max_age_kills_even_with_attempts_left() {
     let cfg = config();
     let an_hour_later = 1_000_000 + 3_600_000;
-    assert!(matches!(next_step(job("b", Delivery::Target, 1), "e".into(), &cfg, an_hour_later), Step::Dead(..)));
+    assert!(matches!(next_step(job("b", Delivery::Target, 1), None, "e".into(), &cfg, an_hour_later), Step::Dead(..)));
 }
 
 #[test]
@@ -72,11 +72,11 @@ fn failover_moves_to_the_next_member_at_once_then_backs_off_from_the_first() {
     let cfg = config();
     let members = vec!["b".to_owned(), "a".to_owned()];
     let failover = |member| Delivery::Failover { group: "g".into(), members: members.clone(), member };
-    match next_step(job("b", failover(0), 1), "down".into(), &cfg, 1_000_100) {
+    match next_step(job("b", failover(0), 1), None, "down".into(), &cfg, 1_000_100) {
         Step::Retry(j) => assert_eq!((j.target.as_str(), j.due_at_ms, j.delivery), ("a", 1_000_100, failover(1))),
         other => panic!("{other:?}"),
     }
-    match next_step(job("a", failover(1), 2), "down".into(), &cfg, 1_000_100) {
+    match next_step(job("a", failover(1), 2), None, "down".into(), &cfg, 1_000_100) {
         Step::Retry(j) => {
             assert_eq!((j.target.as_str(), j.delivery), ("b", failover(0)));
             assert!(j.due_at_ms >= 1_001_100, "a whole round failed: back off");
@@ -87,7 +87,7 @@ fn failover_moves_to_the_next_member_at_once_then_backs_off_from_the_first() {
 
 #[test]
 fn a_job_for_a_target_no_longer_configured_is_dead_lettered() {
-    match next_step(job("gone", Delivery::Target, 1), "x".into(), &config(), 1_000_001) {
+    match next_step(job("gone", Delivery::Target, 1), None, "x".into(), &config(), 1_000_001) {
         Step::Dead(_, reason) => assert!(reason.contains("no longer configured"), "{reason}"),
         other => panic!("{other:?}"),
     }
@@ -103,15 +103,56 @@ fn a_failover_job_follows_the_group_as_reloaded() {
     .unwrap();
     // Queued when the group was [a, b]; b has since been replaced by c.
     let old = |member| Delivery::Failover { group: "g".into(), members: vec!["a".into(), "b".into()], member };
-    match next_step(job("a", old(0), 1), "HTTP 500".into(), &cfg, 1_000_500) {
+    match next_step(job("a", old(0), 1), None, "HTTP 500".into(), &cfg, 1_000_500) {
         Step::Retry(j) => {
             assert_eq!((j.target.as_str(), j.due_at_ms), ("c", 1_000_500), "on to the new member at once")
         }
         other => panic!("{other:?}"),
     }
     // Failing on b, which left the group: the walk goes on from the start.
-    match next_step(job("b", old(1), 2), "HTTP 500".into(), &cfg, 1_000_500) {
+    match next_step(job("b", old(1), 2), None, "HTTP 500".into(), &cfg, 1_000_500) {
         Step::Retry(j) => assert_eq!(j.target, "a"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_schedule_is_followed_step_by_step_with_a_little_jitter_and_its_last_step_repeats() {
+    let cfg = Config::parse(
+        "t.yaml",
+        "sources:\n  - {name: s, path: /in, secrets: [x]}\nretry: {schedule: [5s, 5m, 30m], max_age: 3d}\ntargets:\n  - {name: a, url: \"http://h/a\", secret: x}\n  - {name: b, url: \"http://h/b\", secret: x, retry: {initial_delay: 1s, max_delay: 2s}}\n",
+        |_| None,
+    )
+    .unwrap();
+    let policy = &cfg.targets[0].retry;
+    let steps = [5, 300, 1800, 1800, 1800].map(Duration::from_secs);
+    for (n, step) in (1..).zip(steps) {
+        for _ in 0..20 {
+            let d = retry_delay(policy, n);
+            assert!(d >= step && d <= step.mul_f64(1.1), "retry {n}: {d:?} is not {step:?} + up to 10%");
+        }
+    }
+    assert_eq!(policy.max_delay, Duration::from_secs(1800), "the longest step bounds the retention check");
+    // A target's own exponential backoff replaces the schedule it would inherit.
+    let own = &cfg.targets[1].retry;
+    assert!(own.schedule.is_empty());
+    assert!(retry_delay(own, 1) <= Duration::from_secs(2));
+}
+
+#[test]
+fn a_410_gone_is_dead_lettered_at_once_but_a_failover_group_moves_on() {
+    let cfg = config();
+    match next_step(job("b", Delivery::Target, 1), Some(410), "HTTP 410".into(), &cfg, 1_000_100) {
+        Step::Dead(_, reason) => assert!(reason.contains("410 Gone"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    match next_step(job("b", Delivery::Target, 1), Some(404), "HTTP 404".into(), &cfg, 1_000_100) {
+        Step::Retry(_) => {}
+        other => panic!("a 404 is retried: {other:?}"),
+    }
+    let failover = Delivery::Failover { group: "g".into(), members: vec!["a".into(), "b".into()], member: 0 };
+    match next_step(job("a", failover, 1), Some(410), "HTTP 410".into(), &cfg, 1_000_100) {
+        Step::Retry(j) => assert_eq!(j.target, "b"),
         other => panic!("{other:?}"),
     }
 }

@@ -333,6 +333,43 @@ async fn a_retry_schedule_is_followed() {
     .await
 }
 
+/// Deliveries one after another in time order, as a sink saw them.
+fn most_in_any_window(got: &[Received], window: Duration) -> usize {
+    let times: Vec<std::time::Instant> = got.iter().map(|r| r.at).collect();
+    (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t - times[i] < window).count()).max().unwrap_or(0)
+}
+
+/// `rate: 20/s`: 20 queued events take about a second to deliver however many attempts the
+/// concurrency allows, and a replay of them is held to the same rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_rate_holds_for_deliveries_and_replays() {
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml =
+            config(&format!("targets:\n{}default: t\n", target("t", &sink, "    rate: 20/s\n    concurrency: 16\n")));
+        let proxy = Proxy::start(&yaml).await;
+        for i in 0..20 {
+            assert_eq!(
+                send_signed(&proxy.url("/stripe/webhook"), &event(&format!("evt_rl{i}"), "invoice.paid", "x")).await.0,
+                200
+            );
+        }
+        assert!(eventually(WITHIN, || sink.count() == 20).await);
+        let (status, v) = proxy.admin(http::Method::POST, "/replay?type=invoice.paid", None).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(eventually(WITHIN, || sink.count() == 40).await, "replayed");
+        let got = sink.received();
+        for (name, part) in [("deliveries", &got[..20]), ("replays", &got[20..])] {
+            let span = part[19].at - part[0].at;
+            assert!(span >= Duration::from_millis(900), "{name}: 20 at 20/s took only {span:?}");
+            let most = most_in_any_window(part, Duration::from_millis(500));
+            assert!(most <= 11, "{name}: {most} in one half second (20/s allows 10, +1 at its edge)");
+        }
+        proxy.running.stop().await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_pending_retries() {
     bounded(async {

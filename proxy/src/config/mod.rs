@@ -192,12 +192,22 @@ pub struct Target {
     pub secret: Secret,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// At most this many attempts started per period, with this burst (per replica).
+    pub rate: Option<Rate>,
     pub retry: RetryPolicy,
     /// An extra CA (PEM) trusted for this target besides the platform's roots: internal staging
     /// often has a private CA.
     pub ca: Option<PathBuf>,
     /// For an inbox: where its events go while nobody listens, unless the route says otherwise.
     pub offline: Option<Offline>,
+}
+
+/// A target's rate limit: `count` attempts per `per`, up to `burst` at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+    pub burst: u32,
 }
 
 /// Where a target's deliveries go.

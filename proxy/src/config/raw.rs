@@ -127,6 +127,10 @@ pub(super) struct RawTarget {
     pub(super) timeout: String,
     #[serde(default = "default_concurrency")]
     pub(super) concurrency: usize,
+    /// `50/s`, `600/m`, `1000/h`: attempts started at most this often.
+    pub(super) rate: Option<String>,
+    /// Attempts that may start at once after a quiet spell (default 1: evenly spaced).
+    pub(super) burst: Option<u32>,
     #[serde(default)]
     pub(super) retry: RawRetry,
     pub(super) ca: Option<String>,

@@ -11,8 +11,8 @@ use wildmatch::WildMatch;
 
 use super::raw::*;
 use super::{
-    shown, Admin, Config, ConfigError, Endpoint, RetryPolicy, Secret, Source, StoreConfig, Target, TlsFiles, DROP,
-    INBOX_PATH,
+    shown, Admin, Config, ConfigError, Endpoint, Rate, RetryPolicy, Secret, Source, StoreConfig, Target, TlsFiles,
+    DROP, INBOX_PATH,
 };
 use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Offline, Router, Rule};
 
@@ -287,7 +287,9 @@ impl Resolver<'_> {
         if t.concurrency == 0 {
             return Err(self.err(&t.name, format!("target {:?}: concurrency must be at least 1", t.name)));
         }
+        let rate = self.rate(&t)?;
         Ok(Target {
+            rate,
             timeout: self.duration("timeout", &t.timeout)?,
             retry: self.retry(global_retry, &t.retry)?,
             ca: t.ca.as_deref().map(|p| self.file(&format!("target {:?}: ca", t.name), p)).transpose()?,
@@ -297,6 +299,35 @@ impl Resolver<'_> {
             secret: Secret(secret),
             concurrency: t.concurrency,
         })
+    }
+
+    /// `rate: 50/s` (or `/m`, `/h`) and its `burst`.
+    fn rate(&self, t: &RawTarget) -> Result<Option<Rate>, ConfigError> {
+        let Some(text) = &t.rate else {
+            if t.burst.is_some() {
+                return Err(self.err(&t.name, format!("target {:?}: `burst` goes with a `rate`", t.name)));
+            }
+            return Ok(None);
+        };
+        let bad = || {
+            self.err(
+                &t.name,
+                format!("target {:?}: rate {text:?} is not like 50/s, 600/m or 1000/h (at least 1)", t.name),
+            )
+        };
+        let (count, unit) = text.split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().ok().filter(|c| *c > 0).ok_or_else(bad)?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let burst = t.burst.unwrap_or(1);
+        if burst == 0 {
+            return Err(self.err(&t.name, format!("target {:?}: burst must be at least 1", t.name)));
+        }
+        Ok(Some(Rate { count, per, burst }))
     }
 
     /// Every destination a route can name: each target, then each group.

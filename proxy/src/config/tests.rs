@@ -178,6 +178,10 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("store: {engine: postgres, url: \"postgres://h/db\", ca: /etc/hosts}\n", "add sslmode=require"),
         ("retry: {schedule: [5s], initial_delay: 1s}\n", "`schedule` replaces initial_delay/max_delay"),
         ("retry: {schedule: []}\n", "schedule needs at least one delay"),
+        ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, rate: 5/d}\n", "is not like 50/s"),
+        ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, rate: 0/s}\n", "is not like 50/s"),
+        ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, burst: 5}\n", "`burst` goes with a `rate`"),
+        ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, rate: 5/s, burst: 0}\n", "burst must be at least 1"),
         ("retry: {schedule: [5s, soon]}\n", "schedule"),
         (
             "store: {engine: postgres, url: \"postgres://h/db?sslmode=verify-full\"}\n",

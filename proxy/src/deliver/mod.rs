@@ -105,6 +105,35 @@ struct TargetState {
     stop: CancellationToken,
     /// Set for an inbox target: its offers and listeners.
     inbox: Option<Arc<InboxState>>,
+    /// The target's `rate` as it is being spent (none without one); made again when it changes.
+    bucket: Mutex<Option<Bucket>>,
+}
+
+impl TargetState {
+    /// How many of `want` attempts the target's rate lets start now, or how long until one may.
+    fn allowance(&self, rate: Option<crate::config::Rate>, want: usize) -> Result<usize, Duration> {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rate) = rate else {
+            *bucket = None;
+            return Ok(want);
+        };
+        let now = crate::clock::mono_ms();
+        let bucket = match bucket.as_mut() {
+            Some(b) if b.rate() == rate => b,
+            _ => bucket.insert(Bucket::new(rate, now)),
+        };
+        match bucket.available(now).min(want) {
+            0 => Err(bucket.wait(now).max(Duration::from_millis(1))),
+            n => Ok(n),
+        }
+    }
+
+    /// `n` attempts started: their tokens are spent.
+    fn spend(&self, n: usize) {
+        if let Some(bucket) = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            bucket.take(n);
+        }
+    }
 }
 
 /// How long past its attempt's own bound (the target's timeout, an offer's deadline) a lease is
@@ -235,6 +264,7 @@ impl Deliveries {
                 last: Mutex::default(),
                 stop: self.shared.shutdown.child_token(),
                 inbox: target.is_inbox().then(|| Arc::new(InboxState::new(unix_now_ms()))),
+                bucket: Mutex::default(),
             });
             workers.insert(target.name.clone(), state.clone());
             match state.inbox.clone() {
@@ -361,6 +391,7 @@ mod policy;
 mod pull;
 mod push;
 
+use policy::Bucket;
 pub use policy::{next_step, retry_delay, Step};
 use pull::InboxState;
 pub use pull::{InboxError, LocalOutcome, Offer, Presence};

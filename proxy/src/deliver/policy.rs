@@ -8,7 +8,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use fanout_store::{Delivery, Job};
 
-use crate::config::{Config, RetryPolicy};
+use crate::config::{Config, Rate, RetryPolicy};
 use crate::route::DestinationKind;
 
 /// What to do with a job whose attempt just failed.
@@ -115,6 +115,53 @@ pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
         .build()
         .nth(n.saturating_sub(1).min(64) as usize)
         .unwrap_or(policy.max_delay)
+}
+
+/// A target's rate limit as a token bucket, on the monotonic clock (ms, passed in): tokens come
+/// at `count` per `per`, up to `burst`; each attempt started takes one. Waiting for a token is
+/// not an attempt: the job stays queued, its attempts untouched.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: Rate,
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    pub fn new(rate: Rate, now_ms: u64) -> Bucket {
+        Bucket { rate, tokens: f64::from(rate.burst), at_ms: now_ms }
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let per_ms = f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64;
+        let earned = now_ms.saturating_sub(self.at_ms) as f64 * per_ms;
+        self.tokens = (self.tokens + earned).min(f64::from(self.rate.burst));
+        self.at_ms = now_ms.max(self.at_ms);
+    }
+
+    /// How many attempts may start now.
+    pub fn available(&mut self, now_ms: u64) -> usize {
+        self.refill(now_ms);
+        self.tokens.floor() as usize
+    }
+
+    pub fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+
+    /// How long until one more attempt may start.
+    pub fn wait(&mut self, now_ms: u64) -> Duration {
+        self.refill(now_ms);
+        if self.tokens >= 1.0 {
+            return Duration::ZERO;
+        }
+        let per_ms = f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64;
+        Duration::from_millis(((1.0 - self.tokens) / per_ms).ceil() as u64)
+    }
 }
 
 #[cfg(test)]

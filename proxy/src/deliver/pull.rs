@@ -331,10 +331,14 @@ impl Deliveries {
         max: usize,
     ) -> Result<Vec<Offer>, InboxError> {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
+        // An inbox's `rate` is the rate events are offered at; the poll waits for the next token
+        // (at most a second at a time) like for a due retry.
+        let Ok(max) = state.allowance(target.rate, max) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
         // Held until the last offer's deadline (below), and a margin for its answer to be settled.
         let held_for = target.timeout.saturating_mul(max as u32 + 1) + super::LEASE_MARGIN;
         let jobs = self.shared.store.lease_due(name, now, max, held_for).await?;
+        state.spend(jobs.len());
         let (mut offered, mut ready) = (Vec::new(), Vec::new());
         for job in jobs {
             if too_old(&job, target.retry.max_age, now) {

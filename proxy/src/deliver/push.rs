@@ -84,9 +84,15 @@ impl Worker {
         if self.state.paused.holds() || busy >= target.concurrency {
             return Ok(MAX_IDLE);
         }
+        let want = match self.state.allowance(target.rate, target.concurrency - busy) {
+            Ok(want) => want,
+            Err(until_a_token) => return Ok(until_a_token),
+        };
         // An attempt ends within the target's timeout; the margin covers settling it.
         let lease_for = target.timeout + super::LEASE_MARGIN;
-        for job in self.shared.store.lease_due(&self.name, unix_now_ms(), target.concurrency - busy, lease_for).await? {
+        let leased = self.shared.store.lease_due(&self.name, unix_now_ms(), want, lease_for).await?;
+        self.state.spend(leased.len());
+        for job in leased {
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
             let (this, config) = (self.clone(), config.clone());
             self.shared.tasks.spawn(async move {

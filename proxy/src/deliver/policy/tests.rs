@@ -156,3 +156,18 @@ fn a_410_gone_is_dead_lettered_at_once_but_a_failover_group_moves_on() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_bucket_spaces_attempts_at_its_rate_after_its_burst() {
+    use crate::config::Rate;
+    let rate = Rate { count: 10, per: Duration::from_secs(1), burst: 3 };
+    let mut b = Bucket::new(rate, 1_000);
+    assert_eq!(b.available(1_000), 3, "a burst at first");
+    b.take(3);
+    assert_eq!(b.available(1_000), 0);
+    assert_eq!(b.wait(1_000), Duration::from_millis(100), "one token every 100 ms");
+    assert_eq!(b.available(1_050), 0);
+    assert_eq!(b.available(1_100), 1);
+    b.take(1);
+    assert_eq!(b.available(60_000), 3, "never more than the burst, however long the pause");
+}

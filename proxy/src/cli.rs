@@ -394,6 +394,14 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
         if let Some(ca) = &t.ca {
             let _ = writeln!(out, "  {:<12} trusts the extra CA in {}", "", ca.display());
         }
+        if let Some(rate) = &t.rate {
+            let unit = match rate.per.as_secs() {
+                1 => "s",
+                60 => "m",
+                _ => "h",
+            };
+            let _ = writeln!(out, "  {:<12} at most {}/{unit} (burst {})", "", rate.count, rate.burst);
+        }
     }
     let groups: Vec<_> =
         cfg.router.destinations.iter().filter(|x| matches!(x.kind, DestinationKind::Group { .. })).collect();

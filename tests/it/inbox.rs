@@ -238,3 +238,33 @@ async fn two_listeners_share_an_inbox_and_an_offline_inbox_falls_back() {
     })
     .await;
 }
+
+/// An inbox's `rate` is the rate its events are offered at: a listener polling for many gets
+/// them one per token, however many it asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_rate_paces_what_its_listener_is_offered() {
+    bounded(async {
+        let staging = Sink::ok().await;
+        let yaml = config(&staging)
+            .replace("secret: whsec_alice, timeout: 1s}", "secret: whsec_alice, timeout: 10s, rate: 10/s}");
+        let proxy = Proxy::start(&yaml).await;
+        for i in 0..10 {
+            let body = event(&format!("evt_ir{i}"), "invoice.paid", "alice");
+            assert_eq!(send_signed(&proxy.url("/hook"), &body).await.0, 200);
+        }
+        let started = std::time::Instant::now();
+        let (mut got, mut biggest) = (0, 0);
+        while got < 10 {
+            let (status, v) = inbox(&proxy, Method::GET, "/events?wait=5&max=10", ALICE, "").await;
+            assert_eq!(status, 200, "{v}");
+            let n = v["deliveries"].as_array().map_or(0, Vec::len);
+            (got, biggest) = (got + n, biggest.max(n));
+            assert!(started.elapsed() < WITHIN, "only {got} offered");
+        }
+        let took = started.elapsed();
+        assert!(biggest <= 2, "offered {biggest} at once at 10/s (burst 1)");
+        assert!(took >= Duration::from_millis(800), "10 offers at 10/s in {took:?}");
+        proxy.running.stop().await;
+    })
+    .await
+}

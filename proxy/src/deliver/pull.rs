@@ -295,7 +295,11 @@ impl Deliveries {
             if stop.is_cancelled() || state.stop.is_cancelled() {
                 return Ok(Vec::new());
             }
-            if !state.paused.holds() {
+            let rate = config.target(name).and_then(|t| t.rate);
+            if let Err(until_a_token) = state.allowance(rate, max) {
+                // Held by the inbox's rate: nothing to ask the store until the next token.
+                next = next.min(until_a_token);
+            } else if !state.paused.holds() {
                 let offered = self.offer(&config, &state, &inbox, name, max).await?;
                 if !offered.is_empty() {
                     return Ok(offered);
@@ -331,8 +335,7 @@ impl Deliveries {
         max: usize,
     ) -> Result<Vec<Offer>, InboxError> {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
-        // An inbox's `rate` is the rate events are offered at; the poll waits for the next token
-        // (at most a second at a time) like for a due retry.
+        // An inbox's `rate` is the rate events are offered at (the poll waits for the next token).
         let Ok(max) = state.allowance(target.rate, max) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
         // Held until the last offer's deadline (below), and a margin for its answer to be settled.

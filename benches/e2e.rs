@@ -117,6 +117,26 @@ fn run(rt: &tokio::runtime::Runtime, name: &str, bin: &Path, me: &Path) {
                 print_backlog(&r);
                 Ok(())
             }
+            "down" => {
+                let jobs = env_or("FANOUT_BENCH_BACKLOG", 100_000) as usize;
+                let held = Duration::from_secs(env_or("FANOUT_BENCH_SECS", 60));
+                let r = loadgen::down(bin, jobs, 64, held, 1000).await?;
+                println!(
+                    "\n## down: {} jobs queued for a target that refuses connections (max_delay 1h), held {:?}\n",
+                    r.jobs, r.held
+                );
+                println!("| fanout CPU, % of one core | user + sys s | failed attempts | attempts/s |");
+                println!("|---:|---:|---:|---:|");
+                println!(
+                    "| {:.1} | {:.2} + {:.2} | {} | {:.0} |",
+                    r.cpu_percent,
+                    r.user_sys_secs.0,
+                    r.user_sys_secs.1,
+                    r.attempts,
+                    r.attempts as f64 / r.held.as_secs_f64()
+                );
+                Ok(())
+            }
             "replicas" => {
                 let secs = env_or("FANOUT_BENCH_SECS", 5);
                 let senders = env_or("FANOUT_BENCH_SENDERS", 64) as usize;
@@ -124,7 +144,7 @@ fn run(rt: &tokio::runtime::Runtime, name: &str, bin: &Path, me: &Path) {
                 print_replicas(&r);
                 Ok(())
             }
-            other => Err(format!("unknown scenario {other:?}: use ingest, delivery, backlog, admin or replicas")),
+            other => Err(format!("unknown scenario {other:?}: use ingest, delivery, backlog, admin, down or replicas")),
         }
     });
     if let Err(e) = outcome {

@@ -440,3 +440,74 @@ pub async fn replicas(
     };
     Ok(ReplicasReport { one, two })
 }
+
+/// A target that refuses connections, with a backlog queued for it: what fanout spends while
+/// it is down (issue 15's "before": every due job is a doomed attempt).
+#[derive(Debug)]
+pub struct DownReport {
+    pub jobs: usize,
+    pub held: Duration,
+    /// fanout's CPU over `held`, in percent of one core, and its user and system seconds.
+    pub cpu_percent: f64,
+    pub user_sys_secs: (f64, f64),
+    /// Failed attempts over `held` (from `/metrics`).
+    pub attempts: u64,
+}
+
+/// Queues `jobs` for a target whose port is closed (retry `max_delay` 1 h, fanout's default),
+/// then measures fanout for `held`.
+pub async fn down(
+    bin: &Path,
+    jobs: usize,
+    senders: usize,
+    held: Duration,
+    body_bytes: usize,
+) -> Result<DownReport, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+    let config = write_config(dir.path(), &[("t", "T_URL")], &[], &["t"]);
+    let yaml = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+    std::fs::write(&config, yaml.replace("max_delay: 10s", "max_delay: 1h")).map_err(|e| e.to_string())?;
+    let url = format!("http://{closed}/hook");
+    let fanout = Server::fanout(bin, &config, &[("T_URL", url)], &log_path(dir.path(), "down"))?;
+    let admin = fanout.admin.ok_or("fanout did not print its admin address")?;
+    let load = Load {
+        addr: fanout.addr,
+        run: "down".into(),
+        senders,
+        events: jobs as u64,
+        duration: Duration::from_secs(3600),
+        first_seq: 0,
+        body_bytes,
+        times: None,
+    };
+    let queued = send(load).await;
+    let (before, attempts_before) = (fanout.stats(), failed_attempts(admin).await?);
+    tokio::time::sleep(held).await;
+    let (after, attempts_after) = (fanout.stats(), failed_attempts(admin).await?);
+    fanout.stop();
+    Ok(DownReport {
+        jobs: queued.acked,
+        held,
+        cpu_percent: (after.cpu_secs - before.cpu_secs) * 100.0 / held.as_secs_f64(),
+        user_sys_secs: (after.user_secs - before.user_secs, after.sys_secs - before.sys_secs),
+        attempts: attempts_after.saturating_sub(attempts_before),
+    })
+}
+
+/// `fanout_deliveries_total{outcome="failed",target="t"}` from the admin API's `/metrics`.
+async fn failed_attempts(admin: std::net::SocketAddr) -> Result<u64, String> {
+    let mut conn = connect(admin).await.map_err(|e| e.to_string())?;
+    let req = Request::get(format!("http://{admin}/metrics"))
+        .header("host", admin.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    let res = conn.send_request(req).await.map_err(|e| format!("admin API: {e}"))?;
+    let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("fanout_deliveries_total{") && l.contains("outcome=\"failed\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}

@@ -230,10 +230,8 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen, data_dir, admin_listen, database_url } => {
-            if let Some(url) = &database_url {
-                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                    anyhow::bail!("--database-url must start with postgres:// or postgresql://");
-                }
+            if database_url.as_deref().is_some_and(|url| !crate::config::is_postgres_url(url)) {
+                anyhow::bail!("--database-url must start with postgres:// or postgresql://");
             }
             serve_until_signal(&config, Overrides { listen, admin_listen, data_dir, database_url }).await
         }

@@ -20,7 +20,8 @@ pub struct Overrides {
     pub listen: Option<std::net::SocketAddr>,
     pub admin_listen: Option<std::net::SocketAddr>,
     pub data_dir: Option<PathBuf>,
-    /// Postgres instead of the config's store (its `pool` and `ca` kept if it names Postgres).
+    /// Postgres instead of the config's store (its `pool` kept if it names Postgres; not its
+    /// `ca`, which belongs to the URL it replaces).
     pub database_url: Option<String>,
 }
 
@@ -44,7 +45,7 @@ impl Overrides {
         if let Some(url) = &self.database_url {
             let pool = match &config.store {
                 StoreConfig::Postgres { pool, .. } => *pool,
-                StoreConfig::Sled => 16,
+                StoreConfig::Sled => crate::config::DEFAULT_POOL,
             };
             config.store = StoreConfig::Postgres { url: Secret::new(url.clone()), pool, ca: None };
         }

@@ -130,6 +130,14 @@ impl Config {
     }
 }
 
+/// Connections per replica when `store: {engine: postgres}` does not say.
+pub const DEFAULT_POOL: usize = 16;
+
+/// Whether `url` names a Postgres database (what `store.url` and `--database-url` accept).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The store engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {

@@ -64,7 +64,7 @@ pub(super) enum RawEngine {
 }
 
 fn default_pool() -> usize {
-    16
+    super::DEFAULT_POOL
 }
 
 #[derive(Deserialize)]

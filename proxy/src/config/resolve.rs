@@ -471,7 +471,7 @@ impl Resolver<'_> {
             )),
             (RawEngine::Postgres, Some(url)) => {
                 let url = self.expand(&url)?;
-                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                if !super::is_postgres_url(&url) {
                     return Err(self.err("url", "store: url must start with postgres:// or postgresql://"));
                 }
                 if raw.pool == 0 {

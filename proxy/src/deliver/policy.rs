@@ -136,9 +136,13 @@ impl Bucket {
         self.rate
     }
 
+    /// Tokens earned per millisecond.
+    fn per_ms(&self) -> f64 {
+        f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64
+    }
+
     fn refill(&mut self, now_ms: u64) {
-        let per_ms = f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64;
-        let earned = now_ms.saturating_sub(self.at_ms) as f64 * per_ms;
+        let earned = now_ms.saturating_sub(self.at_ms) as f64 * self.per_ms();
         self.tokens = (self.tokens + earned).min(f64::from(self.rate.burst));
         self.at_ms = now_ms.max(self.at_ms);
     }
@@ -159,8 +163,7 @@ impl Bucket {
         if self.tokens >= 1.0 {
             return Duration::ZERO;
         }
-        let per_ms = f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64;
-        Duration::from_millis(((1.0 - self.tokens) / per_ms).ceil() as u64)
+        Duration::from_millis(((1.0 - self.tokens) / self.per_ms()).ceil() as u64)
     }
 }
 

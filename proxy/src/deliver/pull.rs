@@ -295,17 +295,20 @@ impl Deliveries {
             if stop.is_cancelled() || state.stop.is_cancelled() {
                 return Ok(Vec::new());
             }
+            // An inbox's `rate` is the rate events are offered at: held by it, the poll asks the
+            // store nothing until the next token.
             let rate = config.target(name).and_then(|t| t.rate);
-            if let Err(until_a_token) = state.allowance(rate, max) {
-                // Held by the inbox's rate: nothing to ask the store until the next token.
-                next = next.min(until_a_token);
-            } else if !state.paused.holds() {
-                let offered = self.offer(&config, &state, &inbox, name, max).await?;
-                if !offered.is_empty() {
-                    return Ok(offered);
-                }
-                if let Some(due) = self.shared.store.next_due_ms(name).await? {
-                    next = next.min(Duration::from_millis(due.saturating_sub(unix_now_ms())));
+            match state.allowance(rate, max) {
+                Err(until_a_token) => next = next.min(until_a_token),
+                Ok(_) if state.paused.holds() => {}
+                Ok(allowed) => {
+                    let offered = self.offer(&config, &state, &inbox, name, allowed).await?;
+                    if !offered.is_empty() {
+                        return Ok(offered);
+                    }
+                    if let Some(due) = self.shared.store.next_due_ms(name).await? {
+                        next = next.min(Duration::from_millis(due.saturating_sub(unix_now_ms())));
+                    }
                 }
             }
             if next.is_zero() && Instant::now() >= until {
@@ -335,8 +338,6 @@ impl Deliveries {
         max: usize,
     ) -> Result<Vec<Offer>, InboxError> {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
-        // An inbox's `rate` is the rate events are offered at (the poll waits for the next token).
-        let Ok(max) = state.allowance(target.rate, max) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
         // Held until the last offer's deadline (below), and a margin for its answer to be settled.
         let held_for = target.timeout.saturating_mul(max as u32 + 1) + super::LEASE_MARGIN;

@@ -138,8 +138,8 @@ async fn run(pool: Pool, mut waiting: mpsc::UnboundedReceiver<(IngestRow, Reply)
     }
 }
 
-/// Commits the batch and answers each of its callers; a batch that lost a deadlock (or a
-/// serialization conflict) is run again one ingest at a time.
+/// Commits the batch and answers each of its callers; a batch the database refused (a deadlock,
+/// one bad row failing the others) is run again one ingest at a time.
 async fn commit(pool: &Pool, batch: Vec<(IngestRow, Reply)>) {
     let outcome = if batch.len() == 1 {
         alone(pool, &batch[0].0).await.map(|new| vec![new])

@@ -146,8 +146,10 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Targets with their live state: paused, queued, in flight, dead letters, last error.
+    /// Targets with their live state: paused, breaker, queued, in flight, dead letters, last error.
     Targets {
+        #[command(subcommand)]
+        action: Option<TargetsAction>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -227,6 +229,17 @@ pub enum Command {
     },
 }
 
+/// `fanout targets reset NAME`.
+#[derive(Subcommand, Debug)]
+pub enum TargetsAction {
+    /// Close a target's circuit breaker by hand: its held queue drains again at once.
+    Reset {
+        target: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, listen, data_dir, admin_listen, database_url } => {
@@ -278,7 +291,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             ops::dead_letters(&admin, ops::DeadLetterArgs { target, id, all, action, page }).await
         }
-        Command::Targets { admin } => ops::targets(&admin).await,
+        Command::Targets { action: None, admin } => ops::targets(&admin).await,
+        Command::Targets { action: Some(TargetsAction::Reset { target, admin }), .. } => {
+            ops::reset_breaker(&admin, &target).await
+        }
         Command::Pause { target, admin } => ops::pause(&admin, &target, true).await,
         Command::Resume { target, admin } => ops::pause(&admin, &target, false).await,
         Command::Owner { id, admin } => ops::owner(&admin, &id).await,

@@ -40,7 +40,8 @@ impl Intake {
             e
         };
         let decision = self.route(config, &event).await.map_err(failed)?;
-        let (jobs, disposition) = plan(config, &decision);
+        let (mut jobs, disposition) = plan(config, &decision);
+        self.deliveries.skip_open_members(&mut jobs);
         let now = unix_now_ms();
         let claims = claims(config, &decision, &event.json, &event.id, now);
         let record = EventRecord {

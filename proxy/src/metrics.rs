@@ -32,6 +32,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub target: String,
+    /// open, closed
+    pub to: &'static str,
+}
+
 /// A histogram family needs a constructor it can call per label set.
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~33 s
@@ -53,6 +60,8 @@ pub struct Metrics {
     pub dead_letters: Family<TargetLabel, Gauge>,
     pub in_flight: Family<TargetLabel, Gauge>,
     pub paused: Family<TargetLabel, Gauge>,
+    pub breaker_state: Family<TargetLabel, Gauge>,
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
     pub config_reloads: Family<ReasonLabel, Counter>,
     pub quarantined: Gauge,
 }
@@ -74,6 +83,8 @@ impl Default for Metrics {
             dead_letters: Family::default(),
             in_flight: Family::default(),
             paused: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
             config_reloads: Family::default(),
             quarantined: Gauge::default(),
             registry: Registry::default(),
@@ -110,6 +121,16 @@ impl Default for Metrics {
         r.register("dead_letters", "Dead letters per target", m.dead_letters.clone());
         r.register("in_flight", "Delivery attempts in flight per target", m.in_flight.clone());
         r.register("target_paused", "1 if an operator paused the target", m.paused.clone());
+        r.register(
+            "target_breaker_state",
+            "The target's circuit breaker: 0 closed, 1 probing, 2 open (its queue held)",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "target_breaker_transitions",
+            "Circuit breaker state changes by target and new state (open, closed)",
+            m.breaker_transitions.clone(),
+        );
         r.register("config_reloads", "Config reloads by result (applied, refused)", m.config_reloads.clone());
         r.register(
             "store_quarantined",
@@ -127,6 +148,10 @@ impl Metrics {
 
     pub fn delivery(&self, target: &str, outcome: &'static str) {
         self.deliveries.get_or_create(&OutcomeLabels { target: target.to_owned(), outcome }).inc();
+    }
+
+    pub fn breaker_transition(&self, target: &str, to: &'static str) {
+        self.breaker_transitions.get_or_create(&TransitionLabels { target: target.to_owned(), to }).inc();
     }
 
     /// The text exposition format. Gauges must have been set by the caller just before.

@@ -8,6 +8,7 @@ mod loadgen;
 
 mod admin;
 mod affinity;
+mod breaker;
 mod cli;
 mod crash;
 mod faults;

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::http::client as outbound;
 use crate::wire::admin::{
-    Batch, DeadLetterDone, DeadLettersPage, Disowned, EventDetail, EventsPage, OwnerInfo, OwnersPage, Paused, Replayed,
-    SetOwner, Skipped, Targets,
+    Batch, BreakerReset, DeadLetterDone, DeadLettersPage, Disowned, EventDetail, EventsPage, OwnerInfo, OwnersPage,
+    Paused, Replayed, SetOwner, Skipped, Targets,
 };
 use crate::wire::ErrorBody;
 
@@ -442,15 +442,17 @@ pub async fn targets(admin: &AdminArgs) -> anyhow::Result<()> {
         .targets
         .iter()
         .map(|t| {
-            let state = match (t.paused, t.inbox.as_ref().map(|i| i.online)) {
-                (true, _) => "paused",
-                (_, Some(true)) => "listening",
-                (_, Some(false)) => "offline",
-                _ => "running",
+            let breaker = t.breaker.as_ref().map(|b| b.state.as_str()).filter(|s| *s != "closed");
+            let state = match (t.paused, t.inbox.as_ref().map(|i| i.online), breaker) {
+                (true, ..) => "paused".to_owned(),
+                (_, Some(true), _) => "listening".to_owned(),
+                (_, Some(false), _) => "offline".to_owned(),
+                (_, _, Some(breaker)) => format!("breaker {breaker}"),
+                _ => "running".to_owned(),
             };
             vec![
                 t.name.clone(),
-                state.to_owned(),
+                state,
                 t.queued.to_string(),
                 t.in_flight.to_string(),
                 t.dead_letters.to_string(),
@@ -464,6 +466,20 @@ pub async fn targets(admin: &AdminArgs) -> anyhow::Result<()> {
         "{}",
         table(&["TARGET", "STATE", "QUEUED", "IN FLIGHT", "DEAD", "OLDEST DUE", "LAST SUCCESS", "LAST ERROR"], &rows)
     );
+    Ok(())
+}
+
+/// Closes a target's circuit breaker by hand.
+pub async fn reset_breaker(admin: &AdminArgs, target: &str) -> anyhow::Result<()> {
+    let path = format!("/targets/{}/reset", encode_segment(target));
+    let v: BreakerReset = call(admin, Method::POST, &path, &[]).await?;
+    if admin.json {
+        print_json(&v);
+    } else if v.was_open {
+        println!("{target}: circuit breaker closed; its queue drains again (it opens again if the target still fails)");
+    } else {
+        println!("{target}: circuit breaker was already closed");
+    }
     Ok(())
 }
 

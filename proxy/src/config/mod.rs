@@ -203,6 +203,7 @@ pub struct Target {
     /// At most this many attempts started per period, with this burst (per replica).
     pub rate: Option<Rate>,
     pub retry: RetryPolicy,
+    pub breaker: BreakerPolicy,
     /// An extra CA (PEM) trusted for this target besides the platform's roots: internal staging
     /// often has a private CA.
     pub ca: Option<PathBuf>,
@@ -255,6 +256,19 @@ pub struct RetryPolicy {
     /// Delays before retry 1, 2, ... (the last repeats), instead of exponential backoff from
     /// `initial_delay` when not empty.
     pub schedule: Vec<Duration>,
+}
+
+/// When a target's circuit breaker opens and how it probes while open (see `deliver/breaker.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    pub enabled: bool,
+    /// Consecutive failed attempts that open it ...
+    pub failures: u32,
+    /// ... or every attempt failed for this long.
+    pub failing_for: Duration,
+    /// The first probe comes this long after it opens; the interval doubles up to the max.
+    pub probe_interval: Duration,
+    pub max_probe_interval: Duration,
 }
 
 /// A configuration problem, with where it is and what to do.

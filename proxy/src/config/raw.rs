@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) retry: RawRetry,
     #[serde(default)]
+    pub(super) breaker: RawBreaker,
+    #[serde(default)]
     pub(super) targets: Vec<RawTarget>,
     #[serde(default)]
     pub(super) groups: Vec<RawGroup>,
@@ -111,6 +113,18 @@ pub(super) struct RawRetry {
     pub(super) schedule: Option<Vec<String>>,
 }
 
+/// `breaker: {failures: 20, failing_for: 2m, probe_interval: 5s, max_probe_interval: 5m}`, or
+/// `{enabled: false}`; each key unset inherits the level above.
+#[derive(Deserialize, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    pub(super) enabled: Option<bool>,
+    pub(super) failures: Option<u32>,
+    pub(super) failing_for: Option<String>,
+    pub(super) probe_interval: Option<String>,
+    pub(super) max_probe_interval: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
@@ -133,6 +147,8 @@ pub(super) struct RawTarget {
     pub(super) burst: Option<u32>,
     #[serde(default)]
     pub(super) retry: RawRetry,
+    #[serde(default)]
+    pub(super) breaker: RawBreaker,
     pub(super) ca: Option<String>,
 }
 

@@ -11,13 +11,31 @@ use wildmatch::WildMatch;
 
 use super::raw::*;
 use super::{
-    shown, Admin, Config, ConfigError, Endpoint, Rate, RetryPolicy, Secret, Source, StoreConfig, Target, TlsFiles,
-    DROP, INBOX_PATH,
+    shown, Admin, BreakerPolicy, Config, ConfigError, Endpoint, Rate, RetryPolicy, Secret, Source, StoreConfig, Target,
+    TlsFiles, DROP, INBOX_PATH,
 };
 use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Offline, Router, Rule};
 
 /// Names routing itself gives as "the rule that decided", so no route may take them.
 const RESERVED_RULE_NAMES: [&str; 3] = [crate::route::DEFAULT_RULE, "manual", "replay"];
+
+/// What every target inherits from the top level unless it says otherwise.
+struct TargetDefaults {
+    retry: RetryPolicy,
+    breaker: BreakerPolicy,
+}
+
+/// A breaker that opens on a target really down, not on a flake (20 failures in a row take a
+/// target at concurrency 8 well under a minute when it is down, and a burst of bad luck rarely
+/// gets there); 2 minutes of nothing but failures catches a quiet target. A recovered target
+/// waits at most 5 minutes for its backlog: Stripe's own retries are hours apart.
+const DEFAULT_BREAKER: BreakerPolicy = BreakerPolicy {
+    enabled: true,
+    failures: 20,
+    failing_for: Duration::from_secs(120),
+    probe_interval: Duration::from_secs(5),
+    max_probe_interval: Duration::from_secs(300),
+};
 
 pub(super) struct Resolver<'a> {
     pub(super) file: &'a str,
@@ -146,6 +164,25 @@ impl Resolver<'_> {
         Ok(policy)
     }
 
+    fn breaker(&self, base: &BreakerPolicy, raw: &RawBreaker) -> Result<BreakerPolicy, ConfigError> {
+        let opt = |key: &str, v: &Option<String>, d: Duration| v.as_ref().map_or(Ok(d), |v| self.duration(key, v));
+        let policy = BreakerPolicy {
+            enabled: raw.enabled.unwrap_or(base.enabled),
+            failures: raw.failures.unwrap_or(base.failures),
+            failing_for: opt("failing_for", &raw.failing_for, base.failing_for)?,
+            probe_interval: opt("probe_interval", &raw.probe_interval, base.probe_interval)?,
+            max_probe_interval: opt("max_probe_interval", &raw.max_probe_interval, base.max_probe_interval)?,
+        };
+        if policy.failures == 0 {
+            return Err(self.err("failures", "breaker: failures must be at least 1 (or set enabled: false)"));
+        }
+        if policy.probe_interval.is_zero() || policy.max_probe_interval < policy.probe_interval {
+            return Err(self
+                .err("probe_interval", "breaker: probe_interval must be more than 0 and at most max_probe_interval"));
+        }
+        Ok(policy)
+    }
+
     pub(super) fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listen = self.expand(&raw.listen)?;
         let listen = listen
@@ -158,16 +195,19 @@ impl Resolver<'_> {
             return Err(self.err("max_connections", "max_connections must be at least 1"));
         }
         let sources = self.sources(raw.sources)?;
-        let defaults = RetryPolicy {
+        let retry = RetryPolicy {
             max_attempts: None,
             max_age: Duration::from_secs(3 * 24 * 3600),
             initial_delay: Duration::from_secs(5),
             max_delay: Duration::from_secs(3600),
             schedule: Vec::new(),
         };
-        let global_retry = self.retry(&defaults, &raw.retry)?;
+        let defaults = TargetDefaults {
+            retry: self.retry(&retry, &raw.retry)?,
+            breaker: self.breaker(&DEFAULT_BREAKER, &raw.breaker)?,
+        };
         let mut names = Vec::new();
-        let (mut targets, own_offline) = self.targets(raw.targets, &global_retry, &mut names)?;
+        let (mut targets, own_offline) = self.targets(raw.targets, &defaults, &mut names)?;
         let destinations = self.destinations(raw.groups, &targets, &mut names)?;
         for (i, name, raw) in own_offline {
             let offline = self.offline(&format!("target {name:?}"), &name, raw, &destinations, &targets)?;
@@ -244,7 +284,7 @@ impl Resolver<'_> {
     fn targets(
         &self,
         raw: Vec<RawTarget>,
-        global_retry: &RetryPolicy,
+        defaults: &TargetDefaults,
         names: &mut Vec<String>,
     ) -> Result<(Vec<Target>, Vec<(usize, String, RawOffline)>), ConfigError> {
         let mut targets: Vec<Target> = Vec::new();
@@ -274,12 +314,12 @@ impl Resolver<'_> {
                 }
                 None => {}
             }
-            targets.push(self.target(t, endpoint, global_retry)?);
+            targets.push(self.target(t, endpoint, defaults)?);
         }
         Ok((targets, own_offline))
     }
 
-    fn target(&self, t: RawTarget, endpoint: Endpoint, global_retry: &RetryPolicy) -> Result<Target, ConfigError> {
+    fn target(&self, t: RawTarget, endpoint: Endpoint, defaults: &TargetDefaults) -> Result<Target, ConfigError> {
         let secret = self.expand(&t.secret)?;
         if secret.is_empty() {
             return Err(self.err(&t.name, format!("target {:?}: secret is empty", t.name)));
@@ -288,10 +328,17 @@ impl Resolver<'_> {
             return Err(self.err(&t.name, format!("target {:?}: concurrency must be at least 1", t.name)));
         }
         let rate = self.rate(&t)?;
+        if t.breaker != RawBreaker::default() && matches!(endpoint, Endpoint::Inbox { .. }) {
+            return Err(self.err(
+                &t.name,
+                format!("target {:?}: `breaker` is for url targets; an inbox is held while nobody listens", t.name),
+            ));
+        }
         Ok(Target {
             rate,
             timeout: self.duration("timeout", &t.timeout)?,
-            retry: self.retry(global_retry, &t.retry)?,
+            retry: self.retry(&defaults.retry, &t.retry)?,
+            breaker: self.breaker(&defaults.breaker, &t.breaker)?,
             ca: t.ca.as_deref().map(|p| self.file(&format!("target {:?}: ca", t.name), p)).transpose()?,
             name: t.name,
             endpoint,

@@ -165,6 +165,20 @@ fn inboxes_offline_fallbacks_and_affinity_are_checked() {
 }
 
 #[test]
+fn a_breaker_is_on_by_default_and_each_target_may_change_or_turn_it_off() {
+    let yaml = "breaker: {failures: 7}\ntargets:\n  - {name: a, url: \"http://h/a\", secret: x}\n  - {name: b, url: \"http://h/b\", secret: x, breaker: {enabled: false}}\n  - {name: c, url: \"http://h/c\", secret: x, breaker: {probe_interval: 1s, max_probe_interval: 2s}}\n";
+    let cfg = parse(yaml, &[]).unwrap();
+    let [a, b, c] = [0, 1, 2].map(|i| cfg.targets[i].breaker);
+    assert!(a.enabled && a.failures == 7 && a.failing_for == Duration::from_secs(120));
+    assert_eq!(a.probe_interval, Duration::from_secs(5));
+    assert!(!b.enabled && b.failures == 7, "off, the rest inherited");
+    assert_eq!(
+        (c.failures, c.probe_interval, c.max_probe_interval),
+        (7, Duration::from_secs(1), Duration::from_secs(2))
+    );
+}
+
+#[test]
 fn the_store_is_sled_by_default_or_postgres_with_a_url() {
     assert_eq!(parse("", &[]).unwrap().store, StoreConfig::Sled);
     let pg = parse("store: {engine: postgres, url: \"${DB}\", pool: 3}\n", &[("DB", "postgres://u:pw@h/db")]).unwrap();
@@ -183,6 +197,13 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, burst: 5}\n", "`burst` goes with a `rate`"),
         ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, rate: 5/s, burst: 0}\n", "burst must be at least 1"),
         ("retry: {schedule: [5s, soon]}\n", "schedule"),
+        ("breaker: {failures: 0}\n", "failures must be at least 1"),
+        ("breaker: {probe_interval: 10m}\n", "at most max_probe_interval"),
+        ("breaker: {opens_after: 3}\n", "unknown field"),
+        (
+            "targets:\n  - {name: i, kind: inbox, token: i-token-0123456789, secret: x, breaker: {failures: 3}}\n",
+            "`breaker` is for url targets",
+        ),
         (
             "store: {engine: postgres, url: \"postgres://h/db?sslmode=verify-full\"}\n",
             "sslmode=verify-full is not supported",

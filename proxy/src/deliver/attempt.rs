@@ -157,7 +157,7 @@ impl Shared {
     ) -> Result<bool, StoreError> {
         let store = &self.store;
         let event_id = job.event_id.clone();
-        let step = next_step(job, failure.status, failure.error.clone(), config, now);
+        let step = next_step(job, failure.status, failure.error.clone(), config, now, &|t| self.is_open(t));
         let (job, retry_at_ms) = match &step {
             Step::Retry(j) => (j, Some(j.due_at_ms)),
             Step::Dead(j, _) => (j, None),

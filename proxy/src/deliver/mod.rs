@@ -6,7 +6,7 @@
 //! Rooms: this file is the registry (one worker per target, started and stopped as reloads
 //! change the targets; live status; pause); `push.rs` the worker that POSTs, `pull.rs` an inbox's
 //! queue drained by `fanout listen`, `attempt.rs` what both share (load, headers, settle),
-//! `policy.rs` the retry policy.
+//! `policy.rs` the retry policy and rate bucket, `breaker.rs` the circuit breaker.
 //!
 //! Invariant: deliver/ knows no wire format; it hands domain values to the API layer above.
 //! Invariant: a job leaves the store only when its target answered 2xx, its `any` group was
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use fanout_store::engine::Engine;
-use fanout_store::Wake;
+use fanout_store::{Delivery, NewJob, Wake};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,6 +94,23 @@ pub struct TargetStatus {
     pub last_success_ms: Option<u64>,
     pub last_failure_ms: Option<u64>,
     pub last_error: Option<String>,
+    pub breaker: BreakerStatus,
+}
+
+/// A target's circuit breaker as shown (wall-clock times).
+#[derive(Clone, Debug)]
+pub struct BreakerStatus {
+    pub state: BreakerState,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    pub open_since_ms: Option<u64>,
+    pub next_probe_ms: Option<u64>,
+}
+
+impl Default for BreakerStatus {
+    fn default() -> Self {
+        BreakerStatus { state: BreakerState::Closed, failures: 0, open_since_ms: None, next_probe_ms: None }
+    }
 }
 
 struct TargetState {
@@ -107,6 +124,9 @@ struct TargetState {
     inbox: Option<Arc<InboxState>>,
     /// The target's `rate` as it is being spent (none without one); made again when it changes.
     bucket: Mutex<Option<Bucket>>,
+    breaker: Mutex<Breaker>,
+    /// Whether the sweep of a held queue runs (one per target; see `held.rs`).
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 impl TargetState {
@@ -133,6 +153,27 @@ impl TargetState {
         if let Some(bucket) = self.bucket.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             bucket.take(n);
         }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn breaker_status(&self) -> BreakerStatus {
+        let breaker = self.breaker();
+        // Shown on the wall clock; the breaker itself runs on the monotonic one.
+        let (mono, unix) = (crate::clock::mono_ms(), unix_now_ms());
+        let wall = |at: u64| (unix + at).saturating_sub(mono);
+        BreakerStatus {
+            state: breaker.state(),
+            failures: breaker.failures(),
+            open_since_ms: breaker.open_since().map(|(since, _)| wall(since)),
+            next_probe_ms: breaker.open_since().map(|(_, probe)| wall(probe)),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.breaker().state() != BreakerState::Closed
     }
 }
 
@@ -265,6 +306,8 @@ impl Deliveries {
                 stop: self.shared.shutdown.child_token(),
                 inbox: target.is_inbox().then(|| Arc::new(InboxState::new(unix_now_ms()))),
                 bucket: Mutex::default(),
+                breaker: Mutex::default(),
+                sweeping: Default::default(),
             });
             workers.insert(target.name.clone(), state.clone());
             match state.inbox.clone() {
@@ -343,6 +386,31 @@ impl Deliveries {
         Ok(true)
     }
 
+    /// Closes a target's circuit breaker by hand: its queue drains again at once (and if the
+    /// target is still down, the breaker opens again after its failures). `None`: no such target.
+    pub fn reset_breaker(&self, target: &str) -> Option<bool> {
+        let state = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(target).cloned()?;
+        let was_open = state.breaker().reset();
+        if was_open {
+            tracing::info!(target, "circuit breaker closed by an operator: delivering again");
+            self.shared.metrics.breaker_transition(target, "closed");
+            self.shared.wake_here(target);
+        }
+        Some(was_open)
+    }
+
+    /// A failover job planned onto a member whose breaker is open starts at the next member
+    /// whose breaker is closed (none: where it was planned, held there).
+    pub fn skip_open_members(&self, jobs: &mut [NewJob]) {
+        for job in jobs {
+            let Delivery::Failover { members, member, .. } = &mut job.delivery else { continue };
+            if let Some(next) = first_closed(members, *member, &|m| self.shared.is_open(m)) {
+                *member = next;
+                job.target = members[next].clone();
+            }
+        }
+    }
+
     /// Live state of each running worker.
     pub fn status(&self) -> HashMap<String, TargetStatus> {
         let workers = self.shared.workers.read().unwrap_or_else(|p| p.into_inner());
@@ -353,6 +421,7 @@ impl Deliveries {
                 status.paused = state.paused.is_paused();
                 status.inbox = state.inbox.as_ref().map(|i| i.status(unix_now_ms()));
                 status.in_flight = state.in_flight.load(Ordering::SeqCst);
+                status.breaker = state.breaker_status();
                 (name.clone(), status)
             })
             .collect()
@@ -360,6 +429,11 @@ impl Deliveries {
 }
 
 impl Shared {
+    /// Whether `target`'s breaker is open (a target with no worker here: no).
+    fn is_open(&self, target: &str) -> bool {
+        self.workers.read().unwrap_or_else(|p| p.into_inner()).get(target).is_some_and(|s| s.is_open())
+    }
+
     /// Reads whether an operator paused `name` (a worker's first step: until then it is held).
     async fn load_paused(&self, name: &str, state: &TargetState) {
         let paused = self.store.is_paused(name).await.unwrap_or_else(|e| {
@@ -387,12 +461,16 @@ impl Shared {
 }
 
 mod attempt;
+mod breaker;
+mod held;
 mod policy;
 mod pull;
 mod push;
 
+use breaker::Breaker;
+pub use breaker::BreakerState;
 use policy::Bucket;
-pub use policy::{next_step, retry_delay, Step};
+pub use policy::{first_closed, next_step, retry_delay, Step};
 use pull::InboxState;
 pub use pull::{InboxError, LocalOutcome, Offer, Presence};
 use push::Worker;

@@ -24,8 +24,15 @@ pub enum Step {
 ///
 /// A target that answered 410 Gone says its endpoint no longer exists: the job is dead-lettered
 /// at once with that reason rather than retried for days (a failover group moves on to its next
-/// member, as for any failure).
-pub fn next_step(mut job: Job, status: Option<u16>, error: String, config: &Config, now_ms: u64) -> Step {
+/// member, as for any failure). A failover walk skips members whose circuit breaker `is_open`.
+pub fn next_step(
+    mut job: Job,
+    status: Option<u16>,
+    error: String,
+    config: &Config,
+    now_ms: u64,
+    is_open: &dyn Fn(&str) -> bool,
+) -> Step {
     refresh_failover_members(&mut job, config);
     // The policy of the target that failed; for a failover group whose member was just removed,
     // its first member's.
@@ -45,15 +52,13 @@ pub fn next_step(mut job: Job, status: Option<u16>, error: String, config: &Conf
     }
     let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
     let retries = match &mut job.delivery {
-        Delivery::Failover { members, member, .. } if *member + 1 < members.len() => {
-            *member += 1;
-            job.target = members[*member].clone();
-            None
-        }
         Delivery::Failover { members, member, .. } => {
-            *member = 0;
-            job.target = members[0].clone();
-            Some(job.attempt / members.len() as u32)
+            // The next member of this round whose breaker is closed; past the last, a new round
+            // from the first such member, after a backoff.
+            let next = (*member + 1..members.len()).find(|&i| !is_open(&members[i]));
+            *member = next.unwrap_or_else(|| first_closed(members, 0, is_open).unwrap_or(0));
+            job.target = members[*member].clone();
+            next.is_none().then(|| job.attempt / members.len() as u32)
         }
         _ => Some(job.attempt),
     };
@@ -74,6 +79,11 @@ pub fn next_step(mut job: Job, status: Option<u16>, error: String, config: &Conf
         Some(n) => job.due_at_ms = now_ms + retry_delay(policy, n).as_millis() as u64,
     }
     Step::Retry(job)
+}
+
+/// The first of `members` from `from` on, wrapping round, whose circuit breaker is closed.
+pub fn first_closed(members: &[String], from: usize, is_open: &dyn Fn(&str) -> bool) -> Option<usize> {
+    (0..members.len()).map(|k| (from + k) % members.len()).find(|&i| !is_open(&members[i]))
 }
 
 /// A failover job walks its group's members as configured now, not as they were at ingest: a

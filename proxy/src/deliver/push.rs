@@ -11,8 +11,9 @@ use http::Request;
 use http_body_util::Full;
 
 use super::attempt::{delivery_headers, Loaded};
+use super::breaker::Gate;
 use super::{Shared, TargetState};
-use crate::clock::unix_now_ms;
+use crate::clock::{mono_ms, unix_now_ms};
 use crate::config::{Config, Endpoint, Target};
 use crate::http::client::{post, Failure, HttpClient};
 
@@ -84,19 +85,39 @@ impl Worker {
         if self.state.paused.holds() || busy >= target.concurrency {
             return Ok(MAX_IDLE);
         }
-        let want = match self.state.allowance(target.rate, target.concurrency - busy) {
+        let mut want = match self.state.allowance(target.rate, target.concurrency - busy) {
             Ok(want) => want,
             Err(until_a_token) => return Ok(until_a_token),
         };
+        let probe = match self.state.breaker().gate(&target.breaker, mono_ms()) {
+            Gate::Pass => false,
+            Gate::Hold(until_a_probe) => return Ok(until_a_probe.clamp(Duration::from_millis(1), MAX_IDLE)),
+            Gate::Probe => {
+                want = 1;
+                true
+            }
+        };
         // An attempt ends within the target's timeout; the margin covers settling it.
         let lease_for = target.timeout + super::LEASE_MARGIN;
-        let leased = self.shared.store.lease_due(&self.name, unix_now_ms(), want, lease_for).await?;
+        let leased = match self.shared.store.lease_due(&self.name, unix_now_ms(), want, lease_for).await {
+            Ok(leased) if probe && leased.is_empty() => {
+                self.state.breaker().probe_not_made();
+                leased
+            }
+            Ok(leased) => leased,
+            Err(e) => {
+                if probe {
+                    self.state.breaker().probe_not_made();
+                }
+                return Err(e);
+            }
+        };
         self.state.spend(leased.len());
         for job in leased {
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
             let (this, config) = (self.clone(), config.clone());
             self.shared.tasks.spawn(async move {
-                this.attempt(&config, job).await;
+                this.attempt(&config, job, probe).await;
                 this.state.in_flight.fetch_sub(1, Ordering::SeqCst);
                 this.state.wake.notify_one();
             });
@@ -110,27 +131,39 @@ impl Worker {
         })
     }
 
-    async fn attempt(&self, config: &Config, job: Job) {
-        let Some(target) = config.target(&self.name) else { return };
-        let Endpoint::Url(url) = &target.endpoint else { return };
+    /// One attempt of `job`; a `probe` is the one its open breaker let through.
+    async fn attempt(&self, config: &Config, job: Job, probe: bool) {
+        let not_made = || {
+            if probe {
+                self.state.breaker().probe_not_made();
+            }
+        };
+        let Some(target) = config.target(&self.name) else { return not_made() };
+        let Endpoint::Url(url) = &target.endpoint else { return not_made() };
         let (mut job, event) = match self.shared.load_event(config, job).await {
             Loaded::Ready(job, event) => (job, Ok(event)),
-            Loaded::Unreadable(job, error) => (job, Err(Failure { status: None, error })),
-            Loaded::Settled => return,
+            Loaded::Unreadable(job, error) => {
+                not_made();
+                (job, Err(Failure { status: None, error }))
+            }
+            Loaded::Settled => return not_made(),
         };
         job.attempt += 1;
         let started = Instant::now();
         let client = self.shared.clients.read().unwrap_or_else(|p| p.into_inner()).for_target(&target.name).clone();
         let result = match event {
             Ok(event) => {
-                tokio::select! {
+                let result = tokio::select! {
                     result = send(&client, target, url, &job, Bytes::from(event.body)) => result,
                     _ = self.shared.abort.cancelled() => {
                         // Shutdown deadline: the lease stays and is handed back to the queue.
                         tracing::info!(event_id = %job.event_id, target = %target.name, "attempt cut off by shutdown; re-queued");
-                        return;
+                        return not_made();
                     }
-                }
+                };
+                // Before settling: a failover step must see the breaker this answer opened.
+                self.shared.answered(&self.name, &self.state, target, result.is_ok(), probe);
+                result
             }
             Err(e) => Err(e),
         };

@@ -150,6 +150,25 @@ pub struct TargetInfo {
     pub last_success: Option<String>,
     pub last_failure: Option<String>,
     pub last_error: Option<String>,
+    /// Its circuit breaker (none for an inbox).
+    pub breaker: Option<BreakerInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BreakerInfo {
+    /// closed, open (the queue held until the next probe) or probing.
+    pub state: String,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    pub open_since: Option<String>,
+    pub next_probe: Option<String>,
+}
+
+/// `POST /targets/{name}/reset`: the breaker closed by hand.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BreakerReset {
+    pub target: String,
+    pub was_open: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -25,6 +25,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// What the sink answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -72,7 +74,12 @@ impl Sink {
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let (status, delay) = behaviour(n);
                             tokio::time::sleep(delay).await;
-                            log.lock().unwrap().push(Received { headers: parts.headers, body, at: Instant::now() });
+                            log.lock().unwrap().push(Received {
+                                headers: parts.headers,
+                                body,
+                                at: Instant::now(),
+                                status,
+                            });
                             let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *res.status_mut() = StatusCode::from_u16(status).unwrap();
                             if (300..400).contains(&status) {

@@ -283,9 +283,11 @@ impl Admin {
     }
 
     async fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<QueuedJob>, ApiError> {
+        let mut jobs = jobs.to_vec();
+        self.deliveries.skip_open_members(&mut jobs);
         let queued = self
             .store
-            .replay(event_id, jobs, unix_now_ms())
+            .replay(event_id, &jobs, unix_now_ms())
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no event {event_id}")))?;
         for job in &queued {

@@ -109,6 +109,7 @@ impl Admin {
             (&Method::GET, ["targets"]) => Ok(json(StatusCode::OK, &self.targets(&config).await?)),
             (&Method::POST, ["targets", name, "pause"]) => self.pause(name, true).await,
             (&Method::POST, ["targets", name, "resume"]) => self.pause(name, false).await,
+            (&Method::POST, ["targets", name, "reset"]) => self.reset_breaker(name),
             (&Method::GET, ["owners"]) => self.list_owners(&query).await,
             (&Method::GET, ["owners", id]) => self.show_owner(id).await,
             (&Method::DELETE, ["owners", id]) => self.disown(id).await,
@@ -151,7 +152,7 @@ impl Admin {
         let m = &self.metrics;
         let status = self.deliveries.status();
         let now = crate::clock::unix_now_ms();
-        for family in [&m.queue_depth, &m.dead_letters, &m.in_flight, &m.paused] {
+        for family in [&m.queue_depth, &m.dead_letters, &m.in_flight, &m.paused, &m.breaker_state] {
             family.clear();
         }
         m.oldest_due_age.clear();
@@ -162,6 +163,9 @@ impl Admin {
             let s = status.get(&t.name).cloned().unwrap_or_default();
             m.in_flight.get_or_create(&label).set(s.in_flight as i64);
             m.paused.get_or_create(&label).set(i64::from(s.paused));
+            if !t.is_inbox() {
+                m.breaker_state.get_or_create(&label).set(s.breaker.state.gauge());
+            }
             m.oldest_due_age.get_or_create(&label).set(due.map_or(0.0, |d| now.saturating_sub(d) as f64 / 1000.0));
         }
         if let Some(n) = quarantined {

@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::http::{json, ApiError};
 use crate::wire::admin::DeadLetter as DeadLetterOut;
 use crate::wire::admin::{
-    Batch, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused, Skipped, TargetInfo, Targets,
+    Batch, BreakerInfo, BreakerReset, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused, Skipped,
+    TargetInfo, Targets,
 };
 use crate::wire::time;
 
@@ -125,6 +126,12 @@ impl Admin {
                 last_success: s.last_success_ms.map(time),
                 last_failure: s.last_failure_ms.map(time),
                 last_error: s.last_error,
+                breaker: (!t.is_inbox()).then(|| BreakerInfo {
+                    state: s.breaker.state.as_str().to_owned(),
+                    failures: s.breaker.failures,
+                    open_since: s.breaker.open_since_ms.map(time),
+                    next_probe: s.breaker.next_probe_ms.map(time),
+                }),
             });
         }
         Ok(Targets { targets })
@@ -135,6 +142,14 @@ impl Admin {
             return Err(ApiError::not_found(format!("no target named {name:?}")));
         }
         Ok(json(StatusCode::OK, &Paused { target: name.to_owned(), paused }))
+    }
+
+    pub(super) fn reset_breaker(&self, name: &str) -> Answer {
+        let was_open = self
+            .deliveries
+            .reset_breaker(name)
+            .ok_or_else(|| ApiError::not_found(format!("no target named {name:?}")))?;
+        Ok(json(StatusCode::OK, &BreakerReset { target: name.to_owned(), was_open }))
     }
 
     pub(super) async fn list_owners(&self, query: &Query) -> Answer {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, Target};
 
 fn config() -> Config {
     Config::parse(
@@ -9,6 +9,9 @@ fn config() -> Config {
     )
     .unwrap()
 }
+
+/// No target's breaker is open.
+const NONE_OPEN: fn(&str) -> bool = |_| false;
 
 fn job(target: &str, delivery: Delivery, attempt: u32) -> Job {
     Job {
@@ -45,14 +48,14 @@ fn delays_grow_exponentially_with_jitter_and_are_capped() {
 fn plain_target_retries_then_dies_at_max_attempts() {
     let cfg = config();
     let now = 1_000_500;
-    match next_step(job("a", Delivery::Target, 2), None, "HTTP 500".into(), &cfg, now) {
+    match next_step(job("a", Delivery::Target, 2), None, "HTTP 500".into(), &cfg, now, &NONE_OPEN) {
         Step::Retry(j) => {
             assert!(j.due_at_ms >= now + 2000 && j.due_at_ms <= now + 4000, "{}", j.due_at_ms);
             assert_eq!(j.last_error.as_deref(), Some("HTTP 500"));
         }
         other => panic!("{other:?}"),
     }
-    match next_step(job("a", Delivery::Target, 3), None, "HTTP 500".into(), &cfg, now) {
+    match next_step(job("a", Delivery::Target, 3), None, "HTTP 500".into(), &cfg, now, &NONE_OPEN) {
         Step::Dead(_, reason) => {
             assert!(reason.contains("after 3 attempts") && reason.contains("HTTP 500"), "{reason}")
         }
@@ -64,7 +67,10 @@ fn plain_target_retries_then_dies_at_max_attempts() {
 fn max_age_kills_even_with_attempts_left() {
     let cfg = config();
     let an_hour_later = 1_000_000 + 3_600_000;
-    assert!(matches!(next_step(job("b", Delivery::Target, 1), None, "e".into(), &cfg, an_hour_later), Step::Dead(..)));
+    assert!(matches!(
+        next_step(job("b", Delivery::Target, 1), None, "e".into(), &cfg, an_hour_later, &NONE_OPEN),
+        Step::Dead(..)
+    ));
 }
 
 #[test]
@@ -72,11 +78,11 @@ fn failover_moves_to_the_next_member_at_once_then_backs_off_from_the_first() {
     let cfg = config();
     let members = vec!["b".to_owned(), "a".to_owned()];
     let failover = |member| Delivery::Failover { group: "g".into(), members: members.clone(), member };
-    match next_step(job("b", failover(0), 1), None, "down".into(), &cfg, 1_000_100) {
+    match next_step(job("b", failover(0), 1), None, "down".into(), &cfg, 1_000_100, &NONE_OPEN) {
         Step::Retry(j) => assert_eq!((j.target.as_str(), j.due_at_ms, j.delivery), ("a", 1_000_100, failover(1))),
         other => panic!("{other:?}"),
     }
-    match next_step(job("a", failover(1), 2), None, "down".into(), &cfg, 1_000_100) {
+    match next_step(job("a", failover(1), 2), None, "down".into(), &cfg, 1_000_100, &NONE_OPEN) {
         Step::Retry(j) => {
             assert_eq!((j.target.as_str(), j.delivery), ("b", failover(0)));
             assert!(j.due_at_ms >= 1_001_100, "a whole round failed: back off");
@@ -86,8 +92,38 @@ fn failover_moves_to_the_next_member_at_once_then_backs_off_from_the_first() {
 }
 
 #[test]
+fn failover_skips_members_whose_breaker_is_open() {
+    let mut cfg = config();
+    cfg.targets.push(Target { name: "c".into(), ..cfg.targets[1].clone() });
+    let members: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let failover = |member| Delivery::Failover { group: "g".into(), members: members.clone(), member };
+    let b_open = |t: &str| t == "b";
+    match next_step(job("a", failover(0), 1), None, "down".into(), &cfg, 1_000_100, &b_open) {
+        Step::Retry(j) => assert_eq!((j.target.as_str(), j.due_at_ms, j.delivery), ("c", 1_000_100, failover(2))),
+        other => panic!("{other:?}"),
+    }
+    // The round is over; the next one starts at the first member whose breaker is closed.
+    let a_open = |t: &str| t == "a";
+    match next_step(job("c", failover(2), 2), None, "down".into(), &cfg, 1_000_100, &a_open) {
+        Step::Retry(j) => {
+            assert_eq!((j.target.as_str(), j.delivery), ("b", failover(1)));
+            assert!(j.due_at_ms > 1_000_100, "a whole round failed: back off");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every breaker open: the walk goes on as configured (and is held where it lands).
+    match next_step(job("a", failover(0), 1), None, "down".into(), &cfg, 1_000_100, &|_| true) {
+        Step::Retry(j) => assert_eq!(j.target, "a"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(first_closed(&members, 1, &b_open), Some(2));
+    assert_eq!(first_closed(&members, 2, &|t| t != "a"), Some(0));
+    assert_eq!(first_closed(&members, 0, &|_| true), None);
+}
+
+#[test]
 fn a_job_for_a_target_no_longer_configured_is_dead_lettered() {
-    match next_step(job("gone", Delivery::Target, 1), None, "x".into(), &config(), 1_000_001) {
+    match next_step(job("gone", Delivery::Target, 1), None, "x".into(), &config(), 1_000_001, &NONE_OPEN) {
         Step::Dead(_, reason) => assert!(reason.contains("no longer configured"), "{reason}"),
         other => panic!("{other:?}"),
     }
@@ -103,14 +139,14 @@ fn a_failover_job_follows_the_group_as_reloaded() {
     .unwrap();
     // Queued when the group was [a, b]; b has since been replaced by c.
     let old = |member| Delivery::Failover { group: "g".into(), members: vec!["a".into(), "b".into()], member };
-    match next_step(job("a", old(0), 1), None, "HTTP 500".into(), &cfg, 1_000_500) {
+    match next_step(job("a", old(0), 1), None, "HTTP 500".into(), &cfg, 1_000_500, &NONE_OPEN) {
         Step::Retry(j) => {
             assert_eq!((j.target.as_str(), j.due_at_ms), ("c", 1_000_500), "on to the new member at once")
         }
         other => panic!("{other:?}"),
     }
     // Failing on b, which left the group: the walk goes on from the start.
-    match next_step(job("b", old(1), 2), None, "HTTP 500".into(), &cfg, 1_000_500) {
+    match next_step(job("b", old(1), 2), None, "HTTP 500".into(), &cfg, 1_000_500, &NONE_OPEN) {
         Step::Retry(j) => assert_eq!(j.target, "a"),
         other => panic!("{other:?}"),
     }
@@ -142,16 +178,16 @@ fn a_schedule_is_followed_step_by_step_with_a_little_jitter_and_its_last_step_re
 #[test]
 fn a_410_gone_is_dead_lettered_at_once_but_a_failover_group_moves_on() {
     let cfg = config();
-    match next_step(job("b", Delivery::Target, 1), Some(410), "HTTP 410".into(), &cfg, 1_000_100) {
+    match next_step(job("b", Delivery::Target, 1), Some(410), "HTTP 410".into(), &cfg, 1_000_100, &NONE_OPEN) {
         Step::Dead(_, reason) => assert!(reason.contains("410 Gone"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    match next_step(job("b", Delivery::Target, 1), Some(404), "HTTP 404".into(), &cfg, 1_000_100) {
+    match next_step(job("b", Delivery::Target, 1), Some(404), "HTTP 404".into(), &cfg, 1_000_100, &NONE_OPEN) {
         Step::Retry(_) => {}
         other => panic!("a 404 is retried: {other:?}"),
     }
     let failover = Delivery::Failover { group: "g".into(), members: vec!["a".into(), "b".into()], member: 0 };
-    match next_step(job("a", failover, 1), Some(410), "HTTP 410".into(), &cfg, 1_000_100) {
+    match next_step(job("a", failover, 1), Some(410), "HTTP 410".into(), &cfg, 1_000_100, &NONE_OPEN) {
         Step::Retry(j) => assert_eq!(j.target, "b"),
         other => panic!("{other:?}"),
     }

@@ -118,23 +118,20 @@ fn run(rt: &tokio::runtime::Runtime, name: &str, bin: &Path, me: &Path) {
                 Ok(())
             }
             "down" => {
-                let jobs = env_or("FANOUT_BENCH_BACKLOG", 100_000) as usize;
+                let jobs = env_or("FANOUT_BENCH_BACKLOG", 1_000_000) as usize;
                 let held = Duration::from_secs(env_or("FANOUT_BENCH_SECS", 60));
-                let r = loadgen::down(bin, jobs, 64, held, 1000).await?;
-                println!(
-                    "\n## down: {} jobs queued for a target that refuses connections (max_delay 1h), held {:?}\n",
-                    r.jobs, r.held
-                );
-                println!("| fanout CPU, % of one core | user + sys s | failed attempts | attempts/s |");
-                println!("|---:|---:|---:|---:|");
-                println!(
-                    "| {:.1} | {:.2} + {:.2} | {} | {:.0} |",
-                    r.cpu_percent,
-                    r.user_sys_secs.0,
-                    r.user_sys_secs.1,
-                    r.attempts,
-                    r.attempts as f64 / r.held.as_secs_f64()
-                );
+                let rate = env_or("FANOUT_BENCH_RATE", 1000) as u32;
+                let window = Duration::from_secs(env_or("FANOUT_BENCH_DRAIN_SECS", 30));
+                let modes: &[bool] = match std::env::var("FANOUT_BENCH_BREAKER").as_deref() {
+                    Ok("off") => &[false],
+                    Ok("on") => &[true],
+                    _ => &[false, true],
+                };
+                let mut reports = Vec::new();
+                for &breaker in modes {
+                    reports.push(loadgen::down(bin, jobs, 64, held, breaker, rate, window).await?);
+                }
+                print_down(&reports);
                 Ok(())
             }
             "replicas" => {
@@ -211,6 +208,44 @@ fn print_ingest(r: &loadgen::IngestReport) {
         }
     }
     println!("\nfanout peak RSS: {:.1} MB", mb(r.fanout_peak_rss));
+}
+
+fn print_down(reports: &[loadgen::DownReport]) {
+    let Some(first) = reports.first() else { return };
+    println!(
+        "\n## down: {} jobs queued for a target that refuses connections (max_delay 1h), held {:?}\n",
+        first.jobs, first.held
+    );
+    println!("| circuit breaker | fanout CPU, % of one core | user + sys s | failed attempts | attempts/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in reports {
+        println!(
+            "| {} | {:.2} | {:.2} + {:.2} | {} | {:.1} |",
+            if r.breaker { "on (default)" } else { "off (as before issue 15)" },
+            r.cpu_percent,
+            r.user_sys_secs.0,
+            r.user_sys_secs.1,
+            r.attempts,
+            r.attempts as f64 / r.held.as_secs_f64()
+        );
+    }
+    for d in reports.iter().filter_map(|r| r.drain.as_ref()) {
+        let measured = d.delivered as f64 / d.window.as_secs_f64();
+        println!("\n### the target back: the backlog drains under `rate: {}/s`\n", d.rate);
+        println!("| first delivery after | window | delivered | per s | of the rate | slowest s | fastest s | fanout CPU % |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {:.1} s | {} s | {} | {:.1} | {:+.2}% | {} | {} | {:.1} |",
+            d.recovered_in.as_secs_f64(),
+            d.window.as_secs(),
+            d.delivered,
+            measured,
+            (measured / f64::from(d.rate) - 1.0) * 100.0,
+            d.slowest_second,
+            d.fastest_second,
+            d.cpu_percent
+        );
+    }
 }
 
 fn print_delivery(r: &loadgen::DeliveryReport) {

@@ -245,6 +245,16 @@ pub struct Sink {
 impl Sink {
     pub async fn start(times: Option<Arc<SendTimes>>) -> Sink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        Sink::serve(listener, times)
+    }
+
+    /// A sink on a given address: a target that was down comes back where it was.
+    pub async fn start_on(addr: SocketAddr, times: Option<Arc<SendTimes>>) -> Result<Sink, String> {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
+        Ok(Sink::serve(listener, times))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, times: Option<Arc<SendTimes>>) -> Sink {
         let addr = listener.local_addr().expect("local addr");
         let received = Arc::new(AtomicUsize::new(0));
         let latencies_us = Arc::new(Mutex::new(Vec::new()));

@@ -442,9 +442,11 @@ pub async fn replicas(
 }
 
 /// A target that refuses connections, with a backlog queued for it: what fanout spends while
-/// it is down (issue 15's "before": every due job is a doomed attempt).
+/// it is down, with its circuit breaker off (every due job a doomed attempt: before issue 15)
+/// and on; and with the breaker on, how the backlog drains under `rate` once the target is back.
 #[derive(Debug)]
 pub struct DownReport {
+    pub breaker: bool,
     pub jobs: usize,
     pub held: Duration,
     /// fanout's CPU over `held`, in percent of one core, and its user and system seconds.
@@ -452,22 +454,49 @@ pub struct DownReport {
     pub user_sys_secs: (f64, f64),
     /// Failed attempts over `held` (from `/metrics`).
     pub attempts: u64,
+    pub drain: Option<DrainReport>,
+}
+
+/// The target back, its backlog draining under a `rate`.
+#[derive(Debug)]
+pub struct DrainReport {
+    pub rate: u32,
+    /// From the target accepting connections to its first delivery (the next probe).
+    pub recovered_in: Duration,
+    pub window: Duration,
+    pub delivered: usize,
+    /// Deliveries in the slowest and fastest whole second of the window.
+    pub slowest_second: usize,
+    pub fastest_second: usize,
+    /// fanout's CPU over the window, in percent of one core.
+    pub cpu_percent: f64,
 }
 
 /// Queues `jobs` for a target whose port is closed (retry `max_delay` 1 h, fanout's default),
-/// then measures fanout for `held`.
+/// then measures fanout for `held`. With `breaker`, the target then listens again and the
+/// drain under `rate` per second is measured for `window` (the breaker's probes capped at 10 s
+/// so the bench does not wait the default 5 minutes for the next one).
 pub async fn down(
     bin: &Path,
     jobs: usize,
     senders: usize,
     held: Duration,
-    body_bytes: usize,
+    breaker: bool,
+    rate: u32,
+    window: Duration,
 ) -> Result<DownReport, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
     let config = write_config(dir.path(), &[("t", "T_URL")], &[], &["t"]);
     let yaml = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
-    std::fs::write(&config, yaml.replace("max_delay: 10s", "max_delay: 1h")).map_err(|e| e.to_string())?;
+    let yaml = yaml.replace("max_delay: 10s", "max_delay: 1h");
+    let yaml = if breaker {
+        yaml.replace("    concurrency: 32\n", &format!("    concurrency: 32\n    rate: {rate}/s\n"))
+            + "breaker: {max_probe_interval: 10s}\n"
+    } else {
+        yaml + "breaker: {enabled: false}\n"
+    };
+    std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
     let url = format!("http://{closed}/hook");
     let fanout = Server::fanout(bin, &config, &[("T_URL", url)], &log_path(dir.path(), "down"))?;
     let admin = fanout.admin.ok_or("fanout did not print its admin address")?;
@@ -478,20 +507,58 @@ pub async fn down(
         events: jobs as u64,
         duration: Duration::from_secs(3600),
         first_seq: 0,
-        body_bytes,
+        body_bytes: 1000,
         times: None,
     };
     let queued = send(load).await;
     let (before, attempts_before) = (fanout.stats(), failed_attempts(admin).await?);
     tokio::time::sleep(held).await;
     let (after, attempts_after) = (fanout.stats(), failed_attempts(admin).await?);
+    let drain = if breaker { Some(drain(&fanout, closed, rate, window).await?) } else { None };
     fanout.stop();
     Ok(DownReport {
+        breaker,
         jobs: queued.acked,
         held,
         cpu_percent: (after.cpu_secs - before.cpu_secs) * 100.0 / held.as_secs_f64(),
         user_sys_secs: (after.user_secs - before.user_secs, after.sys_secs - before.sys_secs),
         attempts: attempts_after.saturating_sub(attempts_before),
+        drain,
+    })
+}
+
+/// The target listens again on its old port: how soon deliveries resume, and at what rate.
+async fn drain(
+    fanout: &Server,
+    addr: std::net::SocketAddr,
+    rate: u32,
+    window: Duration,
+) -> Result<DrainReport, String> {
+    let sink = Sink::start_on(addr, None).await?;
+    let back = Instant::now();
+    if !wait_until(Duration::from_secs(60), || sink.count() > 0) {
+        return Err("no delivery within 60 s of the target coming back".into());
+    }
+    let recovered_in = back.elapsed();
+    // Whole seconds from the first delivery, so the first token burst is inside one of them.
+    let (start, cpu_start) = (sink.count(), fanout.stats());
+    let mut per_second = Vec::new();
+    let mut last = start;
+    for _ in 0..window.as_secs() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = sink.count();
+        per_second.push(now - last);
+        last = now;
+    }
+    let cpu = fanout.stats();
+    Ok(DrainReport {
+        rate,
+        recovered_in,
+        window,
+        delivered: last - start,
+        slowest_second: per_second.iter().copied().min().unwrap_or(0),
+        fastest_second: per_second.iter().copied().max().unwrap_or(0),
+        cpu_percent: (cpu.cpu_secs - cpu_start.cpu_secs) * 100.0 / window.as_secs_f64(),
     })
 }
 

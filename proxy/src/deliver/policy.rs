@@ -130,6 +130,13 @@ pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
 /// A target's rate limit as a token bucket, on the monotonic clock (ms, passed in): tokens come
 /// at `count` per `per`, up to `burst`; each attempt started takes one. Waiting for a token is
 /// not an attempt: the job stays queued, its attempts untouched.
+///
+/// The bucket holds at least what [`SLACK`] of the rate earns, whatever the burst: a worker
+/// sleeping for its next token wakes a millisecond or more late, and a bucket of one token
+/// would lose what came meanwhile (1000/s with a burst of 1 delivered 574/s; BENCHMARKS.md).
+/// The timer slack a bucket absorbs (see [`Bucket`]).
+const SLACK: Duration = Duration::from_millis(10);
+
 #[derive(Debug, Clone)]
 pub struct Bucket {
     rate: Rate,
@@ -151,9 +158,14 @@ impl Bucket {
         f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64
     }
 
+    /// The most tokens it holds: the burst, or what [`SLACK`] earns if more.
+    fn cap(&self) -> f64 {
+        f64::from(self.rate.burst).max((SLACK.as_millis() as f64 * self.per_ms()).floor())
+    }
+
     fn refill(&mut self, now_ms: u64) {
         let earned = now_ms.saturating_sub(self.at_ms) as f64 * self.per_ms();
-        self.tokens = (self.tokens + earned).min(f64::from(self.rate.burst));
+        self.tokens = (self.tokens + earned).min(self.cap());
         self.at_ms = now_ms.max(self.at_ms);
     }
 

@@ -206,4 +206,11 @@ fn a_bucket_spaces_attempts_at_its_rate_after_its_burst() {
     assert_eq!(b.available(1_100), 1);
     b.take(1);
     assert_eq!(b.available(60_000), 3, "never more than the burst, however long the pause");
+    // A fast rate holds what 10 ms earn, so a worker that wakes late loses nothing.
+    let fast = Rate { count: 1000, per: Duration::from_secs(1), burst: 1 };
+    let mut b = Bucket::new(fast, 0);
+    b.take(1);
+    assert_eq!(b.available(60_000), 10);
+    b.take(10);
+    assert_eq!((b.available(60_001), b.available(60_003)), (1, 3), "still one per ms on average");
 }

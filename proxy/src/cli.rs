@@ -14,7 +14,7 @@ mod listen;
 mod ops;
 mod store;
 
-use crate::config::{Config, RetryPolicy};
+use crate::config::{Config, RetryPolicy, Target};
 use crate::http::client as outbound;
 use crate::reload::Overrides;
 use crate::route::{Action, Condition, Decision, DestinationKind, KnownOwner, Router};
@@ -147,6 +147,7 @@ pub enum Command {
         admin: AdminArgs,
     },
     /// Targets with their live state: paused, breaker, queued, in flight, dead letters, last error.
+    #[command(args_conflicts_with_subcommands = true)]
     Targets {
         #[command(subcommand)]
         action: Option<TargetsAction>,
@@ -395,27 +396,7 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
     }
     let _ = writeln!(out, "\ntargets:");
     for t in &cfg.targets {
-        let _ = writeln!(
-            out,
-            "  {:<12} {}  secret {}  timeout {}  concurrency {}  retry {}",
-            t.name,
-            t.endpoint,
-            t.secret,
-            d(t.timeout),
-            t.concurrency,
-            retry(&t.retry)
-        );
-        if let Some(ca) = &t.ca {
-            let _ = writeln!(out, "  {:<12} trusts the extra CA in {}", "", ca.display());
-        }
-        if let Some(rate) = &t.rate {
-            let unit = match rate.per.as_secs() {
-                1 => "s",
-                60 => "m",
-                _ => "h",
-            };
-            let _ = writeln!(out, "  {:<12} at most {}/{unit} (burst {})", "", rate.count, rate.burst);
-        }
+        describe_target(&mut out, t);
     }
     let groups: Vec<_> =
         cfg.router.destinations.iter().filter(|x| matches!(x.kind, DestinationKind::Group { .. })).collect();
@@ -433,6 +414,48 @@ pub fn describe(path: &Path, cfg: &Config) -> String {
 }
 
 /// The routing table of `fanout check`: rules in order, ownership, the default.
+/// One target's lines in `fanout check`.
+fn describe_target(out: &mut String, t: &Target) {
+    use std::fmt::Write;
+    let d = |x: std::time::Duration| humantime::format_duration(x).to_string();
+    let _ = writeln!(
+        out,
+        "  {:<12} {}  secret {}  timeout {}  concurrency {}  retry {}",
+        t.name,
+        t.endpoint,
+        t.secret,
+        d(t.timeout),
+        t.concurrency,
+        retry(&t.retry)
+    );
+    if let Some(ca) = &t.ca {
+        let _ = writeln!(out, "  {:<12} trusts the extra CA in {}", "", ca.display());
+    }
+    if let Some(rate) = &t.rate {
+        let unit = match rate.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        let _ = writeln!(out, "  {:<12} at most {}/{unit} (burst {})", "", rate.count, rate.burst);
+    }
+    let b = &t.breaker;
+    if !t.is_inbox() {
+        let line = if b.enabled {
+            format!(
+                "breaker opens after {} failures in a row or {} of failures; probes every {} up to {}",
+                b.failures,
+                d(b.failing_for),
+                d(b.probe_interval),
+                d(b.max_probe_interval)
+            )
+        } else {
+            "breaker off".to_owned()
+        };
+        let _ = writeln!(out, "  {:<12} {line}", "");
+    }
+}
+
 fn describe_routes(cfg: &Config) -> String {
     use std::fmt::Write;
     let mut out = String::new();

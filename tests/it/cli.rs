@@ -62,6 +62,10 @@ fn check_expands_variables_and_prints_the_table_without_secrets() {
         shown.contains("alice-dev") && shown.contains("-> alice") && shown.contains("default -> staging"),
         "{shown}"
     );
+    assert!(
+        shown.contains("breaker opens after 20 failures in a row or 2m of failures; probes every 5s up to 5m"),
+        "{shown}"
+    );
     for secret in
         ["whsec_source_from_env_123", "whsec_staging_from_env_456", "whsec_fallback_old", "whsec_alice_in_file"]
     {

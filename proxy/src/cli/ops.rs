@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::http::client as outbound;
 use crate::wire::admin::{
-    Batch, BreakerReset, DeadLetterDone, DeadLettersPage, Disowned, EventDetail, EventsPage, OwnerInfo, OwnersPage,
-    Paused, Replayed, SetOwner, Skipped, Targets,
+    Batch, BreakerReset, CircuitState, DeadLetterDone, DeadLettersPage, Disowned, EventDetail, EventsPage, OwnerInfo,
+    OwnersPage, Paused, Replayed, SetOwner, Skipped, Targets,
 };
 use crate::wire::ErrorBody;
 
@@ -442,12 +442,12 @@ pub async fn targets(admin: &AdminArgs) -> anyhow::Result<()> {
         .targets
         .iter()
         .map(|t| {
-            let breaker = t.breaker.as_ref().map(|b| b.state.as_str()).filter(|s| *s != "closed");
+            let breaker = t.breaker.as_ref().map(|b| b.state).filter(|s| *s != CircuitState::Closed);
             let state = match (t.paused, t.inbox.as_ref().map(|i| i.online), breaker) {
                 (true, ..) => "paused".to_owned(),
                 (_, Some(true), _) => "listening".to_owned(),
                 (_, Some(false), _) => "offline".to_owned(),
-                (_, _, Some(breaker)) => format!("breaker {breaker}"),
+                (_, _, Some(breaker)) => format!("breaker {}", breaker.as_str()),
                 _ => "running".to_owned(),
             };
             vec![

@@ -164,7 +164,13 @@ impl Resolver<'_> {
         Ok(policy)
     }
 
-    fn breaker(&self, base: &BreakerPolicy, raw: &RawBreaker) -> Result<BreakerPolicy, ConfigError> {
+    /// The top level's `breaker` (`whose`: none) or a target's.
+    fn breaker(
+        &self,
+        whose: Option<&str>,
+        base: &BreakerPolicy,
+        raw: &RawBreaker,
+    ) -> Result<BreakerPolicy, ConfigError> {
         let opt = |key: &str, v: &Option<String>, d: Duration| v.as_ref().map_or(Ok(d), |v| self.duration(key, v));
         let policy = BreakerPolicy {
             enabled: raw.enabled.unwrap_or(base.enabled),
@@ -173,12 +179,21 @@ impl Resolver<'_> {
             probe_interval: opt("probe_interval", &raw.probe_interval, base.probe_interval)?,
             max_probe_interval: opt("max_probe_interval", &raw.max_probe_interval, base.max_probe_interval)?,
         };
+        let bad = |key: &str, what: &str| {
+            let prefix = whose.map(|t| format!("target {t:?}: ")).unwrap_or_default();
+            self.err(whose.unwrap_or(key), format!("{prefix}breaker: {what}"))
+        };
         if policy.failures == 0 {
-            return Err(self.err("failures", "breaker: failures must be at least 1 (or set enabled: false)"));
+            return Err(bad("failures", "failures must be at least 1 (or set enabled: false)"));
         }
         if policy.probe_interval.is_zero() || policy.max_probe_interval < policy.probe_interval {
-            return Err(self
-                .err("probe_interval", "breaker: probe_interval must be more than 0 and at most max_probe_interval"));
+            return Err(bad("probe_interval", "probe_interval must be more than 0 and at most max_probe_interval"));
+        }
+        if policy.max_probe_interval > Duration::from_secs(24 * 3600) {
+            return Err(bad(
+                "max_probe_interval",
+                "max_probe_interval is at most 1d (a recovered target waits that long)",
+            ));
         }
         Ok(policy)
     }
@@ -204,7 +219,7 @@ impl Resolver<'_> {
         };
         let defaults = TargetDefaults {
             retry: self.retry(&retry, &raw.retry)?,
-            breaker: self.breaker(&DEFAULT_BREAKER, &raw.breaker)?,
+            breaker: self.breaker(None, &DEFAULT_BREAKER, &raw.breaker)?,
         };
         let mut names = Vec::new();
         let (mut targets, own_offline) = self.targets(raw.targets, &defaults, &mut names)?;
@@ -338,7 +353,7 @@ impl Resolver<'_> {
             rate,
             timeout: self.duration("timeout", &t.timeout)?,
             retry: self.retry(&defaults.retry, &t.retry)?,
-            breaker: self.breaker(&defaults.breaker, &t.breaker)?,
+            breaker: self.breaker(Some(&t.name), &defaults.breaker, &t.breaker)?,
             ca: t.ca.as_deref().map(|p| self.file(&format!("target {:?}: ca", t.name), p)).transpose()?,
             name: t.name,
             endpoint,

@@ -200,6 +200,11 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("breaker: {failures: 0}\n", "failures must be at least 1"),
         ("breaker: {probe_interval: 10m}\n", "at most max_probe_interval"),
         ("breaker: {opens_after: 3}\n", "unknown field"),
+        ("breaker: {max_probe_interval: 2d}\n", "at most 1d"),
+        (
+            "targets:\n  - {name: t, url: \"http://h/t\", secret: x, breaker: {failures: 0}}\n",
+            "target \"t\": breaker: failures",
+        ),
         (
             "targets:\n  - {name: i, kind: inbox, token: i-token-0123456789, secret: x, breaker: {failures: 3}}\n",
             "`breaker` is for url targets",

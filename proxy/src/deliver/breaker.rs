@@ -8,7 +8,8 @@
 //! (the worker's sweep while open), so nothing waits forever.
 //!
 //! Invariant: no I/O; the clock is passed in. The state lives in memory, per process: after a
-//! restart it is rebuilt by the first `failures` attempts, and each replica has its own.
+//! restart it is rebuilt by the first `failures` failed attempts (plus those already in flight
+//! when it opens), and each replica has its own.
 
 use std::time::Duration;
 
@@ -25,14 +26,6 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::Probing => "probing",
-        }
-    }
-
     /// The metric's value: 0 closed, 1 probing, 2 open (higher is worse).
     pub fn gauge(self) -> i64 {
         match self {
@@ -48,8 +41,9 @@ impl BreakerState {
 pub enum Gate {
     /// Closed: as many attempts as concurrency and rate allow.
     Pass,
-    /// Open: one attempt, the probe. Its outcome must be reported with `probe: true`.
-    Probe,
+    /// Open: one attempt, the probe with this id. Its outcome is reported with the id, or the
+    /// probe is said not made (see [`Breaker::probe_not_made`]).
+    Probe(u64),
     /// Open: nothing until then (or until woken: a reset).
     Hold(Duration),
 }
@@ -64,22 +58,17 @@ pub enum Transition {
 #[derive(Debug, Clone, Default)]
 pub struct Breaker {
     phase: Phase,
+    /// The last probe id handed out: an answer or a "not made" for an older probe (one from
+    /// before a reset, say) must not end the one running now.
+    probes: u64,
 }
 
 #[derive(Debug, Clone)]
 enum Phase {
     /// `failures` in a row, the first of them at `since_ms`.
-    Closed {
-        failures: u32,
-        since_ms: u64,
-    },
-    Open {
-        opened_ms: u64,
-        probe_at_ms: u64,
-        interval: Duration,
-        probing: bool,
-        failures: u32,
-    },
+    Closed { failures: u32, since_ms: u64 },
+    /// `probing`: the id of the probe running, if one is.
+    Open { opened_ms: u64, probe_at_ms: u64, interval: Duration, probing: Option<u64>, failures: u32 },
 }
 
 impl Default for Phase {
@@ -92,8 +81,8 @@ impl Breaker {
     pub fn state(&self) -> BreakerState {
         match self.phase {
             Phase::Closed { .. } => BreakerState::Closed,
-            Phase::Open { probing: false, .. } => BreakerState::Open,
-            Phase::Open { probing: true, .. } => BreakerState::Probing,
+            Phase::Open { probing: None, .. } => BreakerState::Open,
+            Phase::Open { probing: Some(_), .. } => BreakerState::Probing,
         }
     }
 
@@ -121,27 +110,31 @@ impl Breaker {
             }
             Phase::Closed { .. } => Gate::Pass,
             // At most one probe at a time; its outcome moves the breaker on.
-            Phase::Open { probing: true, interval, .. } => Gate::Hold(*interval),
+            Phase::Open { probing: Some(_), interval, .. } => Gate::Hold(*interval),
             Phase::Open { probe_at_ms, probing, .. } if now_ms >= *probe_at_ms => {
-                *probing = true;
-                Gate::Probe
+                self.probes += 1;
+                *probing = Some(self.probes);
+                Gate::Probe(self.probes)
             }
             Phase::Open { probe_at_ms, .. } => Gate::Hold(Duration::from_millis(*probe_at_ms - now_ms)),
         }
     }
 
-    /// A probe was granted but not made (nothing was due, the job had been settled meanwhile, the
-    /// store could not be read): the next look may probe again.
-    pub fn probe_not_made(&mut self) {
+    /// Probe `id` was granted but not made (nothing was due, the job had been settled meanwhile,
+    /// the store could not be read, the attempt was cut off): the next look may probe again.
+    pub fn probe_not_made(&mut self, id: u64) {
         if let Phase::Open { probing, .. } = &mut self.phase {
-            *probing = false;
+            if *probing == Some(id) {
+                *probing = None;
+            }
         }
     }
 
-    /// An attempt's answer from the target. Any success closes the breaker (a slow attempt that
-    /// started before it opened counts: the target answered); failures open it past the policy's
-    /// thresholds; a failed probe doubles the wait for the next one.
-    pub fn record(&mut self, policy: &BreakerPolicy, ok: bool, probe: bool, now_ms: u64) -> Option<Transition> {
+    /// An attempt's answer from the target (`probe`: the id it was granted as, if it was one).
+    /// Any success closes the breaker (a slow attempt that started before it opened counts: the
+    /// target answered); failures open it past the policy's thresholds; a failed probe doubles
+    /// the wait for the next one.
+    pub fn record(&mut self, policy: &BreakerPolicy, ok: bool, probe: Option<u64>, now_ms: u64) -> Option<Transition> {
         if !policy.enabled {
             self.phase = Phase::default();
             return None;
@@ -159,7 +152,7 @@ impl Breaker {
                 if *failures == 0 {
                     *since_ms = now_ms;
                 }
-                *failures += 1;
+                *failures = failures.saturating_add(1);
                 let failing_for = Duration::from_millis(now_ms.saturating_sub(*since_ms));
                 if *failures < policy.failures && (*failures < 2 || failing_for < policy.failing_for) {
                     return None;
@@ -167,21 +160,23 @@ impl Breaker {
                 let failures = *failures;
                 self.phase = Phase::Open {
                     opened_ms: now_ms,
-                    probe_at_ms: now_ms + policy.probe_interval.as_millis() as u64,
+                    probe_at_ms: now_ms.saturating_add(policy.probe_interval.as_millis() as u64),
                     interval: policy.probe_interval,
-                    probing: false,
+                    probing: None,
                     failures,
                 };
                 Some(Transition::Opened { failures })
             }
-            (Phase::Open { probe_at_ms, interval, probing, failures, .. }, false) if probe => {
-                *interval = (*interval * 2).min(policy.max_probe_interval);
-                *probe_at_ms = now_ms + interval.as_millis() as u64;
-                *probing = false;
-                *failures += 1;
+            (Phase::Open { probe_at_ms, interval, probing, failures, .. }, false)
+                if probe.is_some() && *probing == probe =>
+            {
+                *interval = interval.saturating_mul(2).min(policy.max_probe_interval);
+                *probe_at_ms = now_ms.saturating_add(interval.as_millis() as u64);
+                *probing = None;
+                *failures = failures.saturating_add(1);
                 None
             }
-            // An attempt that started before it opened: already counted for.
+            // An attempt that started before it opened (or an older probe): already counted for.
             (Phase::Open { .. }, false) => None,
         }
     }

@@ -8,16 +8,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanout_store::{Delivery, Job, QueueCursor, Sweep};
+use fanout_store::{Job, QueueCursor};
 
 use super::breaker::{BreakerState, Transition};
-use super::policy::first_closed;
+use super::policy::held_move;
 use super::{Shared, TargetState};
 use crate::clock::{mono_ms, unix_now_ms};
-use crate::config::{Config, Target};
+use crate::config::Target;
 
 /// How often an open breaker's queue is swept, and how many jobs each look reads: a backlog of a
-/// million is walked in under 20 minutes for about a millisecond of work a second.
+/// million is walked in under 20 minutes, and an open breaker over it costs fanout about 1% of a
+/// core, sweep and probes together (BENCHMARKS.md, `down`).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const SWEEP_SLICE: usize = 1000;
 
@@ -30,7 +31,7 @@ impl Shared {
         state: &Arc<TargetState>,
         target: &Target,
         ok: bool,
-        probe: bool,
+        probe: Option<u64>,
     ) {
         let policy = &target.breaker;
         let transition = state.breaker().record(policy, ok, probe, mono_ms());
@@ -48,15 +49,22 @@ impl Shared {
                     self.tasks.spawn(sweep_while_open(self.clone(), name.to_owned(), state.clone()));
                 }
             }
-            Some(Transition::Closed) => {
-                tracing::info!(target = %name, "circuit breaker closed: the target answered; its queue drains again");
-                self.metrics.breaker_transition(name, "closed");
-            }
-            None if probe && !ok => {
+            Some(Transition::Closed) => self.breaker_closed(name, "the target answered"),
+            None if probe.is_some() && !ok => {
                 tracing::debug!(target = %name, "probe failed: the circuit breaker stays open");
             }
             None => {}
         }
+    }
+}
+
+impl Shared {
+    /// A breaker closed (`why`: the target answered, an operator, a reload): logged and counted
+    /// once, and the worker looks at its queue at once.
+    pub(super) fn breaker_closed(&self, name: &str, why: &str) {
+        tracing::info!(target = %name, "circuit breaker closed ({why}): its queue drains again");
+        self.metrics.breaker_transition(name, "closed");
+        self.wake_here(name);
     }
 }
 
@@ -100,32 +108,3 @@ async fn sweep_while_open(shared: Arc<Shared>, name: String, state: Arc<TargetSt
         woken.iter().for_each(|t| shared.wake(t));
     }
 }
-
-/// What becomes of one job held by its target's open breaker (`open`: the targets whose breaker
-/// is open). Pure.
-fn held_move(config: &Config, job: &Job, open: &HashSet<String>, now_ms: u64, woken: &mut Vec<String>) -> Sweep {
-    let Some(target) = config.target(&job.target) else { return Sweep::Keep };
-    let max_age = target.retry.max_age;
-    if now_ms.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64 {
-        return Sweep::DeadLetter(format!(
-            "held by {:?}'s open circuit breaker past max_age ({}); last error: {}",
-            job.target,
-            humantime::format_duration(max_age),
-            job.last_error.as_deref().unwrap_or("none")
-        ));
-    }
-    let Delivery::Failover { members, member, group } = &job.delivery else { return Sweep::Keep };
-    let next = first_closed(members, *member + 1, &|m| open.contains(m) || config.target(m).is_none());
-    let Some(next) = next.filter(|&n| n != *member) else { return Sweep::Keep };
-    let mut moved = job.clone();
-    moved.target = members[next].clone();
-    moved.delivery = Delivery::Failover { group: group.clone(), members: members.clone(), member: next };
-    moved.due_at_ms = now_ms;
-    woken.push(moved.target.clone());
-    let why =
-        format!("{:?}'s circuit breaker is open: failed over to {:?} without an attempt", job.target, moved.target);
-    Sweep::Reroute(Box::new(moved), why)
-}
-
-#[cfg(test)]
-mod tests;

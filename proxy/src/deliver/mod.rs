@@ -392,9 +392,7 @@ impl Deliveries {
         let state = self.shared.workers.read().unwrap_or_else(|p| p.into_inner()).get(target).cloned()?;
         let was_open = state.breaker().reset();
         if was_open {
-            tracing::info!(target, "circuit breaker closed by an operator: delivering again");
-            self.shared.metrics.breaker_transition(target, "closed");
-            self.shared.wake_here(target);
+            self.shared.breaker_closed(target, "by an operator");
         }
         Some(was_open)
     }

@@ -1,12 +1,15 @@
 //! The retry policy, as pure functions: what to do with a job whose attempt failed (retry when,
-//! fail over to whom, or give up and why).
+//! fail over to whom, or give up and why), or that an open circuit breaker holds; and a target's
+//! rate as a token bucket.
 //!
 //! Invariant: no I/O; the clock is passed in.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use fanout_store::{Delivery, Job};
+
+use fanout_store::{Delivery, Job, Sweep};
 
 use crate::config::{Config, Rate, RetryPolicy};
 use crate::route::DestinationKind;
@@ -86,6 +89,33 @@ pub fn first_closed(members: &[String], from: usize, is_open: &dyn Fn(&str) -> b
     (0..members.len()).map(|k| (from + k) % members.len()).find(|&i| !is_open(&members[i]))
 }
 
+/// What becomes of one job held by its target's open breaker, without an attempt (`open`: the
+/// targets whose breaker is open): past `max_age` it is dead-lettered, so nothing waits forever; a
+/// failover job moves on to the next member whose breaker is closed (`woken` gets that target).
+pub fn held_move(config: &Config, job: &Job, open: &HashSet<String>, now_ms: u64, woken: &mut Vec<String>) -> Sweep {
+    let Some(target) = config.target(&job.target) else { return Sweep::Keep };
+    let max_age = target.retry.max_age;
+    if now_ms.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64 {
+        return Sweep::DeadLetter(format!(
+            "held by {:?}'s open circuit breaker past max_age ({}); last error: {}",
+            job.target,
+            humantime::format_duration(max_age),
+            job.last_error.as_deref().unwrap_or("none")
+        ));
+    }
+    let Delivery::Failover { members, member, group } = &job.delivery else { return Sweep::Keep };
+    let next = first_closed(members, *member + 1, &|m| open.contains(m) || config.target(m).is_none());
+    let Some(next) = next.filter(|&n| n != *member) else { return Sweep::Keep };
+    // Due when it was: a job between two rounds keeps its backoff.
+    let mut moved = job.clone();
+    moved.target = members[next].clone();
+    moved.delivery = Delivery::Failover { group: group.clone(), members: members.clone(), member: next };
+    woken.push(moved.target.clone());
+    let why =
+        format!("{:?}'s circuit breaker is open: failed over to {:?} without an attempt", job.target, moved.target);
+    Sweep::Reroute(Box::new(moved), why)
+}
+
 /// A failover job walks its group's members as configured now, not as they were at ingest: a
 /// reload may have replaced a member. If the member it just tried is no longer in the group, the
 /// walk goes on from the start.
@@ -127,16 +157,16 @@ pub fn retry_delay(policy: &RetryPolicy, n: u32) -> Duration {
         .unwrap_or(policy.max_delay)
 }
 
+/// The timer slack a bucket absorbs (see [`Bucket`]).
+const SLACK: Duration = Duration::from_millis(10);
+
 /// A target's rate limit as a token bucket, on the monotonic clock (ms, passed in): tokens come
 /// at `count` per `per`, up to `burst`; each attempt started takes one. Waiting for a token is
 /// not an attempt: the job stays queued, its attempts untouched.
 ///
-/// The bucket holds at least what [`SLACK`] of the rate earns, whatever the burst: a worker
-/// sleeping for its next token wakes a millisecond or more late, and a bucket of one token
-/// would lose what came meanwhile (1000/s with a burst of 1 delivered 574/s; BENCHMARKS.md).
-/// The timer slack a bucket absorbs (see [`Bucket`]).
-const SLACK: Duration = Duration::from_millis(10);
-
+/// The bucket holds what [`SLACK`] of the rate earns beyond the burst: a worker sleeping for its
+/// next token wakes a millisecond or more late, and a bucket of exactly one token would lose
+/// what came meanwhile (1000/s with a burst of 1 delivered 574/s; BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct Bucket {
     rate: Rate,
@@ -158,9 +188,10 @@ impl Bucket {
         f64::from(self.rate.count) / self.rate.per.as_millis().max(1) as f64
     }
 
-    /// The most tokens it holds: the burst, or what [`SLACK`] earns if more.
+    /// The most tokens it holds: the burst and what [`SLACK`] earns (whole tokens only start
+    /// attempts, so a slow rate still starts `burst` at most).
     fn cap(&self) -> f64 {
-        f64::from(self.rate.burst).max((SLACK.as_millis() as f64 * self.per_ms()).floor())
+        f64::from(self.rate.burst) + SLACK.as_millis() as f64 * self.per_ms()
     }
 
     fn refill(&mut self, now_ms: u64) {

@@ -89,33 +89,26 @@ impl Worker {
             Ok(want) => want,
             Err(until_a_token) => return Ok(until_a_token),
         };
-        let probe = match self.state.breaker().gate(&target.breaker, mono_ms()) {
-            Gate::Pass => false,
+        if !target.breaker.enabled && self.state.breaker().reset() {
+            self.shared.breaker_closed(&self.name, "turned off by a reload");
+        }
+        let mut probe = match self.state.breaker().gate(&target.breaker, mono_ms()) {
+            Gate::Pass => None,
             Gate::Hold(until_a_probe) => return Ok(until_a_probe.clamp(Duration::from_millis(1), MAX_IDLE)),
-            Gate::Probe => {
+            Gate::Probe(id) => {
                 want = 1;
-                true
+                Some(Probe { state: self.state.clone(), id })
             }
         };
         // An attempt ends within the target's timeout; the margin covers settling it.
         let lease_for = target.timeout + super::LEASE_MARGIN;
-        let leased = match self.shared.store.lease_due(&self.name, unix_now_ms(), want, lease_for).await {
-            Ok(leased) if probe && leased.is_empty() => {
-                self.state.breaker().probe_not_made();
-                leased
-            }
-            Ok(leased) => leased,
-            Err(e) => {
-                if probe {
-                    self.state.breaker().probe_not_made();
-                }
-                return Err(e);
-            }
-        };
+        let leased = self.shared.store.lease_due(&self.name, unix_now_ms(), want, lease_for).await?;
+        let probe_not_leased = probe.is_some() && leased.is_empty();
         self.state.spend(leased.len());
         for job in leased {
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
             let (this, config) = (self.clone(), config.clone());
+            let probe = probe.take();
             self.shared.tasks.spawn(async move {
                 this.attempt(&config, job, probe).await;
                 this.state.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -125,28 +118,23 @@ impl Worker {
         if self.state.in_flight.load(Ordering::SeqCst) >= target.concurrency {
             return Ok(MAX_IDLE);
         }
-        Ok(match self.shared.store.next_due_ms(&self.name).await? {
+        let wait = match self.shared.store.next_due_ms(&self.name).await? {
             Some(due) => Duration::from_millis(due.saturating_sub(unix_now_ms())).min(MAX_IDLE),
             None => MAX_IDLE,
-        })
+        };
+        // A probe that found nothing to lease while something is due (on Postgres, a sweep of the
+        // held queue has its rows locked) looks again shortly, not in a loop.
+        Ok(if probe_not_leased { wait.max(PROBE_AGAIN) } else { wait })
     }
 
     /// One attempt of `job`; a `probe` is the one its open breaker let through.
-    async fn attempt(&self, config: &Config, job: Job, probe: bool) {
-        let not_made = || {
-            if probe {
-                self.state.breaker().probe_not_made();
-            }
-        };
-        let Some(target) = config.target(&self.name) else { return not_made() };
-        let Endpoint::Url(url) = &target.endpoint else { return not_made() };
+    async fn attempt(&self, config: &Config, job: Job, probe: Option<Probe>) {
+        let Some(target) = config.target(&self.name) else { return };
+        let Endpoint::Url(url) = &target.endpoint else { return };
         let (mut job, event) = match self.shared.load_event(config, job).await {
             Loaded::Ready(job, event) => (job, Ok(event)),
-            Loaded::Unreadable(job, error) => {
-                not_made();
-                (job, Err(Failure { status: None, error }))
-            }
-            Loaded::Settled => return not_made(),
+            Loaded::Unreadable(job, error) => (job, Err(Failure { status: None, error })),
+            Loaded::Settled => return,
         };
         job.attempt += 1;
         let started = Instant::now();
@@ -158,16 +146,34 @@ impl Worker {
                     _ = self.shared.abort.cancelled() => {
                         // Shutdown deadline: the lease stays and is handed back to the queue.
                         tracing::info!(event_id = %job.event_id, target = %target.name, "attempt cut off by shutdown; re-queued");
-                        return not_made();
+                        return;
                     }
                 };
                 // Before settling: a failover step must see the breaker this answer opened.
-                self.shared.answered(&self.name, &self.state, target, result.is_ok(), probe);
+                let probe_id = probe.as_ref().map(|p| p.id);
+                self.shared.answered(&self.name, &self.state, target, result.is_ok(), probe_id);
                 result
             }
             Err(e) => Err(e),
         };
         let _ = self.shared.settle(config, &self.state, &self.name, job, result, started.elapsed()).await;
+    }
+}
+
+/// How soon a probe that found nothing to lease looks again when something is due.
+const PROBE_AGAIN: Duration = Duration::from_millis(100);
+
+/// The probe an open breaker granted. An attempt that ends without the target's answer (nothing
+/// leased, the job settled meanwhile, the store unreadable, cut off by a stop, a panic) drops it
+/// unanswered, and the breaker may grant the next one; once answered, dropping it does nothing.
+pub(super) struct Probe {
+    state: Arc<TargetState>,
+    id: u64,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.state.breaker().probe_not_made(self.id);
     }
 }
 

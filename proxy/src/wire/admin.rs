@@ -156,12 +156,31 @@ pub struct TargetInfo {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BreakerInfo {
-    /// closed, open (the queue held until the next probe) or probing.
-    pub state: String,
+    pub state: CircuitState,
     /// Failed attempts in a row.
     pub failures: u32,
     pub open_since: Option<String>,
     pub next_probe: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CircuitState {
+    Closed,
+    /// The queue held until the next probe.
+    Open,
+    /// The queue held while one probe runs.
+    Probing,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::Probing => "probing",
+        }
+    }
 }
 
 /// `POST /targets/{name}/reset`: the breaker closed by hand.

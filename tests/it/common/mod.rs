@@ -266,7 +266,12 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 
 /// Runs `fut` with a hard limit, so a hung test fails instead of stalling CI.
 pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), fut).await.expect("test exceeded 60s")
+    bounded_for(Duration::from_secs(60), fut).await
+}
+
+/// [`bounded`] with a limit of its own, for a test that moves thousands of jobs.
+pub async fn bounded_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| panic!("test exceeded {limit:?}"))
 }
 
 /// Runs the `fanout` binary (off the async runtime) and returns its output.

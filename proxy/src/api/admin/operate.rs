@@ -8,11 +8,12 @@ use super::{job_id, owner_info, Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
 use crate::api::presence;
 use crate::clock::unix_now_ms;
 use crate::config::Config;
+use crate::deliver::BreakerState;
 use crate::http::{json, ApiError};
 use crate::wire::admin::DeadLetter as DeadLetterOut;
 use crate::wire::admin::{
-    Batch, BreakerInfo, BreakerReset, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused, Skipped,
-    TargetInfo, Targets,
+    Batch, BreakerInfo, BreakerReset, CircuitState, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused,
+    Skipped, TargetInfo, Targets,
 };
 use crate::wire::time;
 
@@ -127,7 +128,11 @@ impl Admin {
                 last_failure: s.last_failure_ms.map(time),
                 last_error: s.last_error,
                 breaker: (!t.is_inbox()).then(|| BreakerInfo {
-                    state: s.breaker.state.as_str().to_owned(),
+                    state: match s.breaker.state {
+                        BreakerState::Closed => CircuitState::Closed,
+                        BreakerState::Open => CircuitState::Open,
+                        BreakerState::Probing => CircuitState::Probing,
+                    },
                     failures: s.breaker.failures,
                     open_since: s.breaker.open_since_ms.map(time),
                     next_probe: s.breaker.next_probe_ms.map(time),

@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use super::*;
 use crate::config::{Config, Target};
 
@@ -206,11 +208,111 @@ fn a_bucket_spaces_attempts_at_its_rate_after_its_burst() {
     assert_eq!(b.available(1_100), 1);
     b.take(1);
     assert_eq!(b.available(60_000), 3, "never more than the burst, however long the pause");
-    // A fast rate holds what 10 ms earn, so a worker that wakes late loses nothing.
+    // A fast rate also holds what 10 ms earn, so a worker that wakes late loses nothing.
     let fast = Rate { count: 1000, per: Duration::from_secs(1), burst: 1 };
     let mut b = Bucket::new(fast, 0);
     b.take(1);
-    assert_eq!(b.available(60_000), 10);
-    b.take(10);
+    assert_eq!(b.available(60_000), 11);
+    b.take(11);
     assert_eq!((b.available(60_001), b.available(60_003)), (1, 3), "still one per ms on average");
+}
+
+#[test]
+fn a_worker_that_always_wakes_late_still_gets_the_rate() {
+    use crate::config::Rate;
+    for count in [20, 100, 150, 1000] {
+        let rate = Rate { count, per: Duration::from_secs(1), burst: 1 };
+        let (mut b, mut now, mut started) = (Bucket::new(rate, 0), 0u64, 0usize);
+        while now < 10_000 {
+            let n = b.available(now);
+            b.take(n);
+            started += n;
+            // Every sleep for the next token ends 1 to 2 ms late.
+            now += b.wait(now).as_millis() as u64 + 1 + now % 2;
+        }
+        let per_s = started as f64 / 10.0;
+        assert!((per_s / f64::from(count) - 1.0).abs() < 0.05, "{count}/s: {per_s}/s");
+    }
+}
+
+fn held_config() -> Config {
+    Config::parse(
+        "t.yaml",
+        "sources:\n  - {name: s, path: /in, secrets: [x]}\nretry: {max_age: 1h}\ntargets:\n  - {name: a, url: \"http://h/a\", secret: x}\n  - {name: b, url: \"http://h/b\", secret: x}\n  - {name: c, url: \"http://h/c\", secret: x}\ngroups:\n  - {name: g, mode: failover, members: [a, b, c]}\n",
+        |_| None,
+    )
+    .unwrap()
+}
+
+fn held_job(target: &str, delivery: Delivery, created_at_ms: u64) -> Job {
+    Job {
+        id: 1,
+        event_id: "evt_1".into(),
+        target: target.into(),
+        delivery,
+        rule: "r".into(),
+        attempt: 0,
+        created_at_ms,
+        due_at_ms: created_at_ms,
+        last_error: Some("connection refused".into()),
+        siblings: Vec::new(),
+        ingest: 0,
+        replay: false,
+        received_at_ms: created_at_ms,
+        lease: 0,
+    }
+}
+
+fn open(names: &[&str]) -> HashSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+#[test]
+fn a_held_job_past_max_age_is_dead_lettered_and_a_younger_one_kept() {
+    let (cfg, mut woken) = (held_config(), Vec::new());
+    let now = 10 * HOUR_MS;
+    match held_move(&cfg, &held_job("a", Delivery::Target, now - HOUR_MS), &open(&["a"]), now, &mut woken) {
+        Sweep::DeadLetter(why) => {
+            assert!(
+                why.contains("open circuit breaker past max_age (1h)") && why.contains("connection refused"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        held_move(&cfg, &held_job("a", Delivery::Target, now - HOUR_MS + 1), &open(&["a"]), now, &mut woken),
+        Sweep::Keep
+    ));
+    assert!(woken.is_empty());
+}
+
+#[test]
+fn a_held_failover_job_moves_to_the_next_member_whose_breaker_is_closed() {
+    let (cfg, mut woken) = (held_config(), Vec::new());
+    let members: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let failover = |member| Delivery::Failover { group: "g".into(), members: members.clone(), member };
+    let now = 10 * HOUR_MS;
+    match held_move(&cfg, &held_job("a", failover(0), now - 5), &open(&["a", "b"]), now, &mut woken) {
+        Sweep::Reroute(moved, why) => {
+            assert_eq!(
+                (moved.target.as_str(), moved.delivery, moved.due_at_ms, moved.attempt),
+                ("c", failover(2), now - 5, 0),
+                "due when it was, no attempt spent"
+            );
+            assert!(why.contains("failed over to \"c\" without an attempt"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(woken, ["c"]);
+    // The last member wraps round to the first; every member open: held where it is.
+    assert!(
+        matches!(held_move(&cfg, &held_job("c", failover(2), now), &open(&["c"]), now, &mut woken), Sweep::Reroute(m, _) if m.target == "a")
+    );
+    assert!(matches!(
+        held_move(&cfg, &held_job("a", failover(0), now), &open(&["a", "b", "c"]), now, &mut woken),
+        Sweep::Keep
+    ));
 }

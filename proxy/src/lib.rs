@@ -5,7 +5,8 @@
 //! [`ingest`] (the store, `fanout-store`) → [`deliver`]. Imports point one way, down this list:
 //!
 //! - pure core, no I/O: [`wire`] (the APIs' JSON), [`signature`], [`route`], [`config`] (the
-//!   resolved types, and loading them), [`verify`], [`plan`], `deliver::policy`;
+//!   resolved types, and loading them), [`verify`], [`plan`], `deliver::policy`,
+//!   `deliver::breaker`, [`fixtures`] (what `fanout trigger` sends);
 //! - [`clock`], [`background`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies, servers, the
 //!   client);
 //! - [`deliver`] (the workers), [`ingest`] (taking an event in), [`retention`];
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod deliver;
+pub mod fixtures;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

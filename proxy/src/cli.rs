@@ -13,6 +13,7 @@ mod demo;
 mod listen;
 mod ops;
 mod store;
+mod trigger;
 
 use crate::config::{Config, RetryPolicy, Target};
 use crate::http::client as outbound;
@@ -91,6 +92,9 @@ pub enum Command {
         timestamp: Option<i64>,
         event: PathBuf,
     },
+    /// Send realistic, signed Stripe events, or a whole flow, through the proxy (or straight to a
+    /// target): `fanout trigger invoice.payment_failed --customer cus_123`, `--flow NAME`, `--list`.
+    Trigger(trigger::TriggerArgs),
     /// POST an event file to a URL with a correct Stripe-Signature.
     Send {
         #[arg(long)]
@@ -280,6 +284,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", signature::sign(secret.as_bytes(), t, &read(&event)?));
             Ok(())
         }
+        Command::Trigger(args) => trigger::run(args).await,
         Command::Send { url, secret, event } => send(url, &secret, read(&event)?).await,
         Command::Events { filter, page, admin } => ops::events(&admin, &filter, page).await,
         Command::Event { id, admin } => ops::event(&admin, &id).await,

@@ -129,7 +129,8 @@ pub fn catalogue() -> &'static Catalogue {
 pub struct Options {
     /// `--set PATH=VALUE`, applied last, from the event's root.
     pub sets: Vec<(Vec<String>, Value)>,
-    /// `--metadata KEY=VALUE`: into `data.object.metadata`.
+    /// `--metadata KEY=VALUE`: into `data.object.metadata`, and an invoice's
+    /// `parent.subscription_details.metadata`.
     pub metadata: Vec<(String, String)>,
     pub account: Option<String>,
     pub customer: Option<String>,
@@ -291,7 +292,7 @@ impl Catalogue {
     }
 
     /// A snapshot event: the object as the fixture has it, then the event type's and the step's
-    /// changes; `data.object.created` now too.
+    /// changes; its times are now.
     fn snapshot_event(
         &self,
         event_type: &str,
@@ -305,16 +306,24 @@ impl Catalogue {
         for (path, value) in fixture.set.iter().chain(&step.set) {
             set_path(&mut object, &split(path), value.clone())?;
         }
-        if object.get("created").is_some() {
-            object["created"] = json!(now_secs);
-        }
+        stamp(&mut object, now_secs);
         let mut data = json!({ "object": object });
         if let Some(previous) = step.previous_attributes.as_ref().or(fixture.previous_attributes.as_ref()) {
             data["previous_attributes"] = previous.clone();
         }
         ids.refresh(&mut data);
+        // An invoice of a subscription carries the subscription's metadata where Stripe copies it.
+        let of_subscription = data["object"]["parent"]["subscription_details"].is_object();
         for (key, value) in &options.metadata {
-            set_path(&mut data, &split(&format!("object.metadata.{key}")), json!(value))?;
+            // The key as one segment: a metadata key may hold a dot.
+            let mut path = split("object.metadata");
+            path.push(key.clone());
+            set_path(&mut data, &path, json!(value))?;
+            if of_subscription {
+                let mut path = split("object.parent.subscription_details.metadata");
+                path.push(key.clone());
+                set_path(&mut data, &path, json!(value))?;
+            }
         }
         let mut event = json!({
             "id": format!("evt_{}", ids.random(24)),
@@ -358,6 +367,19 @@ impl Catalogue {
             "related_object": related,
             "context": options.account.as_ref().map(|_| ids.id(&self.ids.account)),
         }))
+    }
+}
+
+/// The time Stripe's fixtures use for every timestamp.
+const FIXTURE_TIME: i64 = 1_234_567_890;
+
+/// Every fixture timestamp becomes `now`: `created`, a period's start and end, an arrival date.
+fn stamp(v: &mut Value, now: i64) {
+    match v {
+        Value::Number(n) if n.as_i64() == Some(FIXTURE_TIME) => *v = json!(now),
+        Value::Array(items) => items.iter_mut().for_each(|i| stamp(i, now)),
+        Value::Object(map) => map.values_mut().for_each(|i| stamp(i, now)),
+        _ => {}
     }
 }
 

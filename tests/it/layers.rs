@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("signature", 0),
     ("clock", 0),
     ("background", 0),
+    ("fixtures", 0),
     ("route", 1),
     ("config", 2),
     ("verify", 3),
@@ -28,7 +29,8 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 /// The pure core: no I/O, and imports nothing outside itself.
-const PURE: &[&str] = &["wire", "signature", "route", "config", "verify", "plan", "deliver::policy"];
+const PURE: &[&str] =
+    &["wire", "signature", "route", "config", "verify", "plan", "fixtures", "deliver::policy", "deliver::breaker"];
 
 /// What doing I/O looks like in source: the pure core contains none of it.
 const IO: &[&str] = &[

@@ -24,3 +24,4 @@ mod properties;
 mod replicas;
 mod secrets;
 mod store_move;
+mod trigger;

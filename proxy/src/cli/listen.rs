@@ -40,6 +40,10 @@ pub struct ListenArgs {
     /// Most events fetched per poll.
     #[arg(long, default_value_t = 10)]
     pub batch: usize,
+    /// Only these event types, like `stripe listen --events`: `invoice.*,customer.subscription.*`.
+    /// The others stay in the inbox for a listener that takes them (or until max_age).
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
 }
 
 /// Polls wait this long on the proxy; the client allows a margin on top.
@@ -83,7 +87,13 @@ async fn forward_until_refused(
 ) -> anyhow::Result<()> {
     let mut backoff = reconnect_backoff();
     let mut connected = false;
-    let poll_url = format!("{base}{PATH_PREFIX}/events?wait={POLL_WAIT_S}&max={}", args.batch.clamp(1, 100));
+    let mut poll_url = format!("{base}{PATH_PREFIX}/events?wait={POLL_WAIT_S}&max={}", args.batch.clamp(1, 100));
+    if !args.events.is_empty() {
+        let types =
+            form_urlencoded::Serializer::new(String::new()).append_pair("types", &args.events.join(",")).finish();
+        poll_url = format!("{poll_url}&{types}");
+    }
+    let which = if args.events.is_empty() { String::new() } else { format!(" {}", args.events.join(", ")) };
     let status_url = format!("{base}{PATH_PREFIX}");
     loop {
         // Connecting is asking for the inbox's state (it checks the token); then polls follow.
@@ -92,7 +102,7 @@ async fn forward_until_refused(
         } else {
             get_json::<InboxInfo>(client, &status_url, &args.token, listener).await.map(|info| {
                 println!(
-                    "Ready! Inbox {} is forwarding to {forward_to} (the app verifies with `fanout listen --print-secret`). Ctrl-C to stop.",
+                    "Ready! Inbox {} is forwarding{which} to {forward_to} (the app verifies with `fanout listen --print-secret`). Ctrl-C to stop.",
                     info.inbox
                 );
                 Polled { inbox: info.inbox, timeout_ms: 0, deliveries: Vec::new() }

@@ -22,7 +22,7 @@ use crate::wire::ErrorBody;
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
     /// The admin API of a running `fanout serve`.
-    #[arg(long = "admin", env = "FANOUT_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    #[arg(long = "admin", env = "FANOUT_ADMIN_URL", default_value = AdminArgs::DEFAULT_URL)]
     pub url: String,
     /// The admin token (admin.token in the proxy's config).
     #[arg(long, env = "FANOUT_ADMIN_TOKEN", hide_env_values = true)]
@@ -30,6 +30,10 @@ pub struct AdminArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+impl AdminArgs {
+    pub const DEFAULT_URL: &'static str = "http://127.0.0.1:8081";
 }
 
 /// One page of a list: its size, and where the previous one stopped.

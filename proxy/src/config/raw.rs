@@ -186,14 +186,18 @@ fn default_true() -> bool {
 }
 
 /// The references sticky ownership follows by default: the object itself, then the objects it
-/// points at, most specific first (the first owned one decides).
-pub const DEFAULT_AFFINITY_FIELDS: [&str; 6] = [
+/// points at, most specific first (the first owned one decides). An invoice names its subscription
+/// under `parent.subscription_details` since API version 2025-03-31; a v2 thin event names its
+/// object in `related_object`.
+pub const DEFAULT_AFFINITY_FIELDS: [&str; 8] = [
     "data.object.id",
     "data.object.subscription",
+    "data.object.parent.subscription_details.subscription",
     "data.object.invoice",
     "data.object.payment_intent",
     "data.object.charge",
     "data.object.customer",
+    "related_object.id",
 ];
 
 #[derive(Deserialize)]

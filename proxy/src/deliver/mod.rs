@@ -470,5 +470,5 @@ pub use breaker::BreakerState;
 use policy::Bucket;
 pub use policy::{first_closed, next_step, retry_delay, Step};
 use pull::InboxState;
-pub use pull::{InboxError, LocalOutcome, Offer, Presence};
+pub use pull::{InboxError, LocalOutcome, Offer, Presence, Wanted};
 use push::Worker;

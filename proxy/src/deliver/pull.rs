@@ -32,6 +32,26 @@ const SWEEP_SLICE: usize = 1000;
 /// How often expired offers and offline inboxes are looked at.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
+/// How long an event a listener's `--events` does not want waits before it is looked at again
+/// (by another listener, or this one's next poll): the listeners' polls go on to the events
+/// behind it meanwhile.
+const NOT_WANTED_AGAIN: Duration = Duration::from_secs(5);
+
+/// The event types a listener takes (`fanout listen --events 'invoice.*,customer.*'`): glob
+/// patterns; none takes every type. The others stay in the inbox, for a listener that takes them.
+#[derive(Debug, Default, Clone)]
+pub struct Wanted(Vec<wildmatch::WildMatch>);
+
+impl Wanted {
+    pub fn new(patterns: &[String]) -> Wanted {
+        Wanted(patterns.iter().map(|p| wildmatch::WildMatch::new(p)).collect())
+    }
+
+    fn takes(&self, event_type: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| p.matches(event_type))
+    }
+}
+
 /// An inbox's live state: what is offered and who is listening. In memory: after a restart,
 /// offers are leases the store hands back, and presence starts as "offline since now".
 pub struct InboxState {
@@ -273,7 +293,7 @@ impl Deliveries {
         &self,
         name: &str,
         listener: &str,
-        max: usize,
+        (max, wanted): (usize, &Wanted),
         wait: Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Vec<Offer>, InboxError> {
@@ -302,7 +322,7 @@ impl Deliveries {
                 Err(until_a_token) => next = next.min(until_a_token),
                 Ok(_) if state.paused.holds() => {}
                 Ok(allowed) => {
-                    let offered = self.offer(&config, &state, &inbox, name, allowed).await?;
+                    let offered = self.offer(&config, (&state, &inbox), name, allowed, wanted).await?;
                     if !offered.is_empty() {
                         return Ok(offered);
                     }
@@ -332,10 +352,10 @@ impl Deliveries {
     async fn offer(
         &self,
         config: &Config,
-        state: &TargetState,
-        inbox: &InboxState,
+        (state, inbox): (&TargetState, &InboxState),
         name: &str,
         max: usize,
+        wanted: &Wanted,
     ) -> Result<Vec<Offer>, InboxError> {
         let Some(target) = config.target(name) else { return Ok(Vec::new()) };
         let now = unix_now_ms();
@@ -358,6 +378,13 @@ impl Deliveries {
                 continue;
             }
             match self.shared.load_event(config, job).await {
+                Loaded::Ready(mut job, event) if !wanted.takes(&event.event_type) => {
+                    // Not for this listener: back in the inbox, not an attempt.
+                    job.due_at_ms = now + NOT_WANTED_AGAIN.as_millis() as u64;
+                    if let Err(e) = self.shared.store.retry(&job, now).await {
+                        tracing::error!(event_id = %job.event_id, target = %name, "cannot put back a job: {e}");
+                    }
+                }
                 Loaded::Ready(mut job, event) => {
                     job.attempt += 1;
                     ready.push((job, event));

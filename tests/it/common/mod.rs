@@ -387,8 +387,14 @@ pub struct Listen {
 
 impl Listen {
     pub fn spawn(proxy: &str, token: &str, forward_to: &str, out: &std::path::Path) -> Listen {
+        Listen::spawn_with(proxy, token, forward_to, out, &[])
+    }
+
+    /// [`Listen::spawn`] with more arguments (`--events ...`).
+    pub fn spawn_with(proxy: &str, token: &str, forward_to: &str, out: &std::path::Path, more: &[&str]) -> Listen {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
             .args(["listen", "--proxy", proxy, "--forward-to", forward_to])
+            .args(more)
             .env("FANOUT_INBOX_TOKEN", token)
             .env_remove("RUST_LOG")
             .stdout(std::fs::File::create(out).unwrap())

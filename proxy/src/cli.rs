@@ -341,19 +341,30 @@ async fn serve_until_signal(path: &Path, overrides: Overrides) -> anyhow::Result
 }
 
 async fn send(url: http::Uri, secret: &str, body: Vec<u8>) -> anyhow::Result<()> {
-    let header = signature::sign(secret.as_bytes(), clock::unix_now_secs(), &body);
-    let req = http::Request::post(url.clone())
-        .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .header("stripe-signature", header)
-        .body(Full::new(Bytes::from(body)))?;
-    let res = outbound::client(None)?.request(req).await.with_context(|| format!("cannot reach {url}"))?;
-    let status = res.status();
-    let text = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    println!("{status} {}", String::from_utf8_lossy(&text));
-    if !status.is_success() {
+    let url = url.to_string();
+    let (status, text) = post_signed(&url, secret, body).await?;
+    println!("{status} {text}");
+    if !(200..300).contains(&status) {
         bail!("{url} answered {status}");
     }
     Ok(())
+}
+
+/// POSTs `body` signed now with `secret`, as Stripe does; the status and the answer's text.
+async fn post_signed(url: &str, secret: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+    let header = signature::sign(secret.as_bytes(), clock::unix_now_secs(), &body);
+    let req = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header("stripe-signature", header)
+        .body(Full::new(Bytes::from(body)))
+        .with_context(|| format!("{url} is not a valid URL"))?;
+    let res = outbound::client(None)?
+        .request(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {}", outbound::error_chain(&e)))?;
+    let status = res.status().as_u16();
+    let text = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Ok((status, String::from_utf8_lossy(&text).into_owned()))
 }
 
 /// The routing table as `fanout check` prints it. Secrets show as their prefix only.

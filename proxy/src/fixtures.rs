@@ -106,6 +106,8 @@ pub enum TriggerError {
     NotMetadata(String),
     #[error("cannot set {path}: {why}")]
     BadPath { path: String, why: String },
+    #[error("--set {path}: {why}")]
+    BadValue { path: String, why: String },
     #[error("{0} is a thin event: it carries no object, so --metadata does not apply (use --set)")]
     ThinHasNoObject(String),
 }
@@ -128,7 +130,7 @@ pub fn catalogue() -> &'static Catalogue {
 #[derive(Debug, Default, Clone)]
 pub struct Options {
     /// `--set PATH=VALUE`, applied last, from the event's root.
-    pub sets: Vec<(Vec<String>, Value)>,
+    pub sets: Vec<Assignment>,
     /// `--metadata KEY=VALUE`: into `data.object.metadata`, and an invoice's
     /// `parent.subscription_details.metadata`.
     pub metadata: Vec<(String, String)>,
@@ -138,16 +140,67 @@ pub struct Options {
     pub api_version: Option<String>,
 }
 
-/// `PATH=VALUE`: a dotted path, and the value as JSON when it reads as JSON (`42`, `true`,
-/// `null`, `"42"`, `{"a": 1}`), else as a string (`cus_123`).
-pub fn parse_set(arg: &str) -> Result<(Vec<String>, Value), TriggerError> {
+/// One `--set PATH=VALUE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub path: Vec<String>,
+    pub value: SetValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    /// It read as JSON: `42`, `true`, `null`, `"42"`, `{"a": 1}`.
+    Json(Value),
+    /// Plain text (`cus_123`): a string, where the field holds a string or nothing.
+    Text(String),
+}
+
+/// `PATH=VALUE`: a dotted path, and the value as JSON when it reads as JSON, else as text. Text
+/// that starts like JSON (`{`, `[`, `"`) and is not is refused rather than sent as a string.
+pub fn parse_set(arg: &str) -> Result<Assignment, TriggerError> {
     let (path, value) = arg.split_once('=').ok_or_else(|| TriggerError::NotAnAssignment(arg.to_owned()))?;
     let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
     if segments.iter().any(String::is_empty) {
         return Err(TriggerError::BadPath { path: path.to_owned(), why: "a path has no empty parts".into() });
     }
-    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
-    Ok((segments, value))
+    let value = match serde_json::from_str(value) {
+        Ok(json) => SetValue::Json(json),
+        Err(e) if value.trim_start().starts_with(['{', '[', '"']) => {
+            return Err(TriggerError::BadValue {
+                path: path.to_owned(),
+                why: format!("{value} is not valid JSON: {e}"),
+            })
+        }
+        Err(_) => SetValue::Text(value.to_owned()),
+    };
+    Ok(Assignment { path: segments, value })
+}
+
+impl Assignment {
+    /// Sets it in `event`. Text where the field holds a number, a boolean, a list or an object is
+    /// a mistake (`amount_due=12x`), not a string to send.
+    fn apply(&self, event: &mut Value) -> Result<(), TriggerError> {
+        let value = match &self.value {
+            SetValue::Json(v) => v.clone(),
+            SetValue::Text(text) => {
+                let pointer: String =
+                    self.path.iter().map(|p| format!("/{}", p.replace('~', "~0").replace('/', "~1"))).collect();
+                match event.pointer(&pointer) {
+                    Some(held) if !held.is_null() && !held.is_string() => {
+                        return Err(TriggerError::BadValue {
+                            path: self.path.join("."),
+                            why: format!(
+                                "it is {} and {text:?} is not one (quote text as JSON, '\"{text}\"', to put a string there)",
+                                kind(held)
+                            ),
+                        })
+                    }
+                    _ => Value::String(text.clone()),
+                }
+            }
+        };
+        set_path(event, &self.path, value)
+    }
 }
 
 pub fn parse_metadata(arg: &str) -> Result<(String, String), TriggerError> {
@@ -164,7 +217,7 @@ pub struct FreshIds {
 }
 
 impl FreshIds {
-    /// `own`: the team's ids for the fixture's customer, subscription and account, if given.
+    /// The team's own customer, subscription and account (`options`) stand for the fixtures'.
     pub fn new(catalogue: &Catalogue, options: &Options, rng: fastrand::Rng) -> FreshIds {
         let mut map = HashMap::new();
         let ids = &catalogue.ids;
@@ -198,7 +251,8 @@ impl FreshIds {
     /// other strings contain them (a client secret, a URL).
     fn refresh(&mut self, v: &mut Value) {
         self.whole(v);
-        let known: Vec<(String, String)> = self.map.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        let mut known: Vec<(String, String)> = self.map.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        known.sort_by_key(|(old, _)| std::cmp::Reverse(old.len()));
         within(v, &known);
     }
 
@@ -212,12 +266,14 @@ impl FreshIds {
     }
 }
 
+/// Known ids inside other strings replaced, each only where it ends the id (the next character
+/// is not a letter or digit), longest first: an id is never taken for the start of a longer one.
 fn within(v: &mut Value, known: &[(String, String)]) {
     match v {
         Value::String(s) => {
             for (old, new) in known {
                 if s.contains(old.as_str()) {
-                    *s = s.replace(old.as_str(), new);
+                    *s = replace_whole(s, old, new);
                 }
             }
         }
@@ -225,6 +281,20 @@ fn within(v: &mut Value, known: &[(String, String)]) {
         Value::Object(map) => map.values_mut().for_each(|i| within(i, known)),
         _ => {}
     }
+}
+
+fn replace_whole(s: &str, old: &str, new: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find(old) {
+        let after = &rest[at + old.len()..];
+        let whole = !after.starts_with(|c: char| c.is_ascii_alphanumeric());
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { new } else { old });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `cus_QXg1o8vcGmoR32`, `cs_test_a1YS…`: a lowercase prefix, then letters and digits with at
@@ -285,8 +355,8 @@ impl Catalogue {
             })?;
             self.snapshot_event(&step.event_type, fixture, step, options, ids, now_secs)?
         };
-        for (path, value) in &options.sets {
-            set_path(&mut event, path, value.clone())?;
+        for set in &options.sets {
+            set.apply(&mut event)?;
         }
         Ok(event)
     }

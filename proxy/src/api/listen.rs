@@ -20,7 +20,9 @@ use super::presence;
 use crate::config::{Config, LiveConfig, Target};
 use crate::deliver::{Deliveries, InboxError, LocalOutcome, Offer, Wanted};
 use crate::http::{bearer, json, read_body, ApiError, Body};
-use crate::wire::listen::{Answer, InboxInfo, InboxSecret, Offered, Polled, Settled, LISTENER_HEADER, PATH_PREFIX};
+use crate::wire::listen::{
+    parse_types, Answer, InboxInfo, InboxSecret, Offered, Polled, Settled, LISTENER_HEADER, PATH_PREFIX,
+};
 
 /// Longest a poll may wait, and the default.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -77,7 +79,9 @@ impl ListenApi {
         let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
         let wait = number(param("wait"), "wait", DEFAULT_WAIT.as_secs(), MAX_WAIT.as_secs())?;
         let max = number(param("max"), "max", DEFAULT_BATCH as u64, MAX_BATCH as u64)?.max(1) as usize;
-        let wanted = Wanted::new(&types(param("types"))?);
+        let types =
+            parse_types(param("types").unwrap_or("")).map_err(|e| ApiError::bad_request(format!("types: {e}")))?;
+        let wanted = Wanted::new(&types);
         let offers = self
             .deliveries
             .poll(&target.name, listener, (max, &wanted), Duration::from_secs(wait), &self.stopping)
@@ -114,23 +118,6 @@ fn authorize<'c>(config: &'c Config, req: &Request<Incoming>) -> Result<&'c Targ
     let token = bearer(req.headers(), "inbox token")?;
     config.inbox_for_token(token).ok_or_else(|| ApiError::unauthorized("no inbox has this token"))
 }
-
-/// `types=invoice.*,customer.subscription.*`: the event types a listener takes.
-fn types(value: Option<&str>) -> Result<Vec<String>, ApiError> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else { return Ok(Vec::new()) };
-    let patterns: Vec<String> = value.split(',').map(|p| p.trim().to_owned()).collect();
-    let bad = |why: &str| ApiError::bad_request(format!("types={value:?}: {why}"));
-    if patterns.len() > MAX_TYPES {
-        return Err(bad(&format!("at most {MAX_TYPES} patterns")));
-    }
-    if patterns.iter().any(|p| p.is_empty() || p.len() > 200) {
-        return Err(bad("each pattern is an event type or a glob like invoice.*, separated by commas"));
-    }
-    Ok(patterns)
-}
-
-/// Most type patterns one listener may give.
-const MAX_TYPES: usize = 50;
 
 fn number(value: Option<&str>, key: &str, default: u64, max: u64) -> Result<u64, ApiError> {
     match value {

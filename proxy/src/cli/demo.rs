@@ -167,7 +167,7 @@ default: staging
         print_secret: false,
         ca: None,
         batch: 10,
-        events: Vec::new(),
+        events: Default::default(),
     };
     let laptop = tokio::spawn(listen::run(listen_args));
     tokio::time::sleep(Duration::from_millis(300)).await;

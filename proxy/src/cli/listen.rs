@@ -42,8 +42,16 @@ pub struct ListenArgs {
     pub batch: usize,
     /// Only these event types, like `stripe listen --events`: `invoice.*,customer.subscription.*`.
     /// The others stay in the inbox for a listener that takes them (or until max_age).
-    #[arg(long, value_delimiter = ',')]
-    pub events: Vec<String>,
+    #[arg(long, value_parser = events_filter, default_value = "")]
+    pub events: EventsFilter,
+}
+
+/// `--events`, checked before connecting (a bad filter is not worth a reconnect loop).
+#[derive(Debug, Clone, Default)]
+pub struct EventsFilter(pub Vec<String>);
+
+fn events_filter(value: &str) -> Result<EventsFilter, String> {
+    crate::wire::listen::parse_types(value).map(EventsFilter)
 }
 
 /// Polls wait this long on the proxy; the client allows a margin on top.
@@ -88,12 +96,12 @@ async fn forward_until_refused(
     let mut backoff = reconnect_backoff();
     let mut connected = false;
     let mut poll_url = format!("{base}{PATH_PREFIX}/events?wait={POLL_WAIT_S}&max={}", args.batch.clamp(1, 100));
-    if !args.events.is_empty() {
-        let types =
-            form_urlencoded::Serializer::new(String::new()).append_pair("types", &args.events.join(",")).finish();
-        poll_url = format!("{poll_url}&{types}");
+    let types = &args.events.0;
+    if !types.is_empty() {
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("types", &types.join(",")).finish();
+        poll_url = format!("{poll_url}&{query}");
     }
-    let which = if args.events.is_empty() { String::new() } else { format!(" {}", args.events.join(", ")) };
+    let which = if types.is_empty() { String::new() } else { format!(" {}", types.join(", ")) };
     let status_url = format!("{base}{PATH_PREFIX}");
     loop {
         // Connecting is asking for the inbox's state (it checks the token); then polls follow.
@@ -196,6 +204,10 @@ async fn get_json<T: DeserializeOwned>(
                     "the proxy's answer is not what this fanout expects ({e}); are both the same version?"
                 ))
             }),
+            // A request this listener made wrong: asking again will not help.
+            StatusCode::BAD_REQUEST => {
+                Err(PollError::Fatal(anyhow::anyhow!("the proxy refused the request: {}", message())))
+            }
             StatusCode::UNAUTHORIZED => Err(PollError::Fatal(anyhow::anyhow!(
                 "the proxy refused the inbox token: {}. Use the `token` of your inbox target in the proxy's routing.yaml",
                 message()

@@ -230,7 +230,7 @@ fn more(next: &Option<String>, what: &str) {
 }
 
 /// A path segment, percent-encoded.
-fn encode_segment(s: &str) -> String {
+pub(super) fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 

@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::Args;
 use http::Method;
-use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -19,7 +17,6 @@ use super::ops::{call_found, AdminArgs};
 use crate::clock::unix_now_secs;
 use crate::config::{Config, Endpoint};
 use crate::fixtures::{catalogue, parse_metadata, parse_set, FreshIds, Options};
-use crate::http::client as outbound;
 use crate::signature;
 use crate::wire::admin::EventDetail;
 
@@ -63,18 +60,24 @@ pub struct TriggerArgs {
     #[arg(long)]
     api_version: Option<String>,
     /// The proxy's routing.yaml: its listen address, the source's secret, the admin API, and the
-    /// targets for --to-target.
-    #[arg(long, default_value = "routing.yaml")]
-    config: PathBuf,
+    /// targets for --to-target (default: ./routing.yaml, unless --secret is given).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Post to this proxy instead of the config's listen address (http://host:port).
     #[arg(long)]
     proxy: Option<String>,
-    /// The source to sign as (default: the config's first).
+    /// The source to sign as and post to (default: the config's first; Connect events belong to
+    /// the source Stripe sends them to, e.g. --source connect).
     #[arg(long)]
     source: Option<String>,
-    /// Sign with this secret instead of the source's (then no config is needed).
+    /// Sign with this secret instead of a source's: no config is read (the path is
+    /// /stripe/webhook unless --proxy names one).
     #[arg(long, env = "FANOUT_TRIGGER_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Wait up to this long for each event to be delivered (or dead-lettered, dropped,
+    /// unrouted) before sending the next, and fail if it was not: for test scripts.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    wait: Option<Duration>,
     /// Skip the proxy: post straight to this target, signed with its own secret.
     #[arg(long, conflicts_with_all = ["proxy", "source", "secret"])]
     to_target: Option<String>,
@@ -118,48 +121,66 @@ pub async fn run(args: TriggerArgs) -> anyhow::Result<()> {
         (None, Some(t)) => vec![c.event(t, &options, &mut ids, now)?],
         (None, None) => bail!("name an event type or a --flow (`fanout trigger --list` shows them)"),
     };
-    let (url, secret, admin) = destination(&args)?;
+    let to = destination(&args)?;
+    let mut admin = to.admin.clone();
     for event in events {
         let body = serde_json::to_vec(&event).context("an event is JSON")?;
-        let header = signature::sign(secret.as_bytes(), unix_now_secs(), &body);
         if args.print {
-            say!("Stripe-Signature: {header}\n{}", serde_json::to_string_pretty(&event).unwrap_or_default());
+            // The bytes as signed: a pretty-printed copy would not verify.
+            let header = signature::sign(to.secret.as_bytes(), unix_now_secs(), &body);
+            say!("Stripe-Signature: {header}\n{}", String::from_utf8_lossy(&body));
             continue;
         }
+        let url = to.url.as_deref().context("no proxy to post to: pass --config or --proxy")?;
         let (id, event_type) = (str_of(&event, "id"), str_of(&event, "type"));
-        let status = post(&url, &header, body).await?;
-        let routed = match &admin {
-            Some(admin) if args.to_target.is_none() => where_it_went(admin, &id).await,
-            _ => None,
+        let (status, _) = super::post_signed(url, &to.secret, body).await?;
+        let routed = match admin.as_ref() {
+            Some(a) => where_it_went(a, &id, args.wait).await.unwrap_or_else(|e| {
+                eprintln!("(where events went is not shown: {e})");
+                admin = None;
+                None
+            }),
+            None => None,
         };
-        let sent = Sent { event_id: id, event_type, url: url.clone(), status, routed };
+        let sent = Sent { event_id: id, event_type, url: url.to_owned(), status, routed };
         report(&sent, args.admin.json);
         if !(200..300).contains(&status) {
             bail!("{url} answered {status} for {}", sent.event_id);
+        }
+        if let (Some(wait), Some(detail)) = (args.wait, &sent.routed) {
+            if detail.summary.state == "pending" {
+                bail!("{} was not delivered within {}", sent.event_id, humantime::format_duration(wait));
+            }
         }
     }
     Ok(())
 }
 
+/// Where a run posts, signed with what, and the admin API that says where events went (none
+/// for --to-target, or without a config or --admin).
+struct Destination {
+    url: Option<String>,
+    secret: String,
+    admin: Option<AdminArgs>,
+}
+
 /// Where to post, with which secret, and the admin API to ask where the events went.
-fn destination(args: &TriggerArgs) -> anyhow::Result<(String, String, Option<AdminArgs>)> {
-    let config = if args.secret.is_some() && args.proxy.is_some() && !args.config.exists() {
-        None
-    } else {
-        let loaded = crate::reload::load(&args.config);
-        Some(loaded.with_context(|| {
-            format!("cannot read {} (pass --config, or --proxy and --secret)", args.config.display())
-        })?)
+fn destination(args: &TriggerArgs) -> anyhow::Result<Destination> {
+    let config = match (&args.config, &args.secret) {
+        (Some(path), _) => Some(crate::reload::load(path).with_context(|| format!("cannot read {}", path.display()))?),
+        (None, Some(_)) => None,
+        (None, None) => Some(
+            crate::reload::load(std::path::Path::new("routing.yaml"))
+                .context("cannot read ./routing.yaml: pass --config, or --secret (with --proxy to send)")?,
+        ),
     };
-    let admin = admin_args(args, config.as_ref());
     if let Some(name) = &args.to_target {
         let config = config.context("--to-target needs the config that names the target")?;
-        let target =
-            config.target(name).with_context(|| format!("no target named {name:?} in {}", args.config.display()))?;
+        let target = config.target(name).with_context(|| format!("no target named {name:?} in the config"))?;
         let Endpoint::Url(url) = &target.endpoint else {
             bail!("{name:?} is an inbox: it has no URL to post to; send through the proxy and `fanout listen`")
         };
-        return Ok((url.to_string(), target.secret.expose().to_owned(), None));
+        return Ok(Destination { url: Some(url.to_string()), secret: target.secret.expose().to_owned(), admin: None });
     }
     let source = match (&config, &args.source) {
         (Some(c), Some(name)) => Some(c.sources.iter().find(|s| &s.name == name).with_context(|| {
@@ -167,12 +188,13 @@ fn destination(args: &TriggerArgs) -> anyhow::Result<(String, String, Option<Adm
             format!("no source named {name:?}; the config has {}", names.join(", "))
         })?),
         (Some(c), None) => c.sources.first(),
-        (None, _) => None,
+        (None, Some(_)) => bail!("--source names a source of the config; with --secret and no --config there is none"),
+        (None, None) => None,
     };
     let base = match (&args.proxy, &config) {
-        (Some(p), _) => p.trim_end_matches('/').to_owned(),
-        (None, Some(c)) => format!("{}://{}", if c.tls.is_some() { "https" } else { "http" }, loopback(c.listen)),
-        (None, None) => bail!("no proxy to post to: pass --config or --proxy"),
+        (Some(p), _) => Some(p.trim_end_matches('/').to_owned()),
+        (None, Some(c)) => Some(format!("{}://{}", if c.tls.is_some() { "https" } else { "http" }, loopback(c.listen))),
+        (None, None) => None,
     };
     let path = source.map_or("/stripe/webhook", |s| s.path.as_str());
     let secret = match (&args.secret, source) {
@@ -181,20 +203,25 @@ fn destination(args: &TriggerArgs) -> anyhow::Result<(String, String, Option<Adm
         (None, Some(s)) => s.secrets.last().context("the source has no secret")?.expose().to_owned(),
         (None, None) => bail!("no secret to sign with: pass --secret or --config"),
     };
-    Ok((format!("{base}{path}"), secret, admin))
+    let admin = admin_args(args, config.as_ref());
+    Ok(Destination { url: base.map(|b| format!("{b}{path}")), secret, admin })
 }
 
-/// The admin API: --admin if given (or FANOUT_ADMIN_URL), else the config's admin listener.
+/// The admin API: --admin if given (or FANOUT_ADMIN_URL), else the config's admin listener;
+/// none with neither.
 fn admin_args(args: &TriggerArgs, config: Option<&Config>) -> Option<AdminArgs> {
     let mut admin = args.admin.clone();
-    let default = AdminArgs::DEFAULT_URL;
-    if let (Some(config), true) = (config, admin.url == default) {
-        admin.url = format!("http://{}", loopback(config.admin.listen));
-        if admin.token.is_none() {
-            admin.token = config.admin.token.as_ref().map(|t| t.expose().to_owned());
+    match config {
+        Some(config) if admin.url == AdminArgs::DEFAULT_URL => {
+            admin.url = format!("http://{}", loopback(config.admin.listen));
+            if admin.token.is_none() {
+                admin.token = config.admin.token.as_ref().map(|t| t.expose().to_owned());
+            }
+            Some(admin)
         }
+        None if admin.url == AdminArgs::DEFAULT_URL => None,
+        _ => Some(admin),
     }
-    Some(admin)
 }
 
 /// A listener on every interface is reached on loopback.
@@ -205,32 +232,20 @@ fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     }
 }
 
-async fn post(url: &str, header: &str, body: Vec<u8>) -> anyhow::Result<u16> {
-    let req = http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .header("stripe-signature", header)
-        .body(Full::new(Bytes::from(body)))
-        .with_context(|| format!("{url} is not a valid URL"))?;
-    let res = outbound::client(None)?
-        .request(req)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {}", outbound::error_chain(&e)))?;
-    let status = res.status().as_u16();
-    let _ = res.into_body().collect().await;
-    Ok(status)
-}
-
-/// The event as the admin API shows it, once ingest has recorded it; none if the API cannot be
-/// reached (the event was still sent).
-async fn where_it_went(admin: &AdminArgs, id: &str) -> Option<EventDetail> {
-    for _ in 0..20 {
-        match call_found::<EventDetail>(admin, Method::GET, &format!("/events/{id}"), &[]).await {
-            Ok(Some(detail)) => return Some(detail),
-            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => return None,
+/// The event as the admin API shows it once ingest has recorded it (with `wait`: once it is
+/// no longer pending, or the wait is over). An error: the admin API cannot say (unreachable,
+/// refused the token); the event was sent all the same.
+async fn where_it_went(admin: &AdminArgs, id: &str, wait: Option<Duration>) -> anyhow::Result<Option<EventDetail>> {
+    let path = format!("/events/{}", super::ops::encode_segment(id));
+    let deadline = std::time::Instant::now() + wait.unwrap_or(Duration::from_secs(1));
+    loop {
+        let found = call_found::<EventDetail>(admin, Method::GET, &path, &[]).await?;
+        let settled = found.as_ref().is_some_and(|d| wait.is_none() || d.summary.state != "pending");
+        if settled || std::time::Instant::now() >= deadline {
+            return Ok(found);
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    None
 }
 
 fn report(sent: &Sent, json: bool) {

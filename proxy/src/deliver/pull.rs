@@ -35,7 +35,8 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 /// How long an event a listener's `--events` does not want waits before it is looked at again
 /// (by another listener, or this one's next poll): the listeners' polls go on to the events
 /// behind it meanwhile.
-const NOT_WANTED_AGAIN: Duration = Duration::from_secs(5);
+pub const NOT_WANTED_AGAIN: Duration = Duration::from_secs(5);
+const NOT_WANTED_PAUSE: Duration = Duration::from_millis(200);
 
 /// The event types a listener takes (`fanout listen --events 'invoice.*,customer.*'`): glob
 /// patterns; none takes every type. The others stay in the inbox, for a listener that takes them.
@@ -322,12 +323,17 @@ impl Deliveries {
                 Err(until_a_token) => next = next.min(until_a_token),
                 Ok(_) if state.paused.holds() => {}
                 Ok(allowed) => {
-                    let offered = self.offer(&config, (&state, &inbox), name, allowed, wanted).await?;
+                    let (offered, put_back) = self.offer(&config, (&state, &inbox), name, allowed, wanted).await?;
                     if !offered.is_empty() {
                         return Ok(offered);
                     }
                     if let Some(due) = self.shared.store.next_due_ms(name).await? {
                         next = next.min(Duration::from_millis(due.saturating_sub(unix_now_ms())));
+                    }
+                    if put_back {
+                        // A batch this listener did not want: the next one after a pause, so a
+                        // filtered listener walks a backlog of others' events at a bounded pace.
+                        next = next.max(NOT_WANTED_PAUSE);
                     }
                 }
             }
@@ -348,7 +354,8 @@ impl Deliveries {
     }
 
     /// Leases due jobs and turns them into offers. Jobs past `max_age` are dead-lettered here
-    /// rather than handed to a listener that reconnected days later.
+    /// rather than handed to a listener that reconnected days later; jobs the listener's `wanted`
+    /// does not take go back (the flag: some did).
     async fn offer(
         &self,
         config: &Config,
@@ -356,13 +363,13 @@ impl Deliveries {
         name: &str,
         max: usize,
         wanted: &Wanted,
-    ) -> Result<Vec<Offer>, InboxError> {
-        let Some(target) = config.target(name) else { return Ok(Vec::new()) };
+    ) -> Result<(Vec<Offer>, bool), InboxError> {
+        let Some(target) = config.target(name) else { return Ok((Vec::new(), false)) };
         let now = unix_now_ms();
         // Held until the last offer's deadline (below), and a margin for its answer to be settled.
         let held_for = target.timeout.saturating_mul(max as u32 + 1) + super::LEASE_MARGIN;
         let jobs = self.shared.store.lease_due(name, now, max, held_for).await?;
-        state.spend(jobs.len());
+        let (jobs_leased, mut put_back) = (jobs.len(), 0);
         let (mut offered, mut ready) = (Vec::new(), Vec::new());
         for job in jobs {
             if too_old(&job, target.retry.max_age, now) {
@@ -380,6 +387,7 @@ impl Deliveries {
             match self.shared.load_event(config, job).await {
                 Loaded::Ready(mut job, event) if !wanted.takes(&event.event_type) => {
                     // Not for this listener: back in the inbox, not an attempt.
+                    put_back += 1;
                     job.due_at_ms = now + NOT_WANTED_AGAIN.as_millis() as u64;
                     if let Err(e) = self.shared.store.retry(&job, now).await {
                         tracing::error!(event_id = %job.event_id, target = %name, "cannot put back a job: {e}");
@@ -397,6 +405,8 @@ impl Deliveries {
                 Loaded::Settled => {}
             }
         }
+        // What was put back was not offered: it spends none of the inbox's rate.
+        state.spend(jobs_leased.saturating_sub(put_back));
         // The listener forwards a batch one event at a time, each within the target's timeout;
         // one more timeout covers the round trips. Unanswered by then: a failed attempt.
         let allowed = target.timeout.saturating_mul(ready.len() as u32 + 1);
@@ -416,7 +426,7 @@ impl Deliveries {
             });
             offers.insert(job.id, Held { job, deadline_ms: deadline, offered: Instant::now() });
         }
-        Ok(offered)
+        Ok((offered, put_back > 0))
     }
 
     /// A listener's answer for offer `id`: the local app's status, or why it could not be

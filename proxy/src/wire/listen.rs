@@ -1,6 +1,6 @@
 //! The listen protocol between `fanout listen` and the proxy's webhook listener.
 //!
-//! - `GET  {PATH_PREFIX}/events?wait=25&max=10` → [`Polled`]
+//! - `GET  {PATH_PREFIX}/events?wait=25&max=10[&types=invoice.*,...]` → [`Polled`]
 //! - `POST {PATH_PREFIX}/answer` with an [`Answer`] → [`Settled`]
 //! - `GET  {PATH_PREFIX}/secret` → [`InboxSecret`]
 //! - `GET  {PATH_PREFIX}` → [`InboxInfo`]
@@ -8,6 +8,25 @@
 use serde::{Deserialize, Serialize};
 
 pub const PATH_PREFIX: &str = "/fanout/inbox";
+
+/// Most event type patterns one listener may give (`types=`).
+pub const MAX_TYPES: usize = 50;
+
+/// `types=invoice.*,customer.subscription.*` on a poll: the event types a listener takes (glob
+/// patterns; none: every type). Checked by `fanout listen` before it connects and by the proxy.
+pub fn parse_types(value: &str) -> Result<Vec<String>, String> {
+    if value.is_empty() {
+        return Ok(Vec::new());
+    }
+    let patterns: Vec<String> = value.split(',').map(|p| p.trim().to_owned()).collect();
+    if patterns.len() > MAX_TYPES {
+        return Err(format!("at most {MAX_TYPES} event type patterns"));
+    }
+    if patterns.iter().any(|p| p.is_empty() || p.len() > 200 || p.contains(char::is_whitespace)) {
+        return Err(format!("{value:?}: give event types or globs like invoice.*, separated by commas"));
+    }
+    Ok(patterns)
+}
 
 /// Names the `fanout listen` process, so two terminals on one inbox count as two listeners.
 pub const LISTENER_HEADER: &str = "fanout-listener";

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 
 mod backfill;
 mod demo;
+mod inbox;
 mod listen;
 mod ops;
 mod store;
@@ -18,7 +19,7 @@ mod trigger;
 use crate::config::{Config, RetryPolicy, Target};
 use crate::http::client as outbound;
 use crate::reload::Overrides;
-use crate::route::{Action, Condition, Decision, DestinationKind, KnownOwner, Router};
+use crate::route::{Action, Condition, Decision, DestinationKind, InboxRef, KnownOwner, Router, Unknown};
 use crate::{clock, reload, serve, signature};
 use std::convert::Infallible;
 
@@ -91,6 +92,11 @@ pub enum Command {
         #[arg(long)]
         timestamp: Option<i64>,
         event: PathBuf,
+    },
+    /// Developers' inboxes created at run time: create, list, rotate, delete.
+    Inbox {
+        #[command(subcommand)]
+        command: inbox::InboxCommand,
     },
     /// Send realistic, signed Stripe events, or a whole flow, through the proxy (or straight to a
     /// target): `fanout trigger invoice.payment_failed --customer cus_123`, `--flow NAME`, `--list`.
@@ -285,6 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Trigger(args) => trigger::run(args).await,
+        Command::Inbox { command } => inbox::run(command).await,
         Command::Send { url, secret, event } => send(url, &secret, read(&event)?).await,
         Command::Events { filter, page, admin } => ops::events(&admin, &filter, page).await,
         Command::Event { id, admin } => ops::event(&admin, &id).await,
@@ -516,10 +523,26 @@ fn retry(p: &RetryPolicy) -> String {
 }
 
 fn action(router: &Router, a: &Action) -> String {
+    let names = |ids: &[usize]| ids.iter().map(|&i| router.destinations[i].name.clone()).collect::<Vec<_>>();
     match a {
         Action::Drop => "drop".to_owned(),
-        Action::Deliver(ids) => {
-            ids.iter().map(|&i| router.destinations[i].name.as_str()).collect::<Vec<_>>().join(", ")
+        Action::Deliver(ids) => names(ids).join(", "),
+        Action::Named(n) => {
+            let mut to = names(&n.fixed);
+            to.extend(n.inboxes.iter().map(|r| match r {
+                InboxRef::Literal(name) => format!("inbox:{name}"),
+                InboxRef::Field(paths) => {
+                    let paths: Vec<String> = paths.iter().map(|p| p.join(".")).collect();
+                    format!("inbox:{{{}}}", paths.join("|"))
+                }
+            }));
+            let unknown = match &n.unknown {
+                Unknown::Skip => "the next rules".to_owned(),
+                Unknown::Drop => "drop".to_owned(),
+                Unknown::Unrouted => "unrouted".to_owned(),
+                Unknown::Deliver(ids) => names(ids).join(", "),
+            };
+            format!("{} (no such inbox: {unknown})", to.join(", "))
         }
     }
 }

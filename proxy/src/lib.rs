@@ -9,7 +9,8 @@
 //!   `deliver::breaker`, [`fixtures`] (what `fanout trigger` sends);
 //! - [`clock`], [`background`], [`metrics`], [`http`] (the HTTP edge: errors as answers, bodies, servers, the
 //!   client);
-//! - [`deliver`] (the workers), [`ingest`] (taking an event in), [`retention`];
+//! - [`deliver`] (the workers), [`ingest`] (taking an event in), [`retention`], [`inboxes`] (those
+//!   created at run time);
 //! - [`api`] (webhook, listen protocol, admin), [`serve`] (wiring), [`reload`], [`cli`].
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod deliver;
 pub mod fixtures;
 pub mod http;
+pub mod inboxes;
 pub mod ingest;
 pub mod metrics;
 pub mod plan;

@@ -63,6 +63,36 @@ pub enum Action {
     Deliver(Vec<DestId>),
     /// Acknowledge to Stripe, record as dropped, deliver nowhere.
     Drop,
+    /// Destinations with inboxes named by the event (`inbox:{data.object.metadata.developer}`)
+    /// or by name (`inbox:alice`), resolved when the event is routed against the inboxes there
+    /// are then: an inbox created at run time is reached without a config change.
+    Named(Box<Named>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Named {
+    /// Plain destinations beside the inboxes.
+    pub fixed: Vec<DestId>,
+    pub inboxes: Vec<InboxRef>,
+    /// What a name that is no inbox (or a field that is absent) leads to.
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxRef {
+    Literal(String),
+    /// The first of these paths present in the event, as a string.
+    Field(Vec<Vec<String>>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Unknown {
+    /// As if this rule had not matched (the default): later rules, ownership, the default.
+    Skip,
+    Deliver(Vec<DestId>),
+    Drop,
+    /// Recorded as unrouted, delivered nowhere.
+    Unrouted,
 }
 
 /// One test on the event; a rule's conditions must all hold.
@@ -127,6 +157,9 @@ pub struct Router {
     /// Paths of the object ids sticky ownership records and follows, most specific first; none:
     /// ownership is off.
     pub affinity: Option<Vec<Vec<String>>>,
+    /// Every inbox by name (those of routing.yaml and those created at run time): what
+    /// [`Action::Named`] resolves against.
+    pub inboxes: std::collections::HashMap<String, DestId>,
 }
 
 impl Router {
@@ -153,11 +186,20 @@ impl Router {
             if !rule.when.iter().all(|c| c.holds(event)) {
                 continue;
             }
+            let action = match &rule.action {
+                Action::Named(named) => match self.resolve(named, event) {
+                    Some(action) => action,
+                    None => continue,
+                },
+                other => std::borrow::Cow::Borrowed(other),
+            };
             matched = true;
-            match &rule.action {
+            match action.as_ref() {
                 Action::Drop if chosen.is_empty() => return Ok(Decision::Drop { rule: &rule.name }),
                 Action::Drop => break,
                 Action::Deliver(dests) => add(&mut chosen, dests, &rule.name),
+                // Resolved above.
+                Action::Named(_) => {}
             }
             if !rule.continue_matching {
                 break;
@@ -170,7 +212,8 @@ impl Router {
             match &self.default {
                 Some(Action::Drop) => return Ok(Decision::Drop { rule: DEFAULT_RULE }),
                 Some(Action::Deliver(dests)) => add(&mut chosen, dests, DEFAULT_RULE),
-                None => {}
+                // The default names configured destinations only (resolve.rs).
+                Some(Action::Named(_)) | None => {}
             }
         }
         Ok(if chosen.is_empty() { Decision::Unrouted } else { Decision::Deliver(chosen) })
@@ -178,6 +221,36 @@ impl Router {
 }
 
 impl Router {
+    /// A rule's named inboxes as they stand now: the destinations they resolve to, and what
+    /// `unknown` says if one resolves to none. `None`: skip the rule (`unknown` unset).
+    fn resolve(&self, named: &Named, event: &Value) -> Option<std::borrow::Cow<'_, Action>> {
+        let mut dests = named.fixed.clone();
+        let mut unknown = false;
+        for inbox in &named.inboxes {
+            let name = match inbox {
+                InboxRef::Literal(name) => Some(name.as_str()),
+                InboxRef::Field(paths) => paths.iter().find_map(|p| lookup(event, p)).and_then(Value::as_str),
+            };
+            match name.and_then(|n| self.inboxes.get(n)) {
+                Some(&d) if !dests.contains(&d) => dests.push(d),
+                Some(_) => {}
+                None => unknown = true,
+            }
+        }
+        if unknown {
+            match &named.unknown {
+                Unknown::Skip if dests.is_empty() => return None,
+                Unknown::Skip => {}
+                Unknown::Deliver(more) => dests.extend(more.iter().filter(|d| !named.fixed.contains(d))),
+                Unknown::Drop if dests.is_empty() => return Some(std::borrow::Cow::Owned(Action::Drop)),
+                Unknown::Drop => {}
+                // Nothing more to deliver to, but the rule decided: unrouted if nothing else was.
+                Unknown::Unrouted => {}
+            }
+        }
+        Some(std::borrow::Cow::Owned(Action::Deliver(dests)))
+    }
+
     /// The object ids `event` carries, in `affinity` order without repeats: a plain id string, or
     /// an expanded object's `id`.
     pub fn references(&self, event: &Value) -> Vec<String> {
@@ -320,7 +393,13 @@ mod tests {
     fn router(rules: Vec<Rule>, default: Option<Action>) -> Router {
         let dest = |name: &str, i| Destination { name: name.into(), kind: DestinationKind::Target(i) };
         let affinity = Some(["data.object.id", "data.object.subscription", "data.object.customer"].map(path).to_vec());
-        Router { destinations: vec![dest("a", 0), dest("b", 1), dest("c", 2)], rules, default, affinity }
+        Router {
+            destinations: vec![dest("a", 0), dest("b", 1), dest("c", 2)],
+            rules,
+            default,
+            affinity,
+            inboxes: [("c".to_owned(), 2)].into(),
+        }
     }
 
     fn invoice(env: &str) -> Value {

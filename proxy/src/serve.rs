@@ -28,6 +28,7 @@ use crate::http::client::Clients;
 use crate::http::server::{warn_if_fds_are_short, Listeners};
 use crate::http::tls::{self, TlsError};
 use crate::http::Body;
+use crate::inboxes::{Inboxes, REFRESH_EVERY};
 use crate::ingest::Intake;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::retention;
@@ -49,6 +50,7 @@ pub struct Running {
     connections: TaskTracker,
     delivery_tasks: TaskTracker,
     background: Vec<tokio::task::JoinHandle<()>>,
+    inboxes: Arc<Inboxes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +99,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (connections, delivery_tasks) = (TaskTracker::new(), TaskTracker::new());
     let life = Lifecycle { shutdown: shutdown.clone(), abort: abort.clone(), tasks: delivery_tasks.clone() };
     let deliveries = Deliveries::start(live.clone(), store.clone(), clients, metrics.clone(), life);
+    let inboxes = Arc::new(Inboxes::new(store.clone(), live.clone(), deliveries.clone()));
+    // Before anything is served: an inbox created at run time is routable from the first event.
+    if let Err(e) = inboxes.refresh().await {
+        tracing::error!("cannot read the store's inboxes; looking again every {:?}: {e}", REFRESH_EVERY);
+    }
     let intake = Arc::new(Intake { store: store.clone(), deliveries: deliveries.clone(), metrics: metrics.clone() });
     let webhooks = Arc::new(Webhooks { live: live.clone(), intake: intake.clone(), metrics: metrics.clone() });
     let admin = Arc::new(Admin {
+        inboxes: inboxes.clone(),
         live: live.clone(),
         store: store.clone(),
         deliveries: deliveries.clone(),
@@ -125,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(listeners.clone().accept(listener, tls, webhooks)),
         tokio::spawn(listeners.accept(admin_listener, None, move |req| admin.clone().handle(req))),
         tokio::spawn(retention::sweep(store.clone(), live.clone(), deliveries.clone(), shutdown.clone())),
+        tokio::spawn(inboxes.clone().keep_fresh(shutdown.clone())),
     ];
     Ok(Running {
         addr,
@@ -139,6 +148,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         connections,
         delivery_tasks,
         background,
+        inboxes,
     })
 }
 
@@ -190,8 +200,8 @@ impl Running {
         // The listener stays where it is: the token rule applies to where it really listens.
         new.admin.check().map_err(ReloadError::Admin).inspect_err(|_| self.count_reload("refused"))?;
         self.deliveries.set_clients(clients);
-        self.live.store(Arc::new(new));
-        self.deliveries.reconcile();
+        // Joined with the inboxes created at run time, then served.
+        self.inboxes.apply_file(new);
         self.count_reload("applied");
         Ok(kept)
     }

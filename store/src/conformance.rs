@@ -366,3 +366,30 @@ async fn a_member_of_a_delivered_group_is_stood_down_at_lease() {
         assert_eq!((s.queued("b").await.unwrap(), s.in_flight().await.unwrap()), (0, 0), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inboxes_are_created_once_rotated_listed_and_deleted() {
+    for (name, s, _keep) in engines().await {
+        let alice = crate::InboxRecord {
+            name: "alice".into(),
+            token_sha256: "ab".repeat(32),
+            secret: "whsec_a".into(),
+            max_age_ms: Some(86_400_000),
+            offline_fallback: Some("staging".into()),
+            offline_after_ms: Some(600_000),
+            created_at_ms: 5,
+        };
+        assert!(s.create_inbox(&alice).await.unwrap(), "{name}");
+        let taken = crate::InboxRecord { secret: "whsec_other".into(), ..alice.clone() };
+        assert!(!s.create_inbox(&taken).await.unwrap(), "{name}: a name is created once");
+        let bob = crate::InboxRecord { name: "bob".into(), offline_fallback: None, ..alice.clone() };
+        assert!(s.create_inbox(&bob).await.unwrap());
+        assert_eq!(s.inboxes().await.unwrap(), vec![alice.clone(), bob.clone()], "{name}");
+        let rotated = crate::InboxRecord { token_sha256: "cd".repeat(32), secret: "whsec_b".into(), ..alice.clone() };
+        assert!(s.replace_inbox(&rotated).await.unwrap());
+        assert!(!s.replace_inbox(&crate::InboxRecord { name: "carol".into(), ..alice.clone() }).await.unwrap());
+        assert!(s.delete_inbox("bob").await.unwrap());
+        assert!(!s.delete_inbox("bob").await.unwrap(), "{name}: deleted once");
+        assert_eq!(s.inboxes().await.unwrap(), vec![rotated], "{name}");
+    }
+}

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use crate::chores::Chores;
 use crate::pg::{PgStore, Wake};
 use crate::{
-    Claims, DeadLetter, EventCursor, EventHead, EventRecord, ExportRecord, HistoryEntry, Ingested, Job, JobEvent,
-    JobId, NewJob, Outcome, Owner, OwnerCursor, OwnersPage, QueueCursor, Result, Settled, Store, Sweep, TargetCounts,
+    Claims, DeadLetter, EventCursor, EventHead, EventRecord, ExportRecord, HistoryEntry, InboxRecord, Ingested, Job,
+    JobEvent, JobId, NewJob, Outcome, Owner, OwnerCursor, OwnersPage, QueueCursor, Result, Settled, Store, Sweep,
+    TargetCounts,
 };
 
 /// How long a replica's word that an inbox has a listener holds: replicas say it every second
@@ -198,6 +199,38 @@ impl Engine {
         match self {
             Engine::Sled(s) => s.store.set_paused(target, paused),
             Engine::Postgres(p) => p.set_paused(target, paused).await,
+        }
+    }
+
+    /// Every inbox created at run time.
+    pub async fn inboxes(&self) -> Result<Vec<InboxRecord>> {
+        match self {
+            Engine::Sled(s) => s.store.inboxes(),
+            Engine::Postgres(p) => p.inboxes().await,
+        }
+    }
+
+    /// A new inbox; `false` if one of that name exists already (nothing written).
+    pub async fn create_inbox(&self, inbox: &InboxRecord) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.store.create_inbox(inbox),
+            Engine::Postgres(p) => p.create_inbox(inbox).await,
+        }
+    }
+
+    /// An inbox rewritten (a new token and secret); `false` if there is none of that name.
+    pub async fn replace_inbox(&self, inbox: &InboxRecord) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.store.replace_inbox(inbox),
+            Engine::Postgres(p) => p.replace_inbox(inbox).await,
+        }
+    }
+
+    /// `false` if there was none of that name. Its queue is the caller's to settle.
+    pub async fn delete_inbox(&self, name: &str) -> Result<bool> {
+        match self {
+            Engine::Sled(s) => s.store.delete_inbox(name),
+            Engine::Postgres(p) => p.delete_inbox(name).await,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod export;
 mod faults;
 mod history;
+mod inboxes;
 mod lease;
 mod operator;
 mod owners;
@@ -37,8 +38,8 @@ pub use operator::QueueCursor;
 pub use owners::{OwnerCursor, OwnersPage};
 pub use pg::Wake;
 pub use record::{
-    Claims, DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, Job, JobEvent, JobId, NewJob,
-    Outcome, Owner, Routed, Sweep,
+    Claims, DeadLetter, Delivery, Disposition, EventHead, EventRecord, HistoryEntry, InboxRecord, Job, JobEvent, JobId,
+    NewJob, Outcome, Owner, Routed, Sweep,
 };
 
 use std::borrow::Cow;
@@ -143,6 +144,8 @@ pub struct Store {
     paused: Tree,
     /// Stripe object id -> Owner ; sticky ownership routing (see `owners.rs`).
     owners: Tree,
+    /// inbox name -> InboxRecord as JSON ; inboxes created at run time (see `inboxes.rs`).
+    inboxes: Tree,
     /// source tree name ++ 0 ++ key there -> raw value ; values that did not decode, moved aside
     /// (see `quarantine.rs`).
     quarantine: Tree,
@@ -186,6 +189,7 @@ impl Store {
             history: tree("history")?,
             paused: tree("paused")?,
             owners: tree("owners")?,
+            inboxes: tree("inboxes")?,
             quarantine: tree("quarantine")?,
             commit: std::sync::Arc::new(commit::GroupCommit::default()),
             counts: Default::default(),

@@ -280,3 +280,21 @@ pub(crate) fn revived(dead: &Job, id: JobId, now_ms: u64) -> Job {
     revived.siblings = dead.siblings.clone();
     revived
 }
+
+/// A developer inbox created at run time (`fanout inbox create`), kept in the store rather than
+/// in routing.yaml, so a team of hundreds needs no config change per developer. The token that
+/// opens it is kept only as its SHA-256 digest; the secret is kept, since every delivery is
+/// signed with it. Stored as JSON: fields may be added without a migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    pub name: String,
+    /// Hex SHA-256 of the listen token.
+    pub token_sha256: String,
+    pub secret: String,
+    /// Events older than this are dead-lettered rather than offered (none: the config's `retry`).
+    pub max_age_ms: Option<u64>,
+    /// Where its events go while nobody listens, after how long.
+    pub offline_fallback: Option<String>,
+    pub offline_after_ms: Option<u64>,
+    pub created_at_ms: u64,
+}

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("deliver", 5),
     ("ingest", 6),
     ("retention", 6),
+    ("inboxes", 6),
     ("api", 7),
     ("serve", 8),
     ("reload", 9),

@@ -14,6 +14,7 @@ mod crash;
 mod faults;
 mod hostile;
 mod inbox;
+mod inboxes;
 mod layers;
 mod loadgen_smoke;
 mod msrv;

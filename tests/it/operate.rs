@@ -75,7 +75,7 @@ async fn reload_applies_a_valid_file_refuses_an_invalid_one_and_dead_letters_rem
         assert!(letters.iter().any(|l| l["event_id"] == "evt_1"), "{dead}");
         for l in &letters {
             assert_eq!(l["target"], "a");
-            assert!(l["error"].as_str().unwrap().contains("\"a\" was removed from the config"), "{dead}");
+            assert!(l["error"].as_str().unwrap().contains("\"a\" was removed (from routing.yaml"), "{dead}");
         }
 
         // An invalid file (with SIGHUP): refused, reason logged, the old config keeps serving.

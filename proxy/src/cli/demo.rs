@@ -162,7 +162,8 @@ default: staging
 
     let listen_args = ListenArgs {
         proxy: proxy.clone(),
-        token: ALICE_TOKEN.to_owned(),
+        token: Some(ALICE_TOKEN.to_owned()),
+        name: None,
         forward_to: Some(alice_app.url().parse()?),
         print_secret: false,
         ca: None,

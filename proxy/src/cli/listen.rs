@@ -25,9 +25,13 @@ pub struct ListenArgs {
     /// The proxy's webhook listener (where Stripe posts), e.g. https://fanout.internal.
     #[arg(long, env = "FANOUT_PROXY_URL")]
     pub proxy: String,
-    /// This inbox's token (the target's `token` in the proxy's routing.yaml).
-    #[arg(long, env = "FANOUT_INBOX_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// This inbox's token (the target's `token` in the proxy's routing.yaml, or what `fanout inbox
+    /// create` printed).
+    #[arg(long, env = "FANOUT_INBOX_TOKEN", hide_env_values = true, required_unless_present = "name")]
+    pub token: Option<String>,
+    /// The inbox whose token `fanout inbox create --save` wrote (when no --token is given).
+    #[arg(long)]
+    pub name: Option<String>,
     /// The local app's webhook endpoint, e.g. http://localhost:3000/webhook.
     #[arg(long, required_unless_present = "print_secret")]
     pub forward_to: Option<http::Uri>,
@@ -64,13 +68,23 @@ enum PollError {
     Retry(String),
 }
 
-pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ListenArgs) -> anyhow::Result<()> {
+    if args.token.is_none() {
+        let name = args.name.as_deref().context("give --token (or FANOUT_INBOX_TOKEN) or --name")?;
+        let path = super::inbox::token_path(name)?;
+        let token = std::fs::read_to_string(&path).with_context(|| {
+            format!("no token for inbox {name:?} at {} (`fanout inbox create {name} --save` writes it)", path.display())
+        })?;
+        args.token = Some(token.trim().to_owned());
+    }
     let client = outbound::client(args.ca.as_deref())?;
     let base = args.proxy.trim_end_matches('/').to_owned();
     let listener = format!("{}-{}", std::process::id(), unix_nanos() % 1_000_000);
     if args.print_secret {
         let url = format!("{base}{PATH_PREFIX}/secret");
-        let secret: InboxSecret = get_json(&client, &url, &args.token, &listener).await.map_err(|e| match e {
+        let secret: InboxSecret = get_json(&client, &url, args.token.as_deref().unwrap_or_default(), &listener)
+            .await
+            .map_err(|e| match e {
             PollError::Fatal(e) => e,
             PollError::Retry(e) => anyhow::anyhow!("cannot reach the proxy at {base}: {e}"),
         })?;
@@ -106,9 +120,9 @@ async fn forward_until_refused(
     loop {
         // Connecting is asking for the inbox's state (it checks the token); then polls follow.
         let polled = if connected {
-            get_json::<Polled>(client, &poll_url, &args.token, listener).await
+            get_json::<Polled>(client, &poll_url, args.token.as_deref().unwrap_or_default(), listener).await
         } else {
-            get_json::<InboxInfo>(client, &status_url, &args.token, listener).await.map(|info| {
+            get_json::<InboxInfo>(client, &status_url, args.token.as_deref().unwrap_or_default(), listener).await.map(|info| {
                 println!(
                     "Ready! Inbox {} is forwarding{which} to {forward_to} (the app verifies with `fanout listen --print-secret`). Ctrl-C to stop.",
                     info.inbox
@@ -152,7 +166,9 @@ async fn forward_until_refused(
                 answer.latency_ms.unwrap_or(0),
                 if offered.attempt > 1 { format!("  (attempt {})", offered.attempt) } else { String::new() }
             );
-            if let Err(e) = send_answer(client, base, &args.token, listener, &answer).await {
+            if let Err(e) =
+                send_answer(client, base, args.token.as_deref().unwrap_or_default(), listener, &answer).await
+            {
                 eprintln!("  could not answer for {} ({e}); the proxy will offer it again", offered.event_id);
             }
         }

@@ -178,7 +178,7 @@ async fn exchange<T: DeserializeOwned>(
     }
 }
 
-fn print_json(v: &impl Serialize) {
+pub(super) fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

@@ -2,6 +2,7 @@
 //! (`raw.rs`, unknown keys refused), then resolved (`resolve.rs`: `${VAR}`, durations, names to
 //! indices) before anything starts. Every stage reads these resolved types, never the YAML.
 
+mod inboxes;
 mod raw;
 mod resolve;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
+pub use inboxes::valid_name;
 use raw::RawConfig;
 pub use raw::DEFAULT_AFFINITY_FIELDS;
 use resolve::Resolver;
@@ -110,6 +112,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     pub targets: Vec<Target>,
     pub router: Router,
+    /// The top-level `retry`: what an inbox created at run time gets.
+    pub retry: RetryPolicy,
 }
 
 impl Config {
@@ -226,7 +230,34 @@ pub enum Endpoint {
     Url(http::Uri),
     /// Queued until a `fanout listen` holding this token fetches them (a laptop behind NAT
     /// cannot be posted to).
-    Inbox { token: Secret },
+    Inbox { token: InboxToken },
+}
+
+/// What opens an inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxToken {
+    /// Written in routing.yaml.
+    Plain(Secret),
+    /// An inbox created at run time: only the token's hex SHA-256 is kept.
+    Digest(String),
+}
+
+impl InboxToken {
+    /// Compared in constant time either way (see [`Secret::matches`]).
+    pub fn matches(&self, given: &str) -> bool {
+        match self {
+            InboxToken::Plain(own) => own.matches(given),
+            InboxToken::Digest(hex) => {
+                use subtle::ConstantTimeEq;
+                bool::from(token_digest(given).as_bytes().ct_eq(hex.as_bytes()))
+            }
+        }
+    }
+}
+
+/// The hex SHA-256 of an inbox token: what the store keeps of it.
+pub fn token_digest(token: &str) -> String {
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Display for Endpoint {
@@ -241,6 +272,11 @@ impl fmt::Display for Endpoint {
 impl Target {
     pub fn is_inbox(&self) -> bool {
         matches!(self.endpoint, Endpoint::Inbox { .. })
+    }
+
+    /// An inbox created at run time (`fanout inbox create`), not written in routing.yaml.
+    pub fn is_created_inbox(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Inbox { token: InboxToken::Digest(_) })
     }
 }
 

@@ -221,6 +221,9 @@ pub(super) struct RawRoute {
     pub(super) continue_matching: bool,
     /// For inbox destinations: what happens while nobody listens (default: hold).
     pub(super) offline: Option<RawOffline>,
+    /// For `inbox:…` destinations: where an event goes whose named inbox does not exist
+    /// (destinations, `drop` or `unrouted`; unset: as if the route had not matched).
+    pub(super) unknown: Option<OneOrMany<String>>,
 }
 
 #[derive(Deserialize, Default)]

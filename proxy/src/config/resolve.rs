@@ -11,13 +11,30 @@ use wildmatch::WildMatch;
 
 use super::raw::*;
 use super::{
-    shown, Admin, BreakerPolicy, Config, ConfigError, Endpoint, Rate, RetryPolicy, Secret, Source, StoreConfig, Target,
-    TlsFiles, DROP, INBOX_PATH,
+    shown, Admin, BreakerPolicy, Config, ConfigError, Endpoint, InboxToken, Rate, RetryPolicy, Secret, Source,
+    StoreConfig, Target, TlsFiles, DROP, INBOX_PATH,
 };
-use crate::route::{Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, Offline, Router, Rule};
+use crate::route::{
+    Action, Condition, Destination, DestinationKind, FieldTest, GroupMode, InboxRef, Named, Offline, Router, Rule,
+    Unknown,
+};
 
 /// Names routing itself gives as "the rule that decided", so no route may take them.
 const RESERVED_RULE_NAMES: [&str; 3] = [crate::route::DEFAULT_RULE, "manual", "replay"];
+
+/// How a route's `to` names an inbox rather than a configured destination.
+const INBOX_REF: &str = "inbox:";
+/// `unknown: unrouted`.
+const UNROUTED: &str = "unrouted";
+
+/// Every inbox by name, for `inbox:` destinations to resolve against.
+pub(super) fn inbox_names(
+    destinations: &[Destination],
+    targets: &[Target],
+) -> std::collections::HashMap<String, usize> {
+    let inbox = |d: &Destination| matches!(d.kind, DestinationKind::Target(i) if targets[i].is_inbox());
+    destinations.iter().enumerate().filter(|(_, d)| inbox(d)).map(|(i, d)| (d.name.clone(), i)).collect()
+}
 
 /// What every target inherits from the top level unless it says otherwise.
 struct TargetDefaults {
@@ -29,7 +46,7 @@ struct TargetDefaults {
 /// target at concurrency 8 well under a minute when it is down, and a burst of bad luck rarely
 /// gets there); 2 minutes of nothing but failures catches a quiet target. A recovered target
 /// waits at most 5 minutes for its backlog: Stripe's own retries are hours apart.
-const DEFAULT_BREAKER: BreakerPolicy = BreakerPolicy {
+pub(super) const DEFAULT_BREAKER: BreakerPolicy = BreakerPolicy {
     enabled: true,
     failures: 20,
     failing_for: Duration::from_secs(120),
@@ -241,7 +258,9 @@ impl Resolver<'_> {
             None => None,
         };
         let store = self.store(raw.store)?;
+        let inboxes = inbox_names(&destinations, &targets);
         Ok(Config {
+            retry: defaults.retry.clone(),
             listen,
             data_dir: PathBuf::from(self.expand(&raw.data_dir)?),
             store,
@@ -255,7 +274,7 @@ impl Resolver<'_> {
             admin: self.admin(raw.admin)?,
             sources,
             targets,
-            router: Router { destinations, rules, default, affinity: self.affinity(raw.affinity)? },
+            router: Router { inboxes, destinations, rules, default, affinity: self.affinity(raw.affinity)? },
         })
     }
 
@@ -507,7 +526,7 @@ impl Resolver<'_> {
                 return Err(self.err(&r.name, format!("{place}: needs `to: [destinations]` or `drop: true`")))
             }
             (None, true) => Action::Drop,
-            (Some(to), false) => self.action(&place, &r.name, to.into_vec(), destinations)?,
+            (Some(to), false) => self.named_action(&place, &r.name, to.into_vec(), r.unknown, destinations, targets)?,
         };
         let offline =
             r.offline.map(|o| self.route_offline(&place, &r.name, o, &action, destinations, targets)).transpose()?;
@@ -609,8 +628,83 @@ impl Resolver<'_> {
                 if token.len() < 16 {
                     return Err(self.err(&t.name, format!("{place}: an inbox token must be at least 16 characters")));
                 }
-                Ok(Endpoint::Inbox { token: Secret(token) })
+                Ok(Endpoint::Inbox { token: InboxToken::Plain(Secret(token)) })
             }
+        }
+    }
+
+    /// A route's `to`, where entries may name inboxes (`inbox:alice`, or from the event:
+    /// `inbox:{data.object.metadata.developer|data.object.parent.subscription_details.metadata.developer}`),
+    /// and its `unknown`.
+    fn named_action(
+        &self,
+        place: &str,
+        anchor: &str,
+        to: Vec<String>,
+        unknown: Option<OneOrMany<String>>,
+        destinations: &[Destination],
+        targets: &[Target],
+    ) -> Result<Action, ConfigError> {
+        let (refs, plain): (Vec<String>, Vec<String>) = to.into_iter().partition(|d| d.starts_with(INBOX_REF));
+        if refs.is_empty() {
+            if unknown.is_some() {
+                return Err(self.err_near(
+                    anchor,
+                    "unknown",
+                    format!("{place}: `unknown` is for inbox:… destinations"),
+                ));
+            }
+            return self.action(place, anchor, plain, destinations);
+        }
+        let fixed = match plain.is_empty() {
+            true => Vec::new(),
+            false => match self.action(place, anchor, plain, destinations)? {
+                Action::Deliver(ids) => ids,
+                _ => return Err(self.err(anchor, format!("{place}: \"drop\" cannot be combined with inboxes"))),
+            },
+        };
+        let inboxes = refs.iter().map(|r| self.inbox_ref(place, r, destinations, targets)).collect::<Result<_, _>>()?;
+        let unknown = match unknown.map(OneOrMany::into_vec) {
+            None => Unknown::Skip,
+            Some(u) if u == [UNROUTED] => Unknown::Unrouted,
+            Some(u) => match self.action(&format!("{place}: unknown"), "unknown", u, destinations)? {
+                Action::Drop => Unknown::Drop,
+                Action::Deliver(ids) => Unknown::Deliver(ids),
+                Action::Named(_) => unreachable!("action() makes no Named"),
+            },
+        };
+        Ok(Action::Named(Box::new(Named { fixed, inboxes, unknown })))
+    }
+
+    /// `inbox:alice` or `inbox:{path|path}`. A name that routing.yaml gives a target that is not
+    /// an inbox is refused: a template may only ever reach inboxes.
+    fn inbox_ref(
+        &self,
+        place: &str,
+        r: &str,
+        destinations: &[Destination],
+        targets: &[Target],
+    ) -> Result<InboxRef, ConfigError> {
+        let rest = &r[INBOX_REF.len()..];
+        if let Some(paths) = rest.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let paths: Vec<Vec<String>> =
+                paths.split('|').map(|p| p.trim().split('.').map(str::to_owned).collect()).collect();
+            if paths.iter().flatten().any(String::is_empty) {
+                return Err(self.err(
+                    r,
+                    format!(
+                        "{place}: {r:?}: write inbox:{{data.object.metadata.developer}}, alternatives separated by |"
+                    ),
+                ));
+            }
+            return Ok(InboxRef::Field(paths));
+        }
+        match destinations.iter().find(|d| d.name == rest).map(|d| &d.kind) {
+            Some(DestinationKind::Target(i)) if targets[*i].is_inbox() => Ok(InboxRef::Literal(rest.to_owned())),
+            Some(_) => Err(self.err(r, format!("{place}: {r:?} names {}, which is not an inbox", shown(rest)))),
+            None if rest.is_empty() => Err(self.err(r, format!("{place}: {r:?} names no inbox"))),
+            // An inbox created at run time, maybe later.
+            None => Ok(InboxRef::Literal(rest.to_owned())),
         }
     }
 
@@ -625,7 +719,12 @@ impl Resolver<'_> {
         targets: &[Target],
     ) -> Result<Offline, ConfigError> {
         let is_inbox = |d: &usize| matches!(destinations[*d].kind, DestinationKind::Target(i) if targets[i].is_inbox());
-        if !matches!(action, Action::Deliver(to) if to.iter().any(is_inbox)) {
+        let to_inbox = match action {
+            Action::Deliver(to) => to.iter().any(is_inbox),
+            Action::Named(named) => !named.inboxes.is_empty(),
+            Action::Drop => false,
+        };
+        if !to_inbox {
             return Err(self.err_near(
                 anchor,
                 "offline",

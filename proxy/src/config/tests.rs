@@ -179,6 +179,43 @@ fn a_breaker_is_on_by_default_and_each_target_may_change_or_turn_it_off() {
 }
 
 #[test]
+fn an_inbox_named_by_the_event_resolves_against_the_inboxes_there_are_then() {
+    let yaml = "targets:\n  - {name: staging, url: \"http://h/s\", secret: x}\n  - {name: alice, kind: inbox, token: alice-token-0123456789, secret: y}\nroutes:\n  - {name: dev, when: {type: invoice.*}, to: [\"inbox:{data.object.metadata.developer|data.object.parent.subscription_details.metadata.developer}\"], unknown: staging}\n  - {name: skip, when: {type: skip.*}, to: [\"inbox:{data.object.metadata.developer}\"]}\n  - {name: gone, when: {type: gone.*}, to: [\"inbox:{data.object.metadata.developer}\"], unknown: unrouted}\ndefault: staging\n";
+    let cfg = parse(yaml, &[]).unwrap();
+    let ev =
+        |ty: &str, dev: &str| serde_json::json!({"type": ty, "data": {"object": {"metadata": {"developer": dev}}}});
+    use crate::route::Decision;
+    assert_eq!(cfg.router.route(&ev("invoice.paid", "alice")), Decision::Deliver(vec![(1, "dev")]));
+    assert_eq!(cfg.router.route(&ev("invoice.paid", "bob")), Decision::Deliver(vec![(0, "dev")]), "unknown: staging");
+    // A run-time inbox joined in: reached by name, without a config change.
+    let bob = fanout_store::InboxRecord {
+        name: "bob".into(),
+        token_sha256: token_digest("bob-token"),
+        secret: "whsec_b".into(),
+        max_age_ms: None,
+        offline_fallback: Some("staging".into()),
+        offline_after_ms: Some(1000),
+        created_at_ms: 1,
+    };
+    let (joined, warnings) = cfg.with_inboxes(std::slice::from_ref(&bob));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let bob_dest = joined.router.destinations.iter().position(|d| d.name == "bob").unwrap();
+    assert_eq!(joined.router.route(&ev("invoice.paid", "bob")), Decision::Deliver(vec![(bob_dest, "dev")]));
+    assert!(joined.inbox_for_token("bob-token").is_some_and(|t| t.is_created_inbox()));
+    assert!(joined.inbox_for_token("bob-token-x").is_none());
+    assert_eq!(joined.target("bob").unwrap().offline.as_ref().map(|o| o.fallback.clone()), Some(vec![0]));
+    // Without `unknown`, the route is skipped (here: to the default); `unrouted` records it so.
+    let json = ev("skip.me", "zed");
+    assert_eq!(cfg.router.route(&json), Decision::Deliver(vec![(0, crate::route::DEFAULT_RULE)]));
+    assert_eq!(cfg.router.route(&ev("gone.x", "zed")), Decision::Unrouted);
+    // routing.yaml wins a name clash.
+    let clash = fanout_store::InboxRecord { name: "staging".into(), ..bob };
+    let (joined, warnings) = cfg.with_inboxes(&[clash]);
+    assert_eq!(joined.targets.len(), cfg.targets.len());
+    assert!(warnings[0].contains("left out"), "{warnings:?}");
+}
+
+#[test]
 fn the_store_is_sled_by_default_or_postgres_with_a_url() {
     assert_eq!(parse("", &[]).unwrap().store, StoreConfig::Sled);
     let pg = parse("store: {engine: postgres, url: \"${DB}\", pool: 3}\n", &[("DB", "postgres://u:pw@h/db")]).unwrap();
@@ -198,6 +235,16 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         ("targets:\n  - {name: t, url: \"http://h/t\", secret: x, rate: 5/s, burst: 0}\n", "burst must be at least 1"),
         ("retry: {schedule: [5s, soon]}\n", "schedule"),
         ("breaker: {failures: 0}\n", "failures must be at least 1"),
+        (
+            "targets:\n  - {name: t, url: \"http://h/t\", secret: x}\nroutes:\n  - {name: r, to: [\"inbox:t\"]}\n",
+            "names \"t\", which is not an inbox",
+        ),
+        (
+            "targets:\n  - {name: t, url: \"http://h/t\", secret: x}\nroutes:\n  - {name: r, to: [t], unknown: t}\n",
+            "`unknown` is for inbox:",
+        ),
+        ("routes:\n  - {name: r, to: [\"inbox:{a..b}\"]}\n", "alternatives separated by |"),
+        ("routes:\n  - {name: r, to: [\"inbox:{a}\"], unknown: nowhere}\n", "neither a target nor a group"),
         ("breaker: {probe_interval: 10m}\n", "at most max_probe_interval"),
         ("breaker: {opens_after: 3}\n", "unknown field"),
         ("breaker: {max_probe_interval: 2d}\n", "at most 1d"),

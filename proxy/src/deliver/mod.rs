@@ -351,7 +351,9 @@ impl Deliveries {
         let removed_here = self.shared.removed_here.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let ours = |name: &String| !self.shared.store.is_shared() || removed_here.contains(name);
         for (name, _) in counts.queued.iter().filter(|(n, q)| **q > 0 && config.target(n).is_none() && ours(n)) {
-            let reason = format!("target {name:?} was removed from the config before this job was delivered");
+            let reason = format!(
+                "target {name:?} was removed (from routing.yaml, or its inbox deleted) before this job was delivered"
+            );
             loop {
                 if self.shared.shutdown.is_cancelled() {
                     return;

@@ -245,3 +245,51 @@ pub struct Disowned {
     pub id: String,
     pub disowned: bool,
 }
+
+/// `POST /inboxes`: a developer's inbox, created at run time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInbox {
+    pub name: String,
+    /// `1d`: events older than this are dead-lettered rather than offered (default: `retry.max_age`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// A target (not an inbox) or failover group that takes its events while nobody listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_fallback: Option<String>,
+    /// How long nobody must have listened first (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_after: Option<String>,
+}
+
+/// A created or rotated inbox: the only answer that shows its token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxCredentials {
+    pub inbox: String,
+    pub token: String,
+    pub secret: String,
+}
+
+/// An inbox as `GET /inboxes` shows it (never its token or secret).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxOut {
+    pub name: String,
+    /// Created at run time (`fanout inbox create`), not written in routing.yaml.
+    pub created_at_run_time: bool,
+    pub created_at: Option<String>,
+    pub online: bool,
+    pub listeners: usize,
+    pub queued: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxesList {
+    pub inboxes: Vec<InboxOut>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxDeleted {
+    pub inbox: String,
+    /// Its queued events went to the dead letters, saying so.
+    pub queued_to_dead_letters: i64,
+}

@@ -9,6 +9,7 @@ mod batch;
 mod cached;
 mod engine;
 mod export;
+mod inboxes;
 mod schema;
 mod wake;
 

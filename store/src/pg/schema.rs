@@ -99,6 +99,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events SET (toast_tuple_target = 8160);
     "#,
+    // 4: inboxes created at run time (`fanout inbox create`), as JSON: fields may be added
+    // without a migration.
+    r#"
+    CREATE TABLE inboxes (
+        name text COLLATE "C" PRIMARY KEY,
+        record jsonb NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found. Refuses a database

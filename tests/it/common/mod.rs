@@ -391,11 +391,18 @@ impl Listen {
     }
 
     /// [`Listen::spawn`] with more arguments (`--events ...`).
+    /// No `token`: the listener finds one by `--name` in the directory of `out`
+    /// (`FANOUT_CONFIG_DIR`).
     pub fn spawn_with(proxy: &str, token: &str, forward_to: &str, out: &std::path::Path, more: &[&str]) -> Listen {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"));
+        if token.is_empty() {
+            command.env_remove("FANOUT_INBOX_TOKEN").env("FANOUT_CONFIG_DIR", out.parent().unwrap());
+        } else {
+            command.env("FANOUT_INBOX_TOKEN", token);
+        }
+        let child = command
             .args(["listen", "--proxy", proxy, "--forward-to", forward_to])
             .args(more)
-            .env("FANOUT_INBOX_TOKEN", token)
             .env_remove("RUST_LOG")
             .stdout(std::fs::File::create(out).unwrap())
             .stderr(std::fs::File::create(out.with_extension("err")).unwrap())

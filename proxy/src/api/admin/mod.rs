@@ -9,6 +9,7 @@
 //! store except through its operations.
 
 mod events;
+mod inboxes;
 mod operate;
 
 use std::convert::Infallible;
@@ -32,6 +33,7 @@ use crate::wire::admin::{Ingested, OwnerInfo, SetOwner};
 use crate::wire::time;
 
 pub struct Admin {
+    pub inboxes: Arc<crate::inboxes::Inboxes>,
     pub live: LiveConfig,
     pub store: Engine,
     pub deliveries: Deliveries,
@@ -110,6 +112,10 @@ impl Admin {
             (&Method::POST, ["targets", name, "pause"]) => self.pause(name, true).await,
             (&Method::POST, ["targets", name, "resume"]) => self.pause(name, false).await,
             (&Method::POST, ["targets", name, "reset"]) => self.reset_breaker(name),
+            (&Method::GET, ["inboxes"]) => self.list_inboxes().await,
+            (&Method::POST, ["inboxes"]) => self.create_inbox(req).await,
+            (&Method::POST, ["inboxes", name, "rotate"]) => self.rotate_inbox(name).await,
+            (&Method::DELETE, ["inboxes", name]) => self.delete_inbox(name).await,
             (&Method::GET, ["owners"]) => self.list_owners(&query).await,
             (&Method::GET, ["owners", id]) => self.show_owner(id).await,
             (&Method::DELETE, ["owners", id]) => self.disown(id).await,

@@ -71,6 +71,8 @@ pub enum ExportRecord {
         object: String,
         owner: Owner,
     },
+    /// An inbox created at run time (its token as the digest the store keeps).
+    Inbox(crate::InboxRecord),
 }
 
 impl ExportRecord {
@@ -93,6 +95,7 @@ impl ExportRecord {
             ExportRecord::Job(_) => "job",
             ExportRecord::DeadLetter(_) => "dead_letter",
             ExportRecord::Owner { .. } => "owner",
+            ExportRecord::Inbox(_) => "inbox",
         }
     }
 
@@ -105,7 +108,10 @@ impl ExportRecord {
             ExportRecord::DeadLetter(letter) => of_job(&letter.job),
             ExportRecord::History { entry, .. } => entry.job,
             ExportRecord::GroupRound { round, .. } => *round,
-            ExportRecord::Paused { .. } | ExportRecord::Event(_) | ExportRecord::Owner { .. } => 0,
+            ExportRecord::Paused { .. }
+            | ExportRecord::Event(_)
+            | ExportRecord::Owner { .. }
+            | ExportRecord::Inbox(_) => 0,
         }
     }
 }

@@ -183,3 +183,60 @@ async fn tls_to_the_database_is_verified() {
     })
     .await;
 }
+
+/// An inbox created through one replica is served by the other within a refresh: its token
+/// opens it there, and an event ingested on the first reaches a listener polling the second;
+/// a rotation on the first closes the old token on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_created_on_one_replica_is_served_by_all() {
+    let Some(pg) = TestPostgres::start() else { return };
+    bounded(async {
+        let sink = Sink::ok().await;
+        let yaml = config(&pg, &sink).replace(
+            "default: t\n",
+            "routes:\n  - {name: dev, to: [\"inbox:{data.object.metadata.developer}\"], unknown: t}\ndefault: t\n",
+        );
+        let (a, b) = (Proxy::start(&yaml).await, Proxy::start(&yaml).await);
+        let create = |proxy: &Proxy, path: &str| {
+            let url = proxy.admin_url(path);
+            async move { request(Method::POST, &url, &[], r#"{"name":"dana"}"#).await }
+        };
+        let (status, text) = create(&a, "/inboxes").await;
+        assert_eq!(status, 201, "{text}");
+        let token = serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_owned();
+        let poll = |proxy: &Proxy, token: &str| {
+            let (url, auth) = (proxy.url("/fanout/inbox/events?wait=1"), format!("Bearer {token}"));
+            async move { request(Method::GET, &url, &[("authorization", auth)], "").await }
+        };
+        let deadline = std::time::Instant::now() + WITHIN;
+        while poll(&b, &token).await.0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "replica B never served the inbox");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let body = format!(
+            r#"{{"id":"evt_dana","object":"event","type":"customer.updated","created":{},"data":{{"object":{{"id":"cus_dana","metadata":{{"developer":"dana"}}}}}}}}"#,
+            now()
+        );
+        assert_eq!(send_signed(&a.url("/hook"), &body).await.0, 200);
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            let (status, text) = poll(&b, &token).await;
+            assert_eq!(status, 200, "{text}");
+            if text.contains("evt_dana") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the event never reached B's listener");
+        }
+        assert_eq!(sink.count(), 0, "dana has an inbox: not the unknown target");
+        let (status, _) = create(&a, "/inboxes/dana/rotate").await;
+        assert_eq!(status, 200);
+        let deadline = std::time::Instant::now() + WITHIN;
+        while poll(&b, &token).await.0 != 401 {
+            assert!(std::time::Instant::now() < deadline, "the old token still opens the inbox on B");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        a.running.stop().await;
+        b.running.stop().await;
+    })
+    .await;
+}

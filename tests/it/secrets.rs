@@ -110,6 +110,28 @@ default: [ok, bad]
             assert!(out.status.success(), "{args:?}: {}", output_text(&out));
             printed += &output_text(&out);
         }
+        // An inbox created and rotated at run time: its tokens and secrets are printed once, by the
+        // command that made them, and appear nowhere else.
+        let mut made = Vec::new();
+        for args in [vec!["inbox", "create", "dev1", "--json"], vec!["inbox", "rotate", "dev1", "--json"]] {
+            let mut args = args;
+            args.extend(["--admin", &admin]);
+            let out = fanout_cli(&args, &[("FANOUT_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+            assert!(out.status.success(), "{}", output_text(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            made.extend([v["token"].as_str().unwrap().to_owned(), v["secret"].as_str().unwrap().to_owned()]);
+        }
+        let inbox_url = format!("{}/fanout/inbox/events?wait=0", bin.url(""));
+        let (status, _) =
+            request(http::Method::GET, &inbox_url, &[("authorization", format!("Bearer {}", made[2]))], "").await;
+        assert_eq!(status, 200, "the rotated token opens the inbox");
+        for args in [vec!["inbox", "list"], vec!["inbox", "list", "--json"], vec!["targets", "--json"]] {
+            let mut args = args;
+            args.extend(["--admin", &admin]);
+            let out = fanout_cli(&args, &[("FANOUT_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+            assert!(out.status.success(), "{}", output_text(&out));
+            printed += &output_text(&out);
+        }
         // Backfill with Stripe's API key: against an API that refuses it, and one that is down.
         let refusing = Sink::with(|_| (401, Duration::ZERO)).await;
         for api in [refusing.url().trim_end_matches('/').to_owned(), "http://127.0.0.1:9".to_owned()] {
@@ -140,7 +162,7 @@ default: [ok, bad]
         printed += &listen.output();
         assert!(log.contains("evt_inv") && log.contains("DEBUG"), "the log has the traffic in it: {log}");
 
-        for secret in ALL {
+        for secret in ALL.iter().copied().chain(made.iter().map(String::as_str)) {
             assert!(!log.contains(secret), "the serve log contains {secret}");
             assert!(!printed.contains(secret), "printed output contains {secret}:\n{printed}");
         }

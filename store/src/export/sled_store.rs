@@ -26,6 +26,9 @@ impl Store {
         for target in self.paused.iter().keys() {
             send(ExportRecord::Paused { target: text(&target?).into_owned() })?;
         }
+        for inbox in self.inboxes()? {
+            send(ExportRecord::Inbox(inbox))?;
+        }
         self.export_events(&send)?;
         self.export_history(&send)?;
         self.export_rounds(&send)?;
@@ -139,6 +142,9 @@ impl Store {
         for record in batch {
             match record {
                 ExportRecord::Paused { target } => self.set_paused(&target, true)?,
+                ExportRecord::Inbox(inbox) => {
+                    self.create_inbox(&inbox)?;
+                }
                 ExportRecord::Event(event) => {
                     let received = event.received_at_ms;
                     self.records.insert(record_key(received, &event.id), encode(&event)?)?;

@@ -33,7 +33,8 @@ const FOREVER: u64 = u64::MAX;
 
 /// A sled store with a bit of everything: an event with two queued jobs and its owner, a job in
 /// flight, a dead letter with its history, an `any` group delivered by one member while the
-/// other went back to its queue, an event whose body is not UTF-8, a paused target.
+/// other went back to its queue, an event whose body is not UTF-8, a paused target, an inbox
+/// created at run time.
 fn filled(path: &std::path::Path) -> Store {
     let s = Store::open(path).unwrap();
     let owner = Owner { destinations: vec!["a".into()], via: "r".into(), event_id: Some("evt_1".into()), at_ms: 10 };
@@ -55,6 +56,16 @@ fn filled(path: &std::path::Path) -> Store {
     s.log(&d, failed, 35).unwrap();
     assert_eq!(s.dead_letter(&d, "HTTP 500", 40).unwrap(), crate::Settled::Done);
     s.set_paused("z", true).unwrap();
+    let inbox = crate::InboxRecord {
+        name: "dana".into(),
+        token_sha256: "ab".repeat(32),
+        secret: "whsec_d".into(),
+        max_age_ms: Some(1000),
+        offline_fallback: None,
+        offline_after_ms: None,
+        created_at_ms: 7,
+    };
+    assert!(s.create_inbox(&inbox).unwrap());
     s
 }
 
@@ -97,7 +108,7 @@ async fn an_export_round_trips_sled_to_postgres_to_sled() {
     let dir = tempfile::tempdir().unwrap();
     let first = Engine::sled(filled(&dir.path().join("first")));
     let exported = export(&first).await;
-    let kinds = ["paused", "event", "history", "group_round", "job", "dead_letter", "owner"];
+    let kinds = ["paused", "inbox", "event", "history", "group_round", "job", "dead_letter", "owner"];
     for kind in kinds {
         assert!(exported.iter().any(|l| l.contains(&format!("\"kind\":\"{kind}\""))), "{kind}: {exported:#?}");
     }

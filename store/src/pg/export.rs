@@ -31,6 +31,13 @@ impl PgStore {
             client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
         let paused = "SELECT target FROM paused ORDER BY target COLLATE \"C\"";
         stream(&tx, to, paused, |r| Ok(ExportRecord::Paused { target: r.get(0) })).await?;
+        let inboxes = "SELECT record::text FROM inboxes ORDER BY name COLLATE \"C\"";
+        stream(&tx, to, inboxes, |r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map(ExportRecord::Inbox)
+                .map_err(|e| crate::StoreError::Corrupt { what: "inbox", detail: e.to_string() })
+        })
+        .await?;
         let events = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY received_at_ms, id");
         stream(&tx, to, &events, |r| Ok(ExportRecord::Event(event_of(r)?))).await?;
         let history = "SELECT event_id, received_at_ms, entry FROM history
@@ -106,6 +113,12 @@ async fn import_one(client: &impl GenericClient, record: &ExportRecord) -> Resul
     match record {
         ExportRecord::Paused { target } => {
             client.exec("INSERT INTO paused (target) VALUES ($1) ON CONFLICT DO NOTHING", &[target]).await?;
+        }
+        ExportRecord::Inbox(inbox) => {
+            let json = serde_json::to_string(inbox)
+                .map_err(|e| crate::StoreError::Corrupt { what: "to write", detail: e.to_string() })?;
+            let sql = "INSERT INTO inboxes (name, record) VALUES ($1, $2::text::jsonb) ON CONFLICT DO NOTHING";
+            client.exec(sql, &[&inbox.name, &json]).await?;
         }
         ExportRecord::Event(event) => {
             insert_event(client, event).await?;

@@ -32,8 +32,9 @@ pub struct NewInbox {
     pub offline_after: Option<Duration>,
 }
 
-/// A created or rotated inbox: the only time its token is seen.
-#[derive(Debug, Clone)]
+/// A created or rotated inbox: the only time its token is seen. (No `Debug`: nothing should
+/// print it by accident.)
+#[derive(Clone)]
 pub struct Credentials {
     pub name: String,
     pub token: String,
@@ -60,13 +61,16 @@ pub struct Inboxes {
     deliveries: Deliveries,
     /// routing.yaml as last read, and the store's inboxes as last read.
     joined: Mutex<(Arc<Config>, Vec<InboxRecord>)>,
+    /// Held from a refresh's read of the store to serving what it read: a refresh that read
+    /// before a create (or rotation, or delete) can never serve after that write's own refresh.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Inboxes {
     /// `live` holds routing.yaml's config as read at start.
     pub fn new(store: Engine, live: LiveConfig, deliveries: Deliveries) -> Inboxes {
         let file = live.load_full();
-        Inboxes { store, live, deliveries, joined: Mutex::new((file, Vec::new())) }
+        Inboxes { store, live, deliveries, joined: Mutex::new((file, Vec::new())), refreshing: Default::default() }
     }
 
     /// A new routing.yaml (a reload): joined with the inboxes and served.
@@ -78,6 +82,7 @@ impl Inboxes {
 
     /// Reads the store's inboxes and serves them if they changed.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let mut records = self.store.inboxes().await?;
         records.sort_by(|a, b| a.name.cmp(&b.name));
         let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,7 +132,7 @@ impl Inboxes {
             return Err(InboxAdminError::Taken(format!("an inbox named {:?} exists already", new.name)));
         }
         tracing::info!(inbox = %new.name, "inbox created");
-        self.refresh().await?;
+        self.refresh_after_write().await;
         Ok(credentials)
     }
 
@@ -145,7 +150,7 @@ impl Inboxes {
             return Err(InboxAdminError::NotFound(name.to_owned()));
         }
         tracing::info!(inbox = %name, "inbox token and secret rotated");
-        self.refresh().await?;
+        self.refresh_after_write().await;
         Ok(credentials)
     }
 
@@ -156,8 +161,28 @@ impl Inboxes {
             return Err(InboxAdminError::NotFound(name.to_owned()));
         }
         tracing::info!(inbox = %name, "inbox deleted; its queued events go to the dead letters");
-        self.refresh().await?;
+        self.refresh_after_write().await;
         Ok(())
+    }
+
+    /// The write is done: its answer (a token shown once) must not be lost to a failed read;
+    /// the next refresh serves it.
+    async fn refresh_after_write(&self) {
+        if let Err(e) = self.refresh().await {
+            tracing::error!("cannot read the store's inboxes after a change; served within {REFRESH_EVERY:?}: {e}");
+        }
+    }
+
+    /// The names of inboxes created at run time that `file` (a reload) also names: such a file
+    /// is refused, or the inbox's queue would go to whatever the file says.
+    pub fn clashes(&self, file: &Config) -> Vec<String> {
+        let joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+        joined
+            .1
+            .iter()
+            .filter(|r| file.router.destinations.iter().any(|d| d.name == r.name))
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     async fn record(&self, name: &str) -> Result<InboxRecord, InboxAdminError> {
@@ -200,7 +225,7 @@ fn credentials(name: &str) -> Result<Credentials, InboxAdminError> {
     let random = |n: usize| -> Result<String, InboxAdminError> {
         let mut bytes = vec![0u8; n];
         getrandom::getrandom(&mut bytes).map_err(|e| InboxAdminError::Random(e.to_string()))?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(hex::encode(bytes))
     };
     Ok(Credentials {
         name: name.to_owned(),

@@ -161,6 +161,8 @@ pub enum ReloadError {
     Tls(#[from] TlsError),
     #[error("{0} (the admin listener keeps its address until a restart)")]
     Admin(String),
+    #[error("the config names {0}, which are inboxes created at run time: rename them in the file, or `fanout inbox delete` them first")]
+    Inbox(String),
 }
 
 impl Running {
@@ -197,6 +199,11 @@ impl Running {
         (new.listen, new.admin.listen, new.data_dir, new.tls, new.store) =
             (old.listen, old.admin.listen, old.data_dir.clone(), old.tls.clone(), old.store.clone());
         (new.header_read_timeout, new.max_connections) = (old.header_read_timeout, old.max_connections);
+        let clashes = self.inboxes.clashes(&new);
+        if !clashes.is_empty() {
+            self.count_reload("refused");
+            return Err(ReloadError::Inbox(clashes.join(", ")));
+        }
         // The listener stays where it is: the token rule applies to where it really listens.
         new.admin.check().map_err(ReloadError::Admin).inspect_err(|_| self.count_reload("refused"))?;
         self.deliveries.set_clients(clients);

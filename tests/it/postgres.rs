@@ -228,13 +228,15 @@ async fn an_inbox_created_on_one_replica_is_served_by_all() {
             assert!(std::time::Instant::now() < deadline, "the event never reached B's listener");
         }
         assert_eq!(sink.count(), 0, "dana has an inbox: not the unknown target");
-        let (status, _) = create(&a, "/inboxes/dana/rotate").await;
+        let (status, text) = create(&a, "/inboxes/dana/rotate").await;
         assert_eq!(status, 200);
+        let new = serde_json::from_str::<serde_json::Value>(&text).unwrap()["token"].as_str().unwrap().to_owned();
         let deadline = std::time::Instant::now() + WITHIN;
         while poll(&b, &token).await.0 != 401 {
             assert!(std::time::Instant::now() < deadline, "the old token still opens the inbox on B");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        assert_eq!(poll(&b, &new).await.0, 200, "the new one does");
         a.running.stop().await;
         b.running.stop().await;
     })

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::presence;
 use crate::config::{Config, LiveConfig, Target};
-use crate::deliver::{Deliveries, InboxError, LocalOutcome, Offer, Wanted};
+use crate::deliver::{Ask, Deliveries, InboxError, LocalOutcome, Offer, Wanted};
 use crate::http::{bearer, json, read_body, ApiError, Body};
 use crate::wire::listen::{
     parse_types, Answer, InboxInfo, InboxSecret, Offered, Polled, Settled, LISTENER_HEADER, PATH_PREFIX,
@@ -67,13 +67,22 @@ impl ListenApi {
             (Method::GET, "/secret") => {
                 Ok(json(StatusCode::OK, &InboxSecret { inbox: name, secret: target.secret.expose().to_owned() }))
             }
-            (Method::GET, "/events") => self.poll(target, &listener, req.uri().query()).await,
+            (Method::GET, "/events") => {
+                let token = bearer(req.headers(), "inbox token")?;
+                self.poll(target, &listener, token, req.uri().query()).await
+            }
             (Method::POST, "/answer") => self.settle(&name, &listener, req).await,
             (method, _) => Err(ApiError::not_found(format!("no inbox route {method} {}", req.uri().path()))),
         }
     }
 
-    async fn poll(&self, target: &Target, listener: &str, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    async fn poll(
+        &self,
+        target: &Target,
+        listener: &str,
+        token: &str,
+        query: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
         let query: Vec<(String, String)> =
             form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
         let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
@@ -84,7 +93,13 @@ impl ListenApi {
         let wanted = Wanted::new(&types);
         let offers = self
             .deliveries
-            .poll(&target.name, listener, (max, &wanted), Duration::from_secs(wait), &self.stopping)
+            .poll(
+                &target.name,
+                listener,
+                Ask { max, wanted: &wanted, token },
+                Duration::from_secs(wait),
+                &self.stopping,
+            )
             .await
             .map_err(refused)?;
         let polled = Polled {
@@ -132,6 +147,9 @@ fn number(value: Option<&str>, key: &str, default: u64, max: u64) -> Result<u64,
 fn refused(e: InboxError) -> ApiError {
     match e {
         InboxError::NotAnInbox(name) => ApiError::not_found(format!("{name:?} is no longer an inbox")),
+        InboxError::Revoked(name) => {
+            ApiError::unauthorized(format!("the token no longer opens inbox {name:?} (it was rotated or deleted)"))
+        }
         InboxError::Store(e) => ApiError::unavailable("inbox request failed in the store", &e),
     }
 }

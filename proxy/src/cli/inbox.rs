@@ -97,14 +97,24 @@ pub async fn run(command: InboxCommand) -> anyhow::Result<()> {
 }
 
 fn credentials(admin: &AdminArgs, c: &InboxCredentials, save: bool, what: &str) -> anyhow::Result<()> {
-    let saved = if save { Some(save_token(&c.inbox, &c.token)?) } else { None };
+    // Printed before anything that could fail: the token is never shown again.
     if admin.json {
         print_json(c);
+    } else {
+        println!("inbox {} {what}.", c.inbox);
+        println!("  token:  {}   (shown once; `fanout listen` opens the inbox with it)", c.token);
+        println!("  secret: {}   (the local app verifies Stripe-Signature with it)", c.secret);
+    }
+    let saved = match save.then(|| save_token(&c.inbox, &c.token)).transpose() {
+        Ok(saved) => saved,
+        Err(e) => {
+            eprintln!("warning: the token was not saved ({e:#}); keep the one printed above");
+            None
+        }
+    };
+    if admin.json {
         return Ok(());
     }
-    println!("inbox {} {what}.", c.inbox);
-    println!("  token:  {}   (shown once; `fanout listen` opens the inbox with it)", c.token);
-    println!("  secret: {}   (the local app verifies Stripe-Signature with it)", c.secret);
     match saved {
         Some(path) => println!(
             "token saved to {}; the developer runs:\n  fanout listen --name {} --proxy $FANOUT_PROXY_URL --forward-to http://localhost:3000/webhook",

@@ -12,8 +12,8 @@ use fanout_store::InboxRecord;
 use super::{BreakerPolicy, Config, Endpoint, InboxToken, Secret, Target};
 use crate::route::{Destination, DestinationKind, GroupMode, Offline};
 
-/// How long an inbox created at run time gives its listener per event, and how many it offers
-/// at once: routing.yaml's own defaults for a target.
+/// How long an inbox created at run time gives its listener per event, and its concurrency (which
+/// an inbox does not use): routing.yaml's own defaults for a target.
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CONCURRENCY: usize = 8;
 

@@ -257,7 +257,7 @@ impl InboxToken {
 
 /// The hex SHA-256 of an inbox token: what the store keeps of it.
 pub fn token_digest(token: &str) -> String {
-    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 impl fmt::Display for Endpoint {

@@ -702,7 +702,10 @@ impl Resolver<'_> {
         match destinations.iter().find(|d| d.name == rest).map(|d| &d.kind) {
             Some(DestinationKind::Target(i)) if targets[*i].is_inbox() => Ok(InboxRef::Literal(rest.to_owned())),
             Some(_) => Err(self.err(r, format!("{place}: {r:?} names {}, which is not an inbox", shown(rest)))),
-            None if rest.is_empty() => Err(self.err(r, format!("{place}: {r:?} names no inbox"))),
+            None if super::valid_name(rest).is_err() => Err(self.err(
+                r,
+                format!("{place}: {r:?}: write inbox:NAME, or inbox:{{path}} to take the name from the event"),
+            )),
             // An inbox created at run time, maybe later.
             None => Ok(InboxRef::Literal(rest.to_owned())),
         }

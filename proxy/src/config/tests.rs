@@ -208,6 +208,8 @@ fn an_inbox_named_by_the_event_resolves_against_the_inboxes_there_are_then() {
     let json = ev("skip.me", "zed");
     assert_eq!(cfg.router.route(&json), Decision::Deliver(vec![(0, crate::route::DEFAULT_RULE)]));
     assert_eq!(cfg.router.route(&ev("gone.x", "zed")), Decision::Unrouted);
+    // A name the event carries that is a target but not an inbox reaches nothing.
+    assert_eq!(cfg.router.route(&ev("gone.x", "staging")), Decision::Unrouted, "never a non-inbox target");
     // routing.yaml wins a name clash.
     let clash = fanout_store::InboxRecord { name: "staging".into(), ..bob };
     let (joined, warnings) = cfg.with_inboxes(&[clash]);
@@ -244,6 +246,7 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
             "`unknown` is for inbox:",
         ),
         ("routes:\n  - {name: r, to: [\"inbox:{a..b}\"]}\n", "alternatives separated by |"),
+        ("routes:\n  - {name: r, to: [\"inbox:{a}b\"]}\n", "write inbox:NAME"),
         ("routes:\n  - {name: r, to: [\"inbox:{a}\"], unknown: nowhere}\n", "neither a target nor a group"),
         ("breaker: {probe_interval: 10m}\n", "at most max_probe_interval"),
         ("breaker: {opens_after: 3}\n", "unknown field"),

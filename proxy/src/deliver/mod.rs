@@ -472,5 +472,5 @@ pub use breaker::BreakerState;
 use policy::Bucket;
 pub use policy::{first_closed, next_step, retry_delay, Step};
 use pull::InboxState;
-pub use pull::{InboxError, LocalOutcome, Offer, Presence, Wanted};
+pub use pull::{Ask, InboxError, LocalOutcome, Offer, Presence, Wanted};
 use push::Worker;

@@ -38,6 +38,14 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 pub const NOT_WANTED_AGAIN: Duration = Duration::from_secs(5);
 const NOT_WANTED_PAUSE: Duration = Duration::from_millis(200);
 
+/// What one poll asks for: up to `max` events of the types `wanted`, with `token`, checked
+/// again each time the poll looks (a rotation ends it).
+pub struct Ask<'a> {
+    pub max: usize,
+    pub wanted: &'a Wanted,
+    pub token: &'a str,
+}
+
 /// The event types a listener takes (`fanout listen --events 'invoice.*,customer.*'`): glob
 /// patterns; none takes every type. The others stay in the inbox, for a listener that takes them.
 #[derive(Debug, Default, Clone)]
@@ -271,6 +279,9 @@ impl Drop for Polling<'_> {
 pub enum InboxError {
     #[error("{0:?} is not an inbox")]
     NotAnInbox(String),
+    /// The token the poll came with no longer opens the inbox (rotated, deleted).
+    #[error("the token no longer opens {0:?}")]
+    Revoked(String),
     #[error("the store failed: {0}")]
     Store(#[from] fanout_store::StoreError),
 }
@@ -294,7 +305,7 @@ impl Deliveries {
         &self,
         name: &str,
         listener: &str,
-        (max, wanted): (usize, &Wanted),
+        ask: Ask<'_>,
         wait: Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Vec<Offer>, InboxError> {
@@ -311,6 +322,11 @@ impl Deliveries {
             if config.target(name).filter(|t| t.is_inbox()).is_none() {
                 return Err(InboxError::NotAnInbox(name.to_owned()));
             }
+            // A rotation mid-poll: what the old token asked for is not handed out.
+            if config.inbox_for_token(ask.token).is_none_or(|t| t.name != name) {
+                return Err(InboxError::Revoked(name.to_owned()));
+            }
+            let (max, wanted) = (ask.max, ask.wanted);
             let mut next = until.saturating_duration_since(Instant::now());
             // Stopping: nothing more is handed out that could not be answered for.
             if stop.is_cancelled() || state.stop.is_cancelled() {

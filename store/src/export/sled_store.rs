@@ -143,7 +143,9 @@ impl Store {
             match record {
                 ExportRecord::Paused { target } => self.set_paused(&target, true)?,
                 ExportRecord::Inbox(inbox) => {
-                    self.create_inbox(&inbox)?;
+                    if !self.create_inbox(&inbox)? {
+                        return Err(StoreError::Import(format!("inbox {:?} twice in the export", inbox.name)));
+                    }
                 }
                 ExportRecord::Event(event) => {
                     let received = event.received_at_ms;
@@ -182,7 +184,7 @@ impl Store {
     /// Whether nothing was ever kept here: an import goes only into an empty store.
     pub(crate) fn is_empty(&self) -> bool {
         let trees = [&self.events, &self.records, &self.queue, &self.leases, &self.requeued, &self.groups];
-        let more = [&self.dead, &self.history, &self.paused, &self.owners, &self.quarantine];
+        let more = [&self.dead, &self.history, &self.paused, &self.owners, &self.inboxes, &self.quarantine];
         trees.iter().chain(more.iter()).all(|tree| tree.is_empty())
     }
 }

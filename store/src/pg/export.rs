@@ -19,8 +19,8 @@ use crate::{decode, Result, StoreError};
 const PAGE: i32 = 500;
 
 /// Every table an import would write to (and `quarantine`: a store that has one was used).
-const TABLES: [&str; 8] =
-    ["events", "jobs", "dead_letters", "history", "owners", "group_rounds", "paused", "quarantine"];
+const TABLES: [&str; 9] =
+    ["events", "jobs", "dead_letters", "history", "owners", "group_rounds", "paused", "inboxes", "quarantine"];
 
 impl PgStore {
     /// Sends every record to `to`, in the export's order; stops with [`StoreError::Hangup`] if

@@ -2,6 +2,14 @@ use clap::Parser;
 use fanout::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// glibc's allocator is a quarter of ingest's CPU (`_int_malloc`, `malloc_consolidate`,
+/// `_int_free` under sled's node clones and drops). With `--features mimalloc` the CPU per event
+/// halves but RSS grows by ~80-100 MB (BENCHMARKS.md, performance round 2): off by default
+/// until that is settled.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

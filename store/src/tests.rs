@@ -244,7 +244,7 @@ fn a_store_in_another_layout_is_refused_with_the_reason() {
     // A store of this layout opens again.
     let fresh = tempfile::tempdir().unwrap();
     drop(Store::open(fresh.path()).unwrap());
-    Store::open(fresh.path()).unwrap();
+    reopen(fresh.path());
 }
 
 #[test]
@@ -302,7 +302,7 @@ fn counts_follow_every_queue_move_and_survive_reopening() {
         assert_eq!(store.counts().dead.get("a"), Some(&1));
         store.db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!((store.queued("a"), store.queued("b"), store.queued("c")), (0, 1, 0));
     assert_eq!(store.dead_letter_count(), 1);
 }
@@ -442,7 +442,7 @@ fn pause_is_kept_across_reopening() {
         store.set_paused("b", false).unwrap();
         store.db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert!(store.is_paused("a").unwrap());
     assert!(!store.is_paused("b").unwrap());
 }

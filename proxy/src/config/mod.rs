@@ -124,9 +124,11 @@ impl Config {
     /// The inbox a `fanout listen` token opens. Every inbox's token is compared, in constant
     /// time, so neither the match nor its position leaks through timing.
     pub fn inbox_for_token(&self, token: &str) -> Option<&Target> {
+        // Hashed once, for every inbox created at run time to be compared with.
+        let digest = token_digest(token);
         let mut found = None;
         for t in &self.targets {
-            if matches!(&t.endpoint, Endpoint::Inbox { token: own } if own.matches(token)) {
+            if matches!(&t.endpoint, Endpoint::Inbox { token: own } if own.matches_hashed(token, &digest)) {
                 found = Some(t);
             }
         }
@@ -245,11 +247,16 @@ pub enum InboxToken {
 impl InboxToken {
     /// Compared in constant time either way (see [`Secret::matches`]).
     pub fn matches(&self, given: &str) -> bool {
+        self.matches_hashed(given, &token_digest(given))
+    }
+
+    /// [`InboxToken::matches`] with the given token's digest already made.
+    fn matches_hashed(&self, given: &str, digest: &str) -> bool {
         match self {
             InboxToken::Plain(own) => own.matches(given),
             InboxToken::Digest(hex) => {
                 use subtle::ConstantTimeEq;
-                bool::from(token_digest(given).as_bytes().ct_eq(hex.as_bytes()))
+                bool::from(digest.as_bytes().ct_eq(hex.as_bytes()))
             }
         }
     }

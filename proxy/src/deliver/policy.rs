@@ -54,6 +54,7 @@ pub fn next_step(
         return Step::Dead(job, reason);
     }
     let age = Duration::from_millis(now_ms.saturating_sub(job.created_at_ms));
+    let too_old = too_old(&job, policy.max_age, now_ms);
     let retries = match &mut job.delivery {
         Delivery::Failover { members, member, .. } => {
             // The next member of this round whose breaker is closed; past the last, a new round
@@ -65,7 +66,7 @@ pub fn next_step(
         }
         _ => Some(job.attempt),
     };
-    if age >= policy.max_age {
+    if too_old {
         let reason = format!(
             "gave up after {} attempts over {}: older than max_age; last error: {error}",
             job.attempt,
@@ -84,6 +85,12 @@ pub fn next_step(
     Step::Retry(job)
 }
 
+/// A job older than its target's `max_age` is not delivered any more: offered to a listener,
+/// held by an open breaker, or (in `next_step`) retried.
+pub fn too_old(job: &Job, max_age: Duration, now_ms: u64) -> bool {
+    now_ms.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64
+}
+
 /// The first of `members` from `from` on, wrapping round, whose circuit breaker is closed.
 pub fn first_closed(members: &[String], from: usize, is_open: &dyn Fn(&str) -> bool) -> Option<usize> {
     (0..members.len()).map(|k| (from + k) % members.len()).find(|&i| !is_open(&members[i]))
@@ -95,7 +102,7 @@ pub fn first_closed(members: &[String], from: usize, is_open: &dyn Fn(&str) -> b
 pub fn held_move(config: &Config, job: &Job, open: &HashSet<String>, now_ms: u64, woken: &mut Vec<String>) -> Sweep {
     let Some(target) = config.target(&job.target) else { return Sweep::Keep };
     let max_age = target.retry.max_age;
-    if now_ms.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64 {
+    if too_old(job, max_age, now_ms) {
         return Sweep::DeadLetter(format!(
             "held by {:?}'s open circuit breaker past max_age ({}); last error: {}",
             job.target,

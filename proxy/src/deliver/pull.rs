@@ -16,9 +16,10 @@ use fanout_store::{Delivery, Job, JobId, PresenceBeat, QueueCursor, RemotePresen
 use http::HeaderValue;
 
 use super::attempt::{delivery_headers, Loaded};
+use super::policy::too_old;
 use super::{Deliveries, Shared, TargetState};
 use crate::clock::{mono_ms, unix_now_ms};
-use crate::config::{Config, Target};
+use crate::config::{Config, Endpoint, Target};
 use crate::http::client::Failure;
 
 /// A listener counts as connected while it polls or holds offered events, and this long after:
@@ -323,7 +324,8 @@ impl Deliveries {
                 return Err(InboxError::NotAnInbox(name.to_owned()));
             }
             // A rotation mid-poll: what the old token asked for is not handed out.
-            if config.inbox_for_token(ask.token).is_none_or(|t| t.name != name) {
+            let opens = |t: &Target| matches!(&t.endpoint, Endpoint::Inbox { token } if token.matches(ask.token));
+            if !config.target(name).is_some_and(opens) {
                 return Err(InboxError::Revoked(name.to_owned()));
             }
             let (max, wanted) = (ask.max, ask.wanted);
@@ -501,12 +503,6 @@ fn take_offer(inbox: &InboxState, id: &str) -> Option<Held> {
         Some(offer) if offer.job.lease == lease => offers.remove(&job),
         _ => None,
     }
-}
-
-/// A job older than its target's `max_age` is not delivered any more (the same rule as
-/// `next_step`'s for pushed jobs).
-fn too_old(job: &Job, max_age: Duration, now_ms: u64) -> bool {
-    now_ms.saturating_sub(job.created_at_ms) >= max_age.as_millis() as u64
 }
 
 fn expired_reason(max_age: Duration) -> String {

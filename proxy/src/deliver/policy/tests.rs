@@ -245,21 +245,13 @@ fn held_config() -> Config {
 }
 
 fn held_job(target: &str, delivery: Delivery, created_at_ms: u64) -> Job {
+    let last_error = Some("connection refused".into());
     Job {
-        id: 1,
-        event_id: "evt_1".into(),
-        target: target.into(),
-        delivery,
-        rule: "r".into(),
-        attempt: 0,
         created_at_ms,
         due_at_ms: created_at_ms,
-        last_error: Some("connection refused".into()),
-        siblings: Vec::new(),
-        ingest: 0,
-        replay: false,
         received_at_ms: created_at_ms,
-        lease: 0,
+        last_error,
+        ..job(target, delivery, 0)
     }
 }
 

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::deliver::Deliveries;
 use crate::metrics::{Metrics, SourceLabel};
 use crate::plan::{claims, plan};
+use crate::recent::Edge;
 use crate::route::{Decision, KnownOwner, DEFAULT_RULE};
 use crate::verify::VerifiedEvent;
 
@@ -99,6 +100,7 @@ impl Intake {
             Ingested::New(jobs) => jobs,
         };
         self.metrics.received.get_or_create(&SourceLabel { source: source.to_owned() }).inc();
+        self.metrics.recent.routed(edges(source, &record.disposition), record.received_at_ms);
         match &record.disposition {
             Disposition::Routed { destinations } => {
                 let to: Vec<&str> = destinations.iter().map(|d| d.destination.as_str()).collect();
@@ -121,6 +123,23 @@ impl Intake {
         for job in jobs {
             self.deliveries.wake(&job.target);
         }
+    }
+}
+
+/// The console's flow picture: which way this event went.
+fn edges(source: &str, disposition: &Disposition) -> Vec<Edge> {
+    let edge = |via: &str, destination: Option<&str>| Edge {
+        source: source.to_owned(),
+        // One key for every owned object, so the picture stays as small as the config.
+        via: if via.starts_with("owner:") { "owner" } else { via }.to_owned(),
+        destination: destination.map(str::to_owned),
+    };
+    match disposition {
+        Disposition::Routed { destinations } => {
+            destinations.iter().map(|d| edge(&d.rule, Some(&d.destination))).collect()
+        }
+        Disposition::Dropped { rule } => vec![edge(rule, None)],
+        Disposition::Unrouted => vec![edge("unrouted", None)],
     }
 }
 

@@ -25,6 +25,7 @@ pub mod inboxes;
 pub mod ingest;
 pub mod metrics;
 pub mod plan;
+pub mod recent;
 pub mod reload;
 pub mod retention;
 pub mod route;

@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The demo narrates on stdout; its proxy's info lines would drown the story.
-    let quiet = matches!(cli.command, fanout::cli::Command::Demo);
+    let quiet = matches!(cli.command, fanout::cli::Command::Demo { .. });
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(if quiet { "error" } else { "info" }));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub breaker_transitions: Family<TransitionLabels, Counter>,
     pub config_reloads: Family<ReasonLabel, Counter>,
     pub quarantined: Gauge,
+    /// The last hour per minute, for the console (not exported to Prometheus).
+    pub recent: crate::recent::Recent,
 }
 
 impl Default for Metrics {
@@ -87,6 +89,7 @@ impl Default for Metrics {
             breaker_transitions: Family::default(),
             config_reloads: Family::default(),
             quarantined: Gauge::default(),
+            recent: Default::default(),
             registry: Registry::default(),
         };
         r.register("events_received", "Events verified and accepted, by source", m.received.clone());

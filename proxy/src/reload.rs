@@ -88,9 +88,13 @@ fn reload(path: &Path, overrides: &Overrides, running: &Running, why: &str) {
     let result = overrides.load(path).map_err(crate::serve::ReloadError::from).and_then(|c| running.reload(c));
     match result {
         Ok(kept) => {
-            for k in kept {
+            for k in &kept {
                 tracing::warn!("config reloaded, but {k}");
             }
+            running.note_reload(
+                true,
+                format!("applied ({why}){}", kept.iter().map(|k| format!("; {k}")).collect::<String>()),
+            );
             tracing::info!(config = %path.display(), trigger = why, "config reloaded");
         }
         Err(e) => {
@@ -98,6 +102,7 @@ fn reload(path: &Path, overrides: &Overrides, running: &Running, why: &str) {
                 running.count_reload("refused");
             }
             tracing::error!(config = %path.display(), trigger = why, "config refused; the previous one keeps serving: {e}");
+            running.note_reload(false, format!("refused ({why}); the previous config keeps serving: {e}"));
         }
     }
 }

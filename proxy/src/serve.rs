@@ -95,6 +95,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     warn_if_fds_are_short(max_connections);
     let live: LiveConfig = Arc::new(ArcSwap::from_pointee(config));
     let metrics = Arc::new(Metrics::default());
+    let at_ms = crate::clock::unix_now_ms();
+    metrics.recent.reloaded(crate::recent::ReloadNote { at_ms, applied: true, message: "loaded at start".into() });
     let (accepting, shutdown, abort) = (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
     let (connections, delivery_tasks) = (TaskTracker::new(), TaskTracker::new());
     let life = Lifecycle { shutdown: shutdown.clone(), abort: abort.clone(), tasks: delivery_tasks.clone() };
@@ -115,6 +117,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         intake,
         scrape: Default::default(),
         background: Background::start().map_err(StartError::Runtime)?,
+        console_seed: console_seed()?,
     });
     let listen =
         Arc::new(ListenApi { live: live.clone(), deliveries: deliveries.clone(), stopping: accepting.clone() });
@@ -150,6 +153,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         background,
         inboxes,
     })
+}
+
+/// A random key for console sessions when there is no admin token to derive one from.
+fn console_seed() -> Result<[u8; 32], StartError> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| StartError::Admin(format!("no OS random source for console sessions: {e}")))?;
+    Ok(seed)
 }
 
 /// Why a new config was not applied; the old one keeps serving.
@@ -211,6 +222,12 @@ impl Running {
         self.inboxes.apply_file(new);
         self.count_reload("applied");
         Ok(kept)
+    }
+
+    /// What the console's config page shows as the last reload.
+    pub fn note_reload(&self, applied: bool, message: String) {
+        let at_ms = crate::clock::unix_now_ms();
+        self.metrics.recent.reloaded(crate::recent::ReloadNote { at_ms, applied, message });
     }
 
     /// Counts a reload the caller refused before it got here (an invalid file).

@@ -308,6 +308,36 @@ async fn dead_letters_replays_and_retention() {
     }
 }
 
+/// Finding the events that mention an object: newest first, bounded by a limit and by how many
+/// events are looked at, going on from the cursor; only whole quoted ids match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_mentioning_an_object_are_found_newest_first_within_a_bounded_look() {
+    for (name, s, _keep) in engines().await {
+        for i in 0..8u64 {
+            let object = if i % 2 == 0 { "cus_a" } else { "cus_ab" };
+            let body = format!(r#"{{"id":"evt_{i}","data":{{"object":{{"customer":"{object}"}}}}}}"#);
+            let record = EventRecord { body: body.into_bytes(), ..event(&format!("evt_{i}"), 10 + i) };
+            s.ingest_claiming(&record, &[], None).await.unwrap();
+        }
+        let ids = |heads: &[crate::EventHead]| heads.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+        let (all, end) = s.events_mentioning("\"cus_a\"", None, 0, 10, 100).await.unwrap();
+        assert_eq!(ids(&all), ["evt_6", "evt_4", "evt_2", "evt_0"], "{name}");
+        assert_eq!(end, None, "{name}: the whole log was looked at");
+        let (two, next) = s.events_mentioning("\"cus_a\"", None, 0, 2, 100).await.unwrap();
+        assert_eq!(ids(&two), ["evt_6", "evt_4"], "{name}: limit");
+        let next = next.expect("a cursor after a full page");
+        let (rest, _) = s.events_mentioning("\"cus_a\"", Some(&next), 0, 10, 100).await.unwrap();
+        assert_eq!(ids(&rest), ["evt_2", "evt_0"], "{name}: from the cursor");
+        // Looking at three events finds one, and says where the look stopped.
+        let (few, stop) = s.events_mentioning("\"cus_a\"", None, 0, 10, 3).await.unwrap();
+        assert_eq!(ids(&few), ["evt_6"], "{name}: scan bound");
+        assert_eq!(stop.map(|c| c.event_id), Some("evt_5".to_owned()), "{name}");
+        let (since, _) = s.events_mentioning("\"cus_ab\"", None, 14, 10, 100).await.unwrap();
+        assert_eq!(ids(&since), ["evt_7", "evt_5"], "{name}: since");
+        assert!(s.events_mentioning("\"cus_zz\"", None, 0, 10, 100).await.unwrap().0.is_empty(), "{name}");
+    }
+}
+
 /// Listing newest first in pages, and a sweep that reroutes, dead-letters or keeps queued jobs
 /// without an attempt, going on where the last slice stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

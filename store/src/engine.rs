@@ -457,6 +457,25 @@ impl Engine {
         }
     }
 
+    /// See `Store::events_mentioning`: events whose body holds `needle`, newest first, a bounded
+    /// look.
+    pub async fn events_mentioning(
+        &self,
+        needle: &str,
+        before: Option<&EventCursor>,
+        since_ms: u64,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<EventHead>, Option<EventCursor>)> {
+        match self {
+            Engine::Sled(s) => {
+                let (needle, before) = (needle.as_bytes().to_vec(), before.cloned());
+                s.scan(move |store| store.events_mentioning(&needle, before.as_ref(), since_ms, limit, scan)).await
+            }
+            Engine::Postgres(p) => p.events_mentioning(needle, before, since_ms, limit, scan).await,
+        }
+    }
+
     /// See `Store::sweep_queue`: a slice of `target`'s queue, each job kept, rerouted or
     /// dead-lettered as `decide` says, without an attempt.
     pub async fn sweep_queue(

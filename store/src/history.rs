@@ -113,6 +113,50 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Received events whose body holds `needle` (an object id, quoted by the caller), newest
+    /// first from just before `before`, down to `since_ms`: at most `limit` of them, looking at no
+    /// more than `scan` records. The cursor says where the next look goes on (none: the end).
+    /// There is no index of objects to events; a bounded scan of the newest is what an operator
+    /// asking "what happened to cus_…" needs, and it never walks the whole log.
+    pub fn events_mentioning(
+        &self,
+        needle: &[u8],
+        before: Option<&EventCursor>,
+        since_ms: u64,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<EventHead>, Option<EventCursor>)> {
+        let end = match before {
+            Some(c) => record_key(c.received_at_ms, &c.event_id),
+            None => vec![0xff; 9],
+        };
+        let finder = memchr::memmem::Finder::new(needle);
+        let (mut found, mut looked) = (Vec::new(), 0);
+        for entry in self.records.range(since_ms.to_be_bytes().to_vec()..end).rev() {
+            let (key, value) = entry?;
+            looked += 1;
+            let head = match postcard::take_from_bytes::<EventHead>(&value) {
+                Ok((head, _)) => head,
+                Err(e) => {
+                    let error = StoreError::Corrupt { what: "event", detail: e.to_string() };
+                    self.quarantine(&self.records, &key, &value, &error)?;
+                    continue;
+                }
+            };
+            let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
+            let committed = self.committed(&head.id)?.is_some_and(|(received, _)| received == head.received_at_ms);
+            if committed && finder.find(&value).is_some() {
+                found.push(head);
+            }
+            if found.len() >= limit || looked >= scan {
+                return Ok((found, Some(cursor)));
+            }
+        }
+        Ok((found, None))
+    }
+}
+
 /// The history entry of `outcome` for `job` (attempt numbers only on attempts).
 pub(crate) fn history_entry(job: &Job, outcome: Outcome, at_ms: u64) -> HistoryEntry {
     HistoryEntry {

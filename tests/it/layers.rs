@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 2),
     ("verify", 3),
     ("plan", 3),
+    ("recent", 3),
     ("metrics", 4),
     ("http", 4),
     ("deliver", 5),

@@ -10,6 +10,7 @@ mod admin;
 mod affinity;
 mod breaker;
 mod cli;
+mod console;
 mod crash;
 mod faults;
 mod hostile;

@@ -105,10 +105,10 @@ fn stripe_event(id: &str, ty: &str, object: Value) -> Value {
            "created": clock::unix_now_secs(), "data": {"object": object}})
 }
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("fanout-demo-{}", std::process::id()));
-    let result = run_in(&dir).await;
+    let result = run_in(&dir, keep_running).await;
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     println!(
@@ -118,7 +118,7 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_in(dir: &std::path::Path) -> anyhow::Result<()> {
+async fn run_in(dir: &std::path::Path, keep_running: bool) -> anyhow::Result<()> {
     println!("fanout demo: one Stripe test-mode stream, three environments.\n");
     let staging = App::start("staging", "whsec_demo_staging", 2).await?;
     let dogfood_1 = App::start("dogfood-1", "whsec_demo_dogfood", usize::MAX).await?;
@@ -157,6 +157,7 @@ default: staging
     let proxy = format!("http://{}", running.addr);
     let admin = format!("http://{}", running.admin_addr);
     println!("proxy on {proxy} (store in {}), admin API on {admin}", dir.display());
+    println!("console: {admin}/ui/ (no admin token here: sign in with an empty token; as alice: {ALICE_TOKEN})");
     println!("environments: staging (fails twice, then recovers), dogfood = failover[dogfood-1 (down), dogfood-2],");
     println!("              alice's laptop: an inbox, fetched by `fanout listen` and forwarded to her local app\n");
 
@@ -174,6 +175,11 @@ default: staging
     tokio::time::sleep(Duration::from_millis(300)).await;
     let told = tell_the_story(&proxy, &admin, &laptop).await;
     laptop.abort();
+    if keep_running && told.is_ok() {
+        println!("\nStill running: open {admin}/ui/ and find alice's events (Events, or search cus_alice1).");
+        println!("Press Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
     running.stop().await;
     told
 }

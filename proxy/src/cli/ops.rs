@@ -234,8 +234,14 @@ pub(super) fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
-pub async fn events(admin: &AdminArgs, filter: &EventFilter, page: PageArgs) -> anyhow::Result<()> {
+pub async fn events(
+    admin: &AdminArgs,
+    filter: &EventFilter,
+    object: Option<String>,
+    page: PageArgs,
+) -> anyhow::Result<()> {
     let mut query = filter.pairs();
+    query.extend(object.map(|o| ("object", o)));
     query.extend(page.pairs());
     let page: EventsPage = call(admin, Method::GET, "/events", &query).await?;
     if admin.json {

@@ -2,6 +2,7 @@
 //! (`raw.rs`, unknown keys refused), then resolved (`resolve.rs`: `${VAR}`, durations, names to
 //! indices) before anything starts. Every stage reads these resolved types, never the YAML.
 
+mod describe;
 mod inboxes;
 mod raw;
 mod resolve;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
+pub use describe::describe;
 pub use inboxes::valid_name;
 use raw::RawConfig;
 pub use raw::DEFAULT_AFFINITY_FIELDS;

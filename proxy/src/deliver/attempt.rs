@@ -114,6 +114,7 @@ impl Shared {
         let now = unix_now_ms();
         let label = TargetLabel { target: name.to_owned() };
         self.metrics.delivery_latency.get_or_create(&label).observe(latency.as_secs_f64());
+        self.metrics.recent.attempt(name, result.is_ok(), latency_ms, now);
         let (event_id, attempt) = (job.event_id.clone(), job.attempt);
         let note = |f: &dyn Fn(&mut TargetStatus)| f(&mut state.last.lock().unwrap_or_else(|p| p.into_inner()));
         let settled = match result {

@@ -75,6 +75,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same answer for a browser: `render` makes the page from the status and the message
+    /// (the console's error page). The status, and what a store error may say, are decided here.
+    pub fn into_answer(self, render: impl FnOnce(StatusCode, &str) -> Response<Body>) -> Response<Body> {
+        let mut res = render(self.status, &self.message);
+        if let Some(allow) = self.allow {
+            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        res
+    }
+}
+
 impl From<fanout_store::StoreError> for ApiError {
     fn from(e: fanout_store::StoreError) -> ApiError {
         ApiError::unavailable("request failed in the store", &e)

@@ -644,6 +644,64 @@ impl PgStore {
 
     /// Up to `limit` events received before `before` (or the newest) and at or after `since_ms`,
     /// newest first, without their bodies.
+    /// The newest `scan` events before the cursor are looked at, in the database; those whose
+    /// body holds `needle` come back, and the oldest looked at is where the next look goes on.
+    pub async fn events_mentioning(
+        &self,
+        needle: &str,
+        before: Option<&crate::EventCursor>,
+        since_ms: u64,
+        limit: usize,
+        scan: usize,
+    ) -> Result<(Vec<crate::EventHead>, Option<crate::EventCursor>)> {
+        let client = self.client().await?;
+        let (ms, id) = match before {
+            Some(c) => (big(c.received_at_ms), c.event_id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        // `looked` numbers the window; a match past `limit` is where the next look starts.
+        let rows = client
+            .rows(
+                "WITH window_ AS (
+                     SELECT id, event_type, source, received_at_ms, disposition, body,
+                            row_number() OVER (ORDER BY received_at_ms DESC, id DESC) AS looked
+                     FROM (SELECT * FROM events
+                           WHERE (received_at_ms < $1 OR (received_at_ms = $1 AND id < $2))
+                             AND received_at_ms >= $3
+                           ORDER BY received_at_ms DESC, id DESC LIMIT $4) newest)
+                 (SELECT id, event_type, source, received_at_ms, disposition, looked, true FROM window_
+                  WHERE position($5::bytea IN body) > 0 ORDER BY looked LIMIT $6)
+                 UNION ALL
+                 (SELECT id, event_type, source, received_at_ms, disposition, looked, false FROM window_
+                  ORDER BY looked DESC LIMIT 1)
+                 ORDER BY looked",
+                &[&ms, &id, &big(since_ms), &big(scan), &needle.as_bytes(), &big(limit)],
+            )
+            .await?;
+        let mut found = Vec::new();
+        for r in &rows {
+            let head = crate::EventHead {
+                id: r.get(0),
+                event_type: r.get(1),
+                source: r.get(2),
+                received_at_ms: r.get::<_, i64>(3) as u64,
+                disposition: decode(r.get::<_, &[u8]>(4), "event")?,
+            };
+            let cursor = crate::EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
+            if r.get::<_, bool>(6) {
+                found.push(head);
+                if found.len() >= limit {
+                    return Ok((found, Some(cursor)));
+                }
+            } else {
+                // The window's oldest: a full window may have more before it.
+                let full = r.get::<_, i64>(5) >= big(scan);
+                return Ok((found, full.then_some(cursor)));
+            }
+        }
+        Ok((found, None))
+    }
+
     pub async fn events_before(
         &self,
         before: Option<&crate::EventCursor>,

@@ -3,6 +3,8 @@
 //! written independently of the proxy's own.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 
 use fanout_store::{Disposition, EventCursor, EventHead, EventRecord, HistoryEntry, NewJob, Outcome};
-use http::StatusCode;
 use serde_json::Value;
 use wildmatch::WildMatch;
 
-use super::{Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
+use super::{Admin, Query, MAX_BATCH, MAX_SCAN};
 use crate::clock::unix_now_ms;
 use crate::config::Config;
-use crate::http::{json, ApiError};
+use crate::http::ApiError;
 use crate::plan::plan;
 use crate::route::Decision;
 use crate::wire::admin::{
@@ -224,34 +223,61 @@ type Matched = (EventHead, Vec<HistoryEntry>);
 const WALK_PAGE: usize = 500;
 
 impl Admin {
-    pub(super) async fn list_events(&self, query: &Query) -> Answer {
+    pub(crate) async fn events_page(&self, query: &Query) -> Result<EventsPage, ApiError> {
+        if let Some(object) = query.get("object") {
+            return self.events_mentioning(object, query).await;
+        }
         let filter = Filter::parse(query)?;
         let (found, next) = filter.walk(self, query.limit()?).await?;
         let events = found.iter().map(|(head, history)| summary(head, history)).collect();
-        Ok(json(StatusCode::OK, &EventsPage { events, next_cursor: next.map(|c| c.to_string()) }))
+        Ok(EventsPage { events, next_cursor: next.map(|c| c.to_string()) })
     }
 
-    pub(super) async fn show_event(&self, id: &str) -> Answer {
+    /// The events whose body names `object` (`cus_…`), newest first, that the filter selects;
+    /// a bounded look like every listing.
+    async fn events_mentioning(&self, object: &str, query: &Query) -> Result<EventsPage, ApiError> {
+        let filter = Filter::parse(query)?;
+        let (want, needle) = (query.limit()?, format!("\"{object}\""));
+        let (heads, next) = self
+            .store
+            .events_mentioning(&needle, filter.before.as_ref(), filter.since_ms, MAX_STATE_READS, MAX_SCAN)
+            .await?;
+        let mut events = Vec::new();
+        for head in heads {
+            if filter.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
+                let history = self.store.history(head.received_at_ms, &head.id, STATE_HISTORY).await?;
+                if filter.selects(&head, &history) {
+                    events.push(summary(&head, &history));
+                    if events.len() >= want {
+                        let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
+                        return Ok(EventsPage { events, next_cursor: Some(cursor.to_string()) });
+                    }
+                }
+            }
+        }
+        Ok(EventsPage { events, next_cursor: next.map(|c| c.to_string()) })
+    }
+
+    pub(crate) async fn event_detail(&self, id: &str) -> Result<EventDetail, ApiError> {
         let record = self.store.event(id).await?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
         let history = self.store.history(record.received_at_ms, id, MAX_HISTORY).await?;
-        let detail = EventDetail {
+        Ok(EventDetail {
             summary: summary(&head(&record), &history),
             attempts: history.iter().map(attempt).collect(),
             body: serde_json::from_slice(&record.body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.body).into_owned())),
-        };
-        Ok(json(StatusCode::OK, &detail))
+        })
     }
 
-    pub(super) async fn replay_one(&self, config: &Config, id: &str, to: Option<&str>) -> Answer {
+    pub(crate) async fn replay_event(&self, config: &Config, id: &str, to: Option<&str>) -> Result<Replayed, ApiError> {
         let record = self.store.event(id).await?.ok_or_else(|| ApiError::not_found(format!("no event {id}")))?;
         let jobs = replay_jobs(config, &head(&record), to, Some(&record.body))?;
         let jobs = self.queue_replay(id, &jobs).await?;
-        Ok(json(StatusCode::OK, &Replayed { replayed: 1, jobs }))
+        Ok(Replayed { replayed: 1, jobs })
     }
 
     /// Replays every event the filter selects, at most [`MAX_BATCH`] per call.
-    pub(super) async fn replay_matching(&self, config: &Config, query: &Query) -> Answer {
+    pub(crate) async fn replay_matching(&self, config: &Config, query: &Query) -> Result<Batch, ApiError> {
         let filter = Filter::parse(query)?;
         if !filter.is_narrowed() {
             return Err(ApiError::bad_request(
@@ -277,9 +303,7 @@ impl Admin {
                 Err(e) => skipped.push(Skipped { id: head.id.clone(), why: e.message().to_owned() }),
             }
         }
-        let batch =
-            Batch { replayed: Some(replayed), skipped, next_cursor: next.map(|c| c.to_string()), ..Batch::default() };
-        Ok(json(StatusCode::OK, &batch))
+        Ok(Batch { replayed: Some(replayed), skipped, next_cursor: next.map(|c| c.to_string()), ..Batch::default() })
     }
 
     async fn queue_replay(&self, event_id: &str, jobs: &[NewJob]) -> Result<Vec<QueuedJob>, ApiError> {

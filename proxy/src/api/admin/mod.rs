@@ -42,6 +42,8 @@ pub struct Admin {
     pub scrape: std::sync::Mutex<()>,
     /// Where requests run: behind acknowledgements (see `background`).
     pub background: Background,
+    /// Signs console sessions when there is no admin token (see `console::session::key`).
+    pub console_seed: [u8; 32],
 }
 
 /// Page sizes: what a list returns by default, and at most.
@@ -70,6 +72,8 @@ impl Admin {
         match (&method, path_refs.as_slice()) {
             (&Method::GET, ["healthz"]) => return Ok(text(StatusCode::OK, "ok\n")),
             (&Method::GET, ["readyz"]) => return self.ready().await,
+            // The console: pages for browsers, with sessions and CSRF tokens of their own.
+            (_, ["ui", ..] | [""]) => return Ok(crate::api::console::handle(self.clone(), req).await),
             _ => {}
         }
         // Not for browsers: a page an operator has open must not be able to post to a loopback
@@ -97,28 +101,31 @@ impl Admin {
         // The sled engine runs its scans on its own background threads; none runs here.
         match (method, path.as_slice()) {
             (&Method::POST, ["events"]) => self.ingest(&config, &query, req).await,
-            (&Method::PUT, ["owners", id]) => self.set_owner(&config, id, req).await,
+            (&Method::PUT, ["owners", id]) => ok(self.set_owner(&config, id, req).await),
             (&Method::GET, ["metrics"]) => self.metrics_text().await,
-            (&Method::GET, ["events"]) => self.list_events(&query).await,
-            (&Method::GET, ["events", id]) => self.show_event(id).await,
-            (&Method::POST, ["events", id, "replay"]) => self.replay_one(&config, id, query.get("to")).await,
-            (&Method::POST, ["replay"]) => self.replay_matching(&config, &query).await,
-            (&Method::GET, ["dead-letters"]) => self.list_dead_letters(&query).await,
-            (&Method::POST, ["dead-letters", "replay"]) => self.dead_letters_batch(&config, &query, true).await,
-            (&Method::POST, ["dead-letters", "purge"]) => self.dead_letters_batch(&config, &query, false).await,
-            (&Method::POST, ["dead-letters", id, "replay"]) => self.replay_dead_letter(&config, job_id(id)?).await,
-            (&Method::DELETE, ["dead-letters", id]) => self.purge_dead_letter(job_id(id)?).await,
-            (&Method::GET, ["targets"]) => Ok(json(StatusCode::OK, &self.targets(&config).await?)),
-            (&Method::POST, ["targets", name, "pause"]) => self.pause(name, true).await,
-            (&Method::POST, ["targets", name, "resume"]) => self.pause(name, false).await,
-            (&Method::POST, ["targets", name, "reset"]) => self.reset_breaker(name),
+            (&Method::GET, ["events"]) => ok(self.events_page(&query).await),
+            (&Method::GET, ["events", id]) => ok(self.event_detail(id).await),
+            (&Method::POST, ["events", id, "replay"]) => ok(self.replay_event(&config, id, query.get("to")).await),
+            (&Method::POST, ["replay"]) => ok(self.replay_matching(&config, &query).await),
+            (&Method::GET, ["dead-letters"]) => ok(self.dead_letters(&query).await),
+            (&Method::POST, ["dead-letters", "replay"]) => ok(self.dead_letters_batch(&config, &query, true).await),
+            (&Method::POST, ["dead-letters", "purge"]) => ok(self.dead_letters_batch(&config, &query, false).await),
+            (&Method::POST, ["dead-letters", id, "replay"]) => ok(self.replay_dead_letter(&config, job_id(id)?).await),
+            (&Method::DELETE, ["dead-letters", id]) => ok(self.purge_dead_letter(job_id(id)?).await),
+            (&Method::GET, ["targets"]) => ok(self.targets(&config).await),
+            (&Method::POST, ["targets", name, "pause"]) => ok(self.pause(name, true).await),
+            (&Method::POST, ["targets", name, "resume"]) => ok(self.pause(name, false).await),
+            (&Method::POST, ["targets", name, "reset"]) => ok(self.reset_breaker(name)),
             (&Method::GET, ["inboxes"]) => self.list_inboxes().await,
             (&Method::POST, ["inboxes"]) => self.create_inbox(req).await,
             (&Method::POST, ["inboxes", name, "rotate"]) => self.rotate_inbox(name).await,
             (&Method::DELETE, ["inboxes", name]) => self.delete_inbox(name).await,
-            (&Method::GET, ["owners"]) => self.list_owners(&query).await,
-            (&Method::GET, ["owners", id]) => self.show_owner(id).await,
-            (&Method::DELETE, ["owners", id]) => self.disown(id).await,
+            (&Method::GET, ["owners"]) => ok(self.owners(&query).await),
+            (&Method::GET, ["owners", id]) => match self.owner(id).await? {
+                Some(owner) => Ok(json(StatusCode::OK, &owner)),
+                None => Err(ApiError::not_found(format!("no environment owns {id:?}"))),
+            },
+            (&Method::DELETE, ["owners", id]) => ok(self.disown(id).await),
             _ => no_route(),
         }
     }
@@ -216,12 +223,20 @@ impl Admin {
     }
 
     /// `{"owner": "alice"}` (or a list): routing sends the object's unrouted events there.
-    async fn set_owner(&self, config: &Config, id: &str, req: Request<Incoming>) -> Answer {
+    async fn set_owner(&self, config: &Config, id: &str, req: Request<Incoming>) -> Result<OwnerInfo, ApiError> {
         let (parts, body) = req.into_parts();
         let body = read_body(&parts.headers, body, MAX_OWNER_BYTES, config.body_read_timeout).await?;
         let set: SetOwner = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("expected {{\"owner\": \"<destination>\"}}: {e}")))?;
-        let destinations = set.owner.into_vec();
+        self.set_owner_to(config, id, set.owner.into_vec()).await
+    }
+
+    pub(crate) async fn set_owner_to(
+        &self,
+        config: &Config,
+        id: &str,
+        destinations: Vec<String>,
+    ) -> Result<OwnerInfo, ApiError> {
         if id.is_empty() || destinations.is_empty() {
             return Err(ApiError::bad_request("name an object id and at least one destination"));
         }
@@ -237,8 +252,13 @@ impl Admin {
         let owner = fanout_store::Owner { destinations, via: "manual".to_owned(), event_id: None, at_ms };
         self.store.claim(&[id.to_owned()], &owner).await?;
         tracing::info!(object = id, owner = ?owner.destinations, "ownership set by hand");
-        Ok(json(StatusCode::OK, &owner_info(id, &owner)))
+        Ok(owner_info(id, &owner))
     }
+}
+
+/// A typed answer as JSON (200), or the error as the edge answers it.
+fn ok(value: Result<impl serde::Serialize, ApiError>) -> Answer {
+    value.map(|v| json(StatusCode::OK, &v))
 }
 
 fn owner_info(id: &str, o: &fanout_store::Owner) -> OwnerInfo {
@@ -251,7 +271,7 @@ fn owner_info(id: &str, o: &fanout_store::Owner) -> OwnerInfo {
     }
 }
 
-fn job_id(s: &str) -> Result<JobId, ApiError> {
+pub(crate) fn job_id(s: &str) -> Result<JobId, ApiError> {
     s.parse().map_err(|_| ApiError::bad_request(format!("{s:?} is not a dead letter / job id (a number)")))
 }
 
@@ -264,11 +284,15 @@ fn decode_segment(s: &str) -> String {
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Query {
+    pub(crate) fn parse(q: Option<&str>) -> Query {
         Query(form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect())
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn from_pairs<K: Into<String>>(pairs: Vec<(K, String)>) -> Query {
+        Query(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
 

@@ -4,32 +4,37 @@
 use fanout_store::{DeadLetter, Job, JobId};
 use http::StatusCode;
 
-use super::{job_id, owner_info, Admin, Answer, Query, MAX_BATCH, MAX_SCAN};
+use super::{job_id, owner_info, Admin, Query, MAX_BATCH, MAX_SCAN};
 use crate::api::presence;
 use crate::clock::unix_now_ms;
 use crate::config::Config;
 use crate::deliver::BreakerState;
-use crate::http::{json, ApiError};
+use crate::http::ApiError;
 use crate::wire::admin::DeadLetter as DeadLetterOut;
 use crate::wire::admin::{
-    Batch, BreakerInfo, BreakerReset, CircuitState, DeadLetterDone, DeadLettersPage, Disowned, OwnersPage, Paused,
-    Skipped, TargetInfo, Targets,
+    Batch, BreakerInfo, BreakerReset, CircuitState, DeadLetterDone, DeadLettersPage, Disowned, OwnerInfo, OwnersPage,
+    Paused, Skipped, TargetInfo, Targets,
 };
 use crate::wire::time;
 
 impl Admin {
-    pub(super) async fn list_dead_letters(&self, query: &Query) -> Answer {
+    pub(crate) async fn dead_letters(&self, query: &Query) -> Result<DeadLettersPage, ApiError> {
         let limit = query.limit()?;
         let after = query.get("cursor").map(job_id).transpose()?;
         let (page, next) = self.store.dead_letters_page(query.get("target"), after, None, limit, MAX_SCAN).await?;
         let dead_letters = page.iter().map(dead_letter_out).collect();
-        Ok(json(StatusCode::OK, &DeadLettersPage { dead_letters, next_cursor: next.map(|n| n.to_string()) }))
+        Ok(DeadLettersPage { dead_letters, next_cursor: next.map(|n| n.to_string()) })
     }
 
     /// Replays (or purges) the dead letters of one target, or all, at most [`MAX_BATCH`] per call;
     /// `next_cursor` and `upto` say where the next call goes on and where the pass ends (the
     /// letters that existed when it began: a replayed job that dies again is not chased).
-    pub(super) async fn dead_letters_batch(&self, config: &Config, query: &Query, replay: bool) -> Answer {
+    pub(crate) async fn dead_letters_batch(
+        &self,
+        config: &Config,
+        query: &Query,
+        replay: bool,
+    ) -> Result<Batch, ApiError> {
         let target = query.get("target");
         if query.get("all").is_none() && target.is_none() {
             return Err(ApiError::bad_request("say which dead letters: target=<name>, or all=true"));
@@ -59,18 +64,17 @@ impl Admin {
             ..Batch::default()
         };
         *(if replay { &mut batch.replayed } else { &mut batch.purged }) = Some(done);
-        Ok(json(StatusCode::OK, &batch))
+        Ok(batch)
     }
 
-    pub(super) async fn replay_dead_letter(&self, config: &Config, id: JobId) -> Answer {
+    pub(crate) async fn replay_dead_letter(&self, config: &Config, id: JobId) -> Result<DeadLetterDone, ApiError> {
         let job = self.revive(config, id).await?;
-        let done = DeadLetterDone {
+        Ok(DeadLetterDone {
             replayed: Some(1),
             job: Some(job.id.to_string()),
             target: Some(job.target),
             ..DeadLetterDone::default()
-        };
-        Ok(json(StatusCode::OK, &done))
+        })
     }
 
     async fn revive(&self, config: &Config, id: JobId) -> Result<Job, ApiError> {
@@ -99,14 +103,14 @@ impl Admin {
         Ok(job)
     }
 
-    pub(super) async fn purge_dead_letter(&self, id: JobId) -> Answer {
+    pub(crate) async fn purge_dead_letter(&self, id: JobId) -> Result<DeadLetterDone, ApiError> {
         if !self.store.purge_dead_letter(id, unix_now_ms()).await? {
             return Err(ApiError::not_found(format!("no dead letter {id}")));
         }
-        Ok(json(StatusCode::OK, &DeadLetterDone { purged: Some(1), ..DeadLetterDone::default() }))
+        Ok(DeadLetterDone { purged: Some(1), ..DeadLetterDone::default() })
     }
 
-    pub(super) async fn targets(&self, config: &Config) -> Result<Targets, ApiError> {
+    pub(crate) async fn targets(&self, config: &Config) -> Result<Targets, ApiError> {
         let counts = self.store.counts().await?;
         let status = self.deliveries.status();
         let now = unix_now_ms();
@@ -142,38 +146,36 @@ impl Admin {
         Ok(Targets { targets })
     }
 
-    pub(super) async fn pause(&self, name: &str, paused: bool) -> Answer {
+    pub(crate) async fn pause(&self, name: &str, paused: bool) -> Result<Paused, ApiError> {
         if !self.deliveries.set_paused(name, paused).await? {
             return Err(ApiError::not_found(format!("no target named {name:?}")));
         }
-        Ok(json(StatusCode::OK, &Paused { target: name.to_owned(), paused }))
+        Ok(Paused { target: name.to_owned(), paused })
     }
 
-    pub(super) fn reset_breaker(&self, name: &str) -> Answer {
+    pub(crate) fn reset_breaker(&self, name: &str) -> Result<BreakerReset, ApiError> {
         let was_open = self
             .deliveries
             .reset_breaker(name)
             .ok_or_else(|| ApiError::not_found(format!("no target named {name:?}")))?;
-        Ok(json(StatusCode::OK, &BreakerReset { target: name.to_owned(), was_open }))
+        Ok(BreakerReset { target: name.to_owned(), was_open })
     }
 
-    pub(super) async fn list_owners(&self, query: &Query) -> Answer {
+    pub(crate) async fn owners(&self, query: &Query) -> Result<OwnersPage, ApiError> {
         let (page, next_cursor) =
             self.store.owners_page(query.get("cursor"), query.get("destination"), query.limit()?, MAX_SCAN).await?;
         let owners = page.iter().map(|(id, o)| owner_info(id, o)).collect();
-        Ok(json(StatusCode::OK, &OwnersPage { owners, next_cursor }))
+        Ok(OwnersPage { owners, next_cursor })
     }
 
-    pub(super) async fn show_owner(&self, id: &str) -> Answer {
-        match self.store.owner(id).await? {
-            Some(owner) => Ok(json(StatusCode::OK, &owner_info(id, &owner))),
-            None => Err(ApiError::not_found(format!("no environment owns {id:?}"))),
-        }
+    /// Who owns `id`, if anyone.
+    pub(crate) async fn owner(&self, id: &str) -> Result<Option<OwnerInfo>, ApiError> {
+        Ok(self.store.owner(id).await?.map(|owner| owner_info(id, &owner)))
     }
 
-    pub(super) async fn disown(&self, id: &str) -> Answer {
+    pub(crate) async fn disown(&self, id: &str) -> Result<Disowned, ApiError> {
         if self.store.disown(id).await? {
-            Ok(json(StatusCode::OK, &Disowned { id: id.to_owned(), disowned: true }))
+            Ok(Disowned { id: id.to_owned(), disowned: true })
         } else {
             Err(ApiError::not_found(format!("no environment owns {id:?}")))
         }

@@ -6,6 +6,9 @@
 //!     cargo bench -p fanout --bench e2e -- admin             # ingest while an operator pages events
 //!                                                            # (FANOUT_BENCH_PAGE_EVERY_MS, default 100)
 //!
+//!     cargo bench -p fanout --bench e2e -- console           # ingest while a console refreshes
+//!                                                            # (FANOUT_BENCH_PAGE_EVERY_MS, default 100)
+//!
 //!     FANOUT_BENCH_STORE=postgres cargo bench -p fanout --bench e2e -- ingest delivery replicas
 //!                                   # each scenario on sled, then on a throwaway Postgres on this
 //!                                   # machine (its CPU measured too); `replicas`: one vs two
@@ -109,6 +112,13 @@ fn run(rt: &tokio::runtime::Runtime, name: &str, bin: &Path, me: &Path) {
                 let pace = Duration::from_millis(env_or("FANOUT_BENCH_PAGE_EVERY_MS", 100));
                 let r = loadgen::admin_paging(bin, 64, Duration::from_secs(secs), pace, 3000).await?;
                 print_admin(&r, pace);
+                Ok(())
+            }
+            "console" => {
+                let secs = env_or("FANOUT_BENCH_SECS", 10);
+                let pace = Duration::from_millis(env_or("FANOUT_BENCH_PAGE_EVERY_MS", 100));
+                let r = loadgen::console_refresh(bin, 64, Duration::from_secs(secs), pace, 3000).await?;
+                print_console(&r, pace);
                 Ok(())
             }
             "backlog" => {
@@ -293,6 +303,33 @@ fn print_backlog(r: &loadgen::BacklogReport) {
         r.user_sys_us_draining.0,
         r.user_sys_us_draining.1,
         mb(r.peak_rss_draining)
+    );
+}
+
+fn print_console(r: &loadgen::ConsoleReport, pace: Duration) {
+    println!(
+        "\n## console: ingest at 64 senders, alone, while a signed-in console loads a page every {} ms, alone again\n",
+        pace.as_millis()
+    );
+    println!("| phase | ev/s | p50 ms | p99 ms | p99.9 ms | CPU µs/ev (user + sys) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, l) in [("alone", &r.before), ("console refreshing", &r.console), ("alone again", &r.after)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} ({:.1} + {:.1}) |",
+            l.sent.per_sec(),
+            l.sent.percentile_ms(0.50),
+            l.sent.percentile_ms(0.99),
+            l.sent.percentile_ms(0.999),
+            l.cpu_us_per_event,
+            l.user_us_per_event,
+            l.sys_us_per_event
+        );
+    }
+    println!(
+        "\nconsole pages served: {} (overview, its live part, events, a filter matching nothing, the live tail, in turn), latency p50 {:.1} ms, p99 {:.1} ms",
+        r.page_latencies_us.len(),
+        percentile_ms(&r.page_latencies_us, 0.50),
+        percentile_ms(&r.page_latencies_us, 0.99)
     );
 }
 

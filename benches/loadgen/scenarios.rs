@@ -172,6 +172,101 @@ async fn page_events(
     Ok(latencies)
 }
 
+/// Ingest alone, while an operator's console refreshes, and alone again (the two quiet phases
+/// say how much is noise).
+#[derive(Debug)]
+pub struct ConsoleReport {
+    pub before: IngestLevel,
+    pub console: IngestLevel,
+    pub after: IngestLevel,
+    /// Console pages served, and their latency (sorted, µs).
+    pub page_latencies_us: Vec<u32>,
+}
+
+/// Ingest at `senders` for `per_phase` three times against one `fanout serve`: alone; while a
+/// signed-in console loads its pages (overview, its live part, the events list, a filter that
+/// matches nothing, the live tail), one every `pace`; alone again.
+pub async fn console_refresh(
+    bin: &Path,
+    senders: usize,
+    per_phase: Duration,
+    pace: Duration,
+    body_bytes: usize,
+) -> Result<ConsoleReport, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let down = BlackHole::start().await;
+    let config = write_config(dir.path(), &[("down", "DOWN_URL")], &[], &["down"]);
+    let fanout = Server::fanout(bin, &config, &[("DOWN_URL", down.url())], &log_path(dir.path(), "console"))?;
+    let admin = fanout.admin.ok_or("fanout did not print its admin address")?;
+    let mut seq = 0;
+    let before = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let viewer = tokio::spawn(view_console(admin, pace, stop.clone()));
+    let console = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut page_latencies_us = viewer.await.map_err(|e| e.to_string())??;
+    let after = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
+    fanout.stop();
+    page_latencies_us.sort_unstable();
+    Ok(ConsoleReport { before, console, after, page_latencies_us })
+}
+
+/// Signs in to the console (the bench's admin listener has no token) and loads its pages in
+/// turn until `stop`, one at a time, at most one per `pace`; returns each page's latency.
+async fn view_console(
+    admin: std::net::SocketAddr,
+    pace: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Vec<u32>, String> {
+    let mut conn = connect(admin).await.map_err(|e| e.to_string())?;
+    let login = Request::post(format!("http://{admin}/ui/login"))
+        .header("host", admin.to_string())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"token=")))
+        .expect("valid request");
+    let res = conn.send_request(login).await.map_err(|e| format!("console sign-in: {e}"))?;
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| format!("console sign-in answered {} without a session", res.status()))?
+        .to_owned();
+    let _ = res.into_body().collect().await;
+    // The overview and its live part; the events page, a filter that matches nothing (the
+    // worst case: a whole bounded walk, as a developer's view of a quiet inbox), and the live
+    // tail's look at the last seconds.
+    let pages = ["/ui/", "/ui/live/overview", "/ui/events", "/ui/events?state=dead", "/ui/live/events?after="];
+    let mut latencies = Vec::new();
+    for page in pages.iter().cycle() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let path = match page.strip_suffix("after=") {
+            Some(tail) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                format!("{tail}after={}", now.as_millis().saturating_sub(5_000))
+            }
+            None => page.to_string(),
+        };
+        let req = Request::get(format!("http://{admin}{path}"))
+            .header("host", admin.to_string())
+            .header("cookie", &cookie)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let started = Instant::now();
+        let res = conn.send_request(req).await.map_err(|e| format!("console: {e}"))?;
+        let status = res.status();
+        let body = res.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!("console {path} answered {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
+    }
+    Ok(latencies)
+}
+
 #[derive(Debug)]
 pub struct DeliveryReport {
     pub events: usize,

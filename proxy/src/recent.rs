@@ -4,8 +4,9 @@
 //! a person at the console asks "what happened lately", which needs time buckets.
 //!
 //! Kept in memory, per process: it starts empty after a restart, and on Postgres each replica
-//! shows what it did. Bounded: sixty one-minute slots per key, and keys come from the config
-//! (an object's owner is one key, `owner`, not one per object).
+//! shows what it did. Bounded: sixty one-minute slots per key; keys come from the config (an
+//! object's owner is one key, `owner`, not one per object), and a key quiet for an hour (a
+//! removed target, a deleted inbox, a renamed rule) is dropped when the console next looks.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,13 +37,24 @@ impl<T: Default + Clone> Ring<T> {
         Ring { slots: vec![(u64::MAX, T::default()); MINUTES] }
     }
 
-    fn at(&mut self, now_ms: u64) -> &mut T {
+    /// The slot of `now_ms`'s minute, emptied if it held an older one; None if it holds a newer
+    /// one (the wall clock stepped back: what happened then is not written over).
+    fn at(&mut self, now_ms: u64) -> Option<&mut T> {
         let minute = now_ms / MINUTE_MS;
         let slot = &mut self.slots[(minute % MINUTES as u64) as usize];
+        if slot.0 != u64::MAX && slot.0 > minute {
+            return None;
+        }
         if slot.0 != minute {
             *slot = (minute, T::default());
         }
-        &mut slot.1
+        Some(&mut slot.1)
+    }
+
+    /// Whether any slot holds a minute of the last hour.
+    fn active(&self, now_ms: u64) -> bool {
+        let now = now_ms / MINUTE_MS;
+        self.slots.iter().any(|(m, _)| *m != u64::MAX && *m + MINUTES as u64 > now)
     }
 
     /// The last hour, oldest minute first (empty minutes as defaults).
@@ -125,7 +137,7 @@ impl Recent {
             Some(ring) => ring,
             None => inner.targets.entry(target.to_owned()).or_insert_with(Ring::new),
         };
-        let minute = ring.at(now_ms);
+        let Some(minute) = ring.at(now_ms) else { return };
         if delivered {
             minute.delivered += 1;
         } else {
@@ -145,7 +157,9 @@ impl Recent {
                 Some(ring) => ring,
                 None => inner.flows.entry(edge).or_insert_with(Ring::new),
             };
-            *ring.at(now_ms) += 1;
+            if let Some(n) = ring.at(now_ms) {
+                *n += 1;
+            }
         }
     }
 
@@ -180,9 +194,11 @@ impl Recent {
         }
     }
 
-    /// Every edge with events in the last hour, and how many.
+    /// Every edge with events in the last hour, and how many. Drops what was quiet for an hour.
     pub fn flows(&self, now_ms: u64) -> Vec<(Edge, u64)> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.flows.retain(|_, ring| ring.active(now_ms));
+        inner.targets.retain(|_, ring| ring.active(now_ms));
         let mut edges: Vec<(Edge, u64)> = inner
             .flows
             .iter()
@@ -194,8 +210,8 @@ impl Recent {
     }
 }
 
-/// The upper bound of the bucket holding the `q` quantile; None with no samples. The last bucket
-/// (slower than every bound) reads as its lower bound.
+/// The upper bound of the bucket holding the `q` quantile; None with no samples; infinite for
+/// the last bucket, slower than every bound (shown as "> 46 s").
 fn percentile(buckets: &[u64], q: f64) -> Option<f64> {
     let total: u64 = buckets.iter().sum();
     if total == 0 {
@@ -206,7 +222,7 @@ fn percentile(buckets: &[u64], q: f64) -> Option<f64> {
     for (i, n) in buckets.iter().enumerate() {
         seen += n;
         if seen >= rank {
-            return Some(bucket_bound_ms(i.min(BUCKETS - 1)));
+            return Some(if i < BUCKETS { bucket_bound_ms(i) } else { f64::INFINITY });
         }
     }
     None
@@ -237,6 +253,12 @@ mod tests {
         let hour = r.target_hour("a", later);
         assert_eq!((hour.delivered, hour.failed), (2, 0), "{:?}", hour.per_minute);
         assert_eq!(r.target_hour("nobody", later).per_minute, vec![(0, 0); 60]);
+        // A clock stepped back does not write over a newer minute.
+        r.attempt("a", false, 1, T0);
+        assert_eq!(r.target_hour("a", later).failed, 0);
+        // Quiet for an hour: dropped when the console looks.
+        r.flows(later + 61 * MINUTE_MS);
+        assert!(r.lock().targets.is_empty());
     }
 
     #[test]
@@ -262,6 +284,6 @@ mod tests {
         b[BUCKETS] = 1;
         assert_eq!(percentile(&b, 0.5), Some(1.0));
         assert_eq!(percentile(&b, 0.99), Some(1.0));
-        assert_eq!(percentile(&b, 1.0), Some(bucket_bound_ms(BUCKETS - 1)));
+        assert_eq!(percentile(&b, 1.0), Some(f64::INFINITY));
     }
 }

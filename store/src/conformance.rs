@@ -332,6 +332,10 @@ async fn events_mentioning_an_object_are_found_newest_first_within_a_bounded_loo
         let (few, stop) = s.events_mentioning("\"cus_a\"", None, 0, 10, 3).await.unwrap();
         assert_eq!(ids(&few), ["evt_6"], "{name}: scan bound");
         assert_eq!(stop.map(|c| c.event_id), Some("evt_5".to_owned()), "{name}");
+        // The last event looked at is a match: found, and the look goes on after it.
+        let (edge, stop) = s.events_mentioning("\"cus_a\"", None, 0, 10, 4).await.unwrap();
+        assert_eq!(ids(&edge), ["evt_6", "evt_4"], "{name}: the window's oldest matches");
+        assert_eq!(stop.map(|c| c.event_id), Some("evt_4".to_owned()), "{name}");
         let (since, _) = s.events_mentioning("\"cus_ab\"", None, 14, 10, 100).await.unwrap();
         assert_eq!(ids(&since), ["evt_7", "evt_5"], "{name}: since");
         assert!(s.events_mentioning("\"cus_zz\"", None, 0, 10, 100).await.unwrap().0.is_empty(), "{name}");

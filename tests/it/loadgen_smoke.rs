@@ -41,3 +41,13 @@ async fn backlog_scenario_restarts_and_drains() {
     assert!(report.store_bytes > 0);
     assert!(report.drain_per_sec() > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_scenario_loads_pages_while_ingesting() {
+    let pace = Duration::from_millis(50);
+    let report = loadgen::console_refresh(bin(), 4, Duration::from_millis(600), pace, 500).await.unwrap();
+    for phase in [&report.before, &report.console, &report.after] {
+        assert!(phase.sent.acked > 0 && phase.sent.first_error.is_none(), "{:?}", phase.sent.first_error);
+    }
+    assert!(report.page_latencies_us.len() >= 4, "every console page answered 200: {}", report.page_latencies_us.len());
+}

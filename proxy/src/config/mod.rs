@@ -269,10 +269,27 @@ pub fn token_digest(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+/// A URL as logs, `fanout check`, the admin API and the console show it: a password or token in
+/// its user info or query string (`https://user:pw@host/hook?key=…`) is not shown.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.find(['/', '?', '#']).map_or((rest, ""), |i| rest.split_at(i));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_owned(),
+    };
+    let path = match path.find(['?', '#']) {
+        Some(i) => format!("{}?…", &path[..i]),
+        None => path.to_owned(),
+    };
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{authority}{path}")
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Url(url) => write!(f, "{url}"),
+            Endpoint::Url(url) => f.write_str(&shown_url(&url.to_string())),
             Endpoint::Inbox { .. } => f.write_str("inbox (fetched by fanout listen)"),
         }
     }

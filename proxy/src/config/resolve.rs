@@ -602,9 +602,9 @@ impl Resolver<'_> {
         match (&t.kind, &t.url, &t.token) {
             (RawTargetKind::Http, Some(url), None) => {
                 let url_text = self.expand(url)?;
-                let url: http::Uri = url_text
-                    .parse()
-                    .map_err(|e| self.err(url, format!("{place}: url {url_text:?} is not a URL ({e})")))?;
+                let url: http::Uri = url_text.parse().map_err(|e| {
+                    self.err(url, format!("{place}: url {:?} is not a URL ({e})", super::shown_url(&url_text)))
+                })?;
                 if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
                     return Err(self.err(&url_text, format!("{place}: url must be http:// or https:// with a host")));
                 }

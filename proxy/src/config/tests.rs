@@ -270,3 +270,13 @@ fn the_store_is_sled_by_default_or_postgres_with_a_url() {
         assert!(err.contains(want), "expected {want:?} in {err}");
     }
 }
+
+#[test]
+fn urls_are_shown_without_credentials_or_query() {
+    use super::shown_url;
+    assert_eq!(shown_url("https://user:pw@host:8443/hook?key=s3cret#x"), "https://…@host:8443/hook?…");
+    assert_eq!(shown_url("http://localhost:4000/x"), "http://localhost:4000/x");
+    assert_eq!(shown_url("http://h?token=1"), "http://h?…");
+    assert_eq!(shown_url("http://a@b@h/p"), "http://…@h/p");
+    assert_eq!(shown_url("not a url"), "not a url");
+}

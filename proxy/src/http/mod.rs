@@ -65,13 +65,9 @@ impl ApiError {
         &self.message
     }
 
-    /// The one place an error becomes an HTTP answer.
+    /// The one place an error becomes an HTTP answer: JSON for the APIs.
     pub fn into_response(self) -> Response<Body> {
-        let mut res = json(self.status, &crate::wire::ErrorBody { error: self.message });
-        if let Some(allow) = self.allow {
-            res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        res
+        self.into_answer(|status, message| json(status, &crate::wire::ErrorBody { error: message.to_owned() }))
     }
 }
 
@@ -113,6 +109,27 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *res.status_mut() = status;
     res
+}
+
+/// The host a request names (`Host`, or an HTTP/2 request's authority).
+pub fn host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+}
+
+/// Whether the request names this host by a loopback address or `localhost`. A listener with no
+/// token answers only such requests: a DNS-rebinding page (its own name resolved to 127.0.0.1)
+/// sends its own name.
+pub fn loopback_host(headers: &HeaderMap, uri: &http::Uri) -> bool {
+    let Some(host) = host(headers, uri) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The token of `Authorization: Bearer <token>`; `what` names the token in the refusal.
@@ -171,5 +188,27 @@ where
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge(limit)),
         Ok(Err(e)) => Err(BodyError::Unreadable(e.to_string())),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        let uri: http::Uri = "/ui/".parse().unwrap();
+        let headers = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            h
+        };
+        for ok in ["127.0.0.1:9090", "localhost:1", "[::1]:9090", "LOCALHOST", "127.0.0.2"] {
+            assert!(loopback_host(&headers(ok), &uri), "{ok}");
+        }
+        for no in ["evil.example:9090", "10.0.0.1:9090", "localhost.evil.example", ""] {
+            assert!(!loopback_host(&headers(no), &uri), "{no}");
+        }
+        assert!(!loopback_host(&HeaderMap::new(), &uri));
     }
 }

@@ -642,8 +642,6 @@ impl PgStore {
         Ok(purged as usize)
     }
 
-    /// Up to `limit` events received before `before` (or the newest) and at or after `since_ms`,
-    /// newest first, without their bodies.
     /// The newest `scan` events before the cursor are looked at, in the database; those whose
     /// body holds `needle` come back, and the oldest looked at is where the next look goes on.
     pub async fn events_mentioning(
@@ -659,22 +657,25 @@ impl PgStore {
             Some(c) => (big(c.received_at_ms), c.event_id.as_str()),
             None => (i64::MAX, ""),
         };
-        // `looked` numbers the window; a match past `limit` is where the next look starts.
+        // `looked` numbers the window (the body is read once, to match, and not kept); the
+        // matches come first, then the window's oldest row, which says how far the look went
+        // (a match that is also the oldest comes back twice: the match first).
         let rows = client
             .rows(
                 "WITH window_ AS (
-                     SELECT id, event_type, source, received_at_ms, disposition, body,
+                     SELECT id, event_type, source, received_at_ms, disposition,
+                            position($5::bytea IN body) > 0 AS matched,
                             row_number() OVER (ORDER BY received_at_ms DESC, id DESC) AS looked
                      FROM (SELECT * FROM events
                            WHERE (received_at_ms < $1 OR (received_at_ms = $1 AND id < $2))
                              AND received_at_ms >= $3
                            ORDER BY received_at_ms DESC, id DESC LIMIT $4) newest)
                  (SELECT id, event_type, source, received_at_ms, disposition, looked, true FROM window_
-                  WHERE position($5::bytea IN body) > 0 ORDER BY looked LIMIT $6)
+                  WHERE matched ORDER BY looked LIMIT $6)
                  UNION ALL
                  (SELECT id, event_type, source, received_at_ms, disposition, looked, false FROM window_
                   ORDER BY looked DESC LIMIT 1)
-                 ORDER BY looked",
+                 ORDER BY looked, 7 DESC",
                 &[&ms, &id, &big(since_ms), &big(scan), &needle.as_bytes(), &big(limit)],
             )
             .await?;
@@ -702,6 +703,8 @@ impl PgStore {
         Ok((found, None))
     }
 
+    /// Up to `limit` events received before `before` (or the newest) and at or after `since_ms`,
+    /// newest first, without their bodies.
     pub async fn events_before(
         &self,
         before: Option<&crate::EventCursor>,

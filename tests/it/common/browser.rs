@@ -2,6 +2,7 @@
 //! by `chromedriver` (package `chromium-driver`) on a free loopback port. Missing: said loudly and
 //! the test skips, unless `CI` is set, where it fails (`.ci/test` installs both packages).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +14,12 @@ pub struct Browser {
     driver: Child,
     test: String,
     _profile: tempfile::TempDir,
+    /// One browser at a time in this process: a chromium each on two cores would turn the
+    /// tests' waits into timing tests.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn find(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -55,11 +61,14 @@ impl Browser {
                 return None;
             }
         };
+        let turn = TURN.lock().await;
         let port = free_port();
+        // A process group of its own: chromedriver and the chromium it starts end together.
         let driver = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let profile = tempfile::tempdir().unwrap();
@@ -87,7 +96,7 @@ impl Browser {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        Some(Browser { client, driver, test: test.to_owned(), _profile: profile })
+        Some(Browser { client, driver, test: test.to_owned(), _profile: profile, _turn: turn })
     }
 
     /// Saves what the browser shows as `<test>-<name>.png`.
@@ -126,8 +135,42 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` finds, finding it again if a live part of the page replaced it
+    /// in between.
     pub async fn click(&self, css: &str) {
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("find {css}: {e}")).click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.click().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("click {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// The text of the element `css` finds, once it is there (found again if replaced).
+    pub async fn text_of(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match text {
+                Ok(text) => return text,
+                Err(e) if Instant::now() > deadline => panic!("read {css}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// How many elements `css` finds now.
+    pub async fn count(&self, css: &str) -> usize {
+        self.client.find_all(Locator::Css(css)).await.map_or(0, |all| all.len())
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
@@ -142,16 +185,18 @@ impl Browser {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("run {script}: {e}"))
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
+    /// The whole group: chromedriver and its chromium, also when a test panicked.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // SAFETY: kill(2) on our own child's process group has no memory effects.
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
         let _ = self.driver.wait();
     }
 }

@@ -278,6 +278,11 @@ impl Admin {
 
     /// Replays every event the filter selects, at most [`MAX_BATCH`] per call.
     pub(crate) async fn replay_matching(&self, config: &Config, query: &Query) -> Result<Batch, ApiError> {
+        if query.get("object").is_some() {
+            return Err(ApiError::bad_request(
+                "a bulk replay does not take `object`: list its events with GET /events?object=…, then replay each by id",
+            ));
+        }
         let filter = Filter::parse(query)?;
         if !filter.is_narrowed() {
             return Err(ApiError::bad_request(

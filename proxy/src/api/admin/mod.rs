@@ -81,6 +81,14 @@ impl Admin {
         if req.headers().contains_key(header::ORIGIN) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "the admin API does not take requests from web pages"));
         }
+        // Without a token, a page that rebinds its own name to 127.0.0.1 could read the API with
+        // simple GETs (browsers send no Origin on those): only loopback names are answered.
+        if self.live.load().admin.token.is_none() && !crate::http::loopback_host(req.headers(), req.uri()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this admin listener has no token, so it answers only to a loopback host name (127.0.0.1, [::1], localhost)",
+            ));
+        }
         self.authorize(&req)?;
         let (this, m) = (self.clone(), method.clone());
         let work = async move { this.dispatch(&m, path, req).await };

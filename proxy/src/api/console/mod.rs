@@ -33,8 +33,9 @@ use self::session::{Role, Session};
 use super::admin::{Admin, Query};
 use crate::clock::unix_now_ms;
 use crate::config::Config;
-use crate::http::{read_body, ApiError, Body};
+use crate::http::{host, loopback_host, read_body, ApiError, Body};
 use crate::route::DestinationKind;
+use crate::wire::parse_time;
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
@@ -301,20 +302,18 @@ impl Ctx {
                         None => counts.dead.values().sum(),
                     };
                     let whose = target.map_or("every target".to_owned(), |t| format!("target {t}"));
-                    let verb = if *action == "replay" { "Replay" } else { "Purge (delete for good)" };
                     let fields: Vec<(&str, String)> = match target {
                         Some(t) => vec![("target", t.to_owned())],
                         None => vec![("all", "true".to_owned())],
                     };
-                    let question = format!("{verb} the {n} dead letter(s) of {whose}? At most 1,000 go per press.");
-                    let body = pages::confirm(
-                        &question,
+                    let what = format!("the {n} dead letter(s) of {whose}? At most 1,000 go per press.");
+                    return Ok(self.confirm_dead_letters(
+                        s,
+                        action,
+                        &what,
                         &format!("/ui/dead-letters/{action}"),
                         &fields,
-                        &s.csrf,
-                        "/ui/dead-letters",
-                    );
-                    return Ok(self.page(StatusCode::OK, "Confirm", "dead-letters", body));
+                    ));
                 }
                 let mut q: Vec<(&str, String)> = Vec::new();
                 q.extend(target.map(|t| ("target", t.to_owned())));
@@ -331,19 +330,17 @@ impl Ctx {
                 if !confirmed {
                     let letter = admin.store.find_dead_letter(job).await?;
                     let letter = letter.ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))?;
-                    let verb = if *action == "replay" { "Replay" } else { "Purge (delete for good)" };
-                    let question = format!(
-                        "{verb} dead letter {id}: event {} to {} (last error: {})?",
+                    let what = format!(
+                        "dead letter {id}: event {} to {} (last error: {})?",
                         letter.job.event_id, letter.job.target, letter.error
                     );
-                    let body = pages::confirm(
-                        &question,
+                    return Ok(self.confirm_dead_letters(
+                        s,
+                        action,
+                        &what,
                         &format!("/ui/dead-letters/{id}/{action}"),
                         &[],
-                        &s.csrf,
-                        "/ui/dead-letters",
-                    );
-                    return Ok(self.page(StatusCode::OK, "Confirm", "dead-letters", body));
+                    ));
                 }
                 if *action == "replay" {
                     admin.replay_dead_letter(&self.config, job).await?;
@@ -379,6 +376,20 @@ impl Ctx {
         }
     }
 
+    /// The confirmation step of a dead-letter replay or purge: the same form again, confirmed.
+    fn confirm_dead_letters(
+        &self,
+        s: &Session,
+        action: &str,
+        what: &str,
+        to: &str,
+        fields: &[(&str, String)],
+    ) -> Response<Body> {
+        let verb = if action == "replay" { "Replay" } else { "Purge (delete for good)" };
+        let body = pages::confirm(&format!("{verb} {what}"), to, fields, &s.csrf, "/ui/dead-letters");
+        self.page(StatusCode::OK, "Confirm", "dead-letters", body)
+    }
+
     async fn events(&self, s: &Session, query: &Query, rows_only: bool) -> Answer {
         let filter = EventsFilter {
             q: query.get("q").unwrap_or("").trim().to_owned(),
@@ -388,7 +399,7 @@ impl Ctx {
             since: query.get("since").unwrap_or("").to_owned(),
         };
         let object = !filter.q.is_empty() && !filter.q.starts_with("evt_");
-        if filter.q.starts_with("evt_") && !rows_only {
+        if filter.q.starts_with("evt_") {
             // An event id: its page, if this session may see it.
             self.event_for(s, &filter.q).await?;
             return Ok(see_other(&format!("/ui/events/{}", pages::urlenc(&filter.q))));
@@ -396,19 +407,44 @@ impl Ctx {
         let mut q = vec![("limit", PAGE.to_owned())];
         let target = s.inbox().map(str::to_owned).or_else(|| Some(filter.target.clone()).filter(|t| !t.is_empty()));
         q.extend(target.map(|t| ("target", t)));
-        for (k, v) in [("type", &filter.event_type), ("state", &filter.state), ("since", &filter.since)] {
+        for (k, v) in [("type", &filter.event_type), ("state", &filter.state)] {
             if !v.is_empty() {
                 q.push((k, v.clone()));
             }
         }
+        // A live tail asks only for what arrived since its last look (in whole seconds, with a
+        // margin its script deduplicates), so a refresh walks seconds of events, never the log.
+        let since = match (&filter.since, rows_only.then(|| query.get("after")).flatten()) {
+            (_, Some(after)) => {
+                let after: u64 = after.parse().map_err(|_| ApiError::bad_request("after is a time in ms"))?;
+                let own = if filter.since.is_empty() {
+                    0
+                } else {
+                    parse_time(&filter.since, self.now).map_err(ApiError::bad_request)?
+                };
+                Some((after.max(own) / 1000).to_string())
+            }
+            (since, None) => Some(since.clone()).filter(|s| !s.is_empty()),
+        };
+        q.extend(since.map(|s| ("since", s)));
         if object {
             q.push(("object", filter.q.clone()));
         }
         let cursor = query.get("cursor");
         q.extend(cursor.map(|c| ("cursor", c.to_owned())));
-        let page = self.admin.events_page(&Query::from_pairs(q)).await?;
+        let mut page = self.admin.events_page(&Query::from_pairs(q)).await?;
+        if let Some(inbox) = s.inbox() {
+            for e in &mut page.events {
+                only_inbox(e, inbox, |_| false);
+            }
+        }
         if rows_only {
-            return Ok(fragment(pages::event_rows(&page.events)));
+            let mut res = fragment(pages::event_rows(&page.events, false));
+            let next = self.now.saturating_sub(LIVE_MARGIN_MS).to_string();
+            if let Ok(v) = HeaderValue::from_str(&next) {
+                res.headers_mut().insert("x-fanout-after", v);
+            }
+            return Ok(res);
         }
         let owner = match (object, s.inbox()) {
             (true, None) => Some(self.admin.owner(&filter.q).await?),
@@ -418,10 +454,11 @@ impl Ctx {
             filter: &filter,
             events: &page.events,
             next_cursor: page.next_cursor.as_deref(),
-            live: cursor.is_none(),
+            live: (cursor.is_none() && !object).then(|| self.now.saturating_sub(LIVE_MARGIN_MS)),
             owner: owner.as_ref().map(Option::as_ref),
             targets: &self.destinations(),
             inbox: s.inbox(),
+            listening: s.inbox().and_then(|i| self.admin.deliveries.status().get(i)?.inbox.as_ref().map(|p| p.online)),
         };
         Ok(self.page(StatusCode::OK, "Events", "events", pages::events(&view)))
     }
@@ -431,10 +468,9 @@ impl Ctx {
     async fn event_for(&self, s: &Session, id: &str) -> Result<crate::wire::admin::EventDetail, ApiError> {
         let mut detail = self.admin.event_detail(id).await?;
         if let Some(inbox) = s.inbox() {
-            let mine = |d: &str, t: &str| d == inbox || t == inbox;
-            detail.attempts.retain(|a| mine(&a.destination, &a.target));
+            detail.attempts.retain(|a| a.destination == inbox || a.target == inbox);
             let attempts = &detail.attempts;
-            detail.summary.destinations.retain(|d| d.name == inbox || attempts.iter().any(|a| a.destination == d.name));
+            only_inbox(&mut detail.summary, inbox, |d| attempts.iter().any(|a| a.destination == d));
             if detail.summary.destinations.is_empty() {
                 // The same answer as an event that does not exist: no probing other inboxes' ids.
                 return Err(ApiError::not_found(format!("no event {id}")));
@@ -487,6 +523,27 @@ impl Ctx {
     }
 }
 
+/// A live tail looks back this far past its last look: an event received just before a look but
+/// committed just after it is still found (the script skips rows it has).
+const LIVE_MARGIN_MS: u64 = 5_000;
+
+/// An event as a developer may see it: only their inbox's destinations (and any `also` keeps,
+/// such as a group their inbox was tried in), and a state told from those alone, so another
+/// environment's names and health stay out of their view.
+fn only_inbox(e: &mut crate::wire::admin::EventSummary, inbox: &str, also: impl Fn(&str) -> bool) {
+    e.destinations.retain(|d| d.name == inbox || also(&d.name));
+    e.dropped_by = None;
+    let states: Vec<&str> = e.destinations.iter().map(|d| d.state.as_str()).collect();
+    e.state = if states.contains(&"dead") {
+        "dead"
+    } else if !states.is_empty() && states.iter().all(|s| *s == "delivered") {
+        "delivered"
+    } else {
+        "pending"
+    }
+    .to_owned();
+}
+
 fn signed_out() -> ApiError {
     ApiError::unauthorized("not signed in (or the session ended): sign in again")
 }
@@ -519,7 +576,9 @@ fn done_message(query: &Query) -> Option<String> {
 /// A POST from a browser says where it came from: the console's own origin, or nothing a
 /// browser would send cross-site. Tools that send neither header still need the CSRF token.
 fn same_origin(headers: &HeaderMap, uri: &http::Uri) -> Result<(), ApiError> {
-    let host = host(headers, uri).unwrap_or_default();
+    // Behind a reverse proxy that rewrites Host, the name the browser used is X-Forwarded-Host.
+    let forwarded = headers.get("x-forwarded-host").and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let hosts: Vec<String> = host(headers, uri).into_iter().chain(forwarded).collect();
     let refused = |what: &str| {
         tracing::warn!("console: refused a cross-origin POST ({what})");
         Err(ApiError::new(StatusCode::FORBIDDEN, format!("cross-origin request refused ({what})")))
@@ -527,7 +586,7 @@ fn same_origin(headers: &HeaderMap, uri: &http::Uri) -> Result<(), ApiError> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let own = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-        if own.is_none_or(|o| !o.eq_ignore_ascii_case(&host)) {
+        if own.is_none_or(|o| !hosts.iter().any(|h| o.eq_ignore_ascii_case(h))) {
             return refused(&format!("Origin {origin}"));
         }
     } else if let Some(site) = headers.get("sec-fetch-site") {
@@ -536,24 +595,6 @@ fn same_origin(headers: &HeaderMap, uri: &http::Uri) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-fn host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
-}
-
-/// Whether the request names this host by a loopback address or `localhost`.
-fn loopback_host(headers: &HeaderMap, uri: &http::Uri) -> bool {
-    let Some(host) = host(headers, uri) else { return false };
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host.as_str(), |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn with_headers(mut res: Response<Body>, content_type: &'static str) -> Response<Body> {
@@ -633,16 +674,11 @@ mod tests {
         assert!(same_origin(&cross, &uri).is_err());
         assert!(same_origin(&headers(&[("host", "a:1"), ("sec-fetch-site", "same-origin")]), &uri).is_ok());
         assert!(same_origin(&headers(&[("host", "a:1")]), &uri).is_ok(), "a tool; its CSRF token decides");
-    }
-
-    #[test]
-    fn loopback_hosts_are_told_apart() {
-        let uri: http::Uri = "/ui/".parse().unwrap();
-        for ok in ["127.0.0.1:9090", "localhost:1", "[::1]:9090", "LOCALHOST", "127.0.0.2"] {
-            assert!(loopback_host(&headers(&[("host", ok)]), &uri), "{ok}");
-        }
-        for no in ["evil.example:9090", "10.0.0.1:9090", "localhost.evil.example", ""] {
-            assert!(!loopback_host(&headers(&[("host", no)]), &uri), "{no}");
-        }
+        let proxied = headers(&[
+            ("host", "127.0.0.1:8081"),
+            ("x-forwarded-host", "fanout.internal"),
+            ("origin", "https://fanout.internal"),
+        ]);
+        assert!(same_origin(&proxied, &uri).is_ok(), "behind a reverse proxy");
     }
 }

@@ -136,6 +136,7 @@ pub struct GroupRow {
 fn ms(v: Option<f64>) -> String {
     match v {
         None => "–".to_owned(),
+        Some(ms) if ms.is_infinite() => "> 46 s".to_owned(),
         Some(ms) if ms >= 1000.0 => format!("≤ {:.1} s", ms / 1000.0),
         Some(ms) => format!("≤ {ms:.0} ms"),
     }
@@ -193,12 +194,20 @@ pub fn overview_live(rows: &[TargetRow], groups: &[GroupRow], flows: &[(crate::r
         @if !groups.is_empty() {
             h2 { "Groups" }
             table.groups {
-                thead { tr { th { "Group" } th { "Mode" } th { "Members (state)" } } }
+                thead { tr {
+                    th { "Group" } th { "Mode" } th.n { "Queued" } th.n { "Dead" } th.n { "Delivered 1h" }
+                    th.n { "Failed 1h" } th { "Members (state)" }
+                } }
                 tbody {
                     @for g in groups {
-                        tr {
+                        @let members: Vec<&TargetRow> = rows.iter().filter(|r| g.members.contains(&r.info.name)).collect();
+                        tr data-group=(g.name) {
                             td { a href={"/ui/events?target=" (urlenc(&g.name))} { (g.name) } }
                             td { (g.mode) }
+                            td.n { (members.iter().map(|r| r.info.queued).sum::<i64>()) }
+                            td.n { (members.iter().map(|r| r.info.dead_letters).sum::<i64>()) }
+                            td.n { (members.iter().map(|r| r.hour.delivered).sum::<u64>()) }
+                            td.n { (members.iter().map(|r| r.hour.failed).sum::<u64>()) }
                             td {
                                 @for m in &g.members {
                                     @let state = rows.iter().find(|r| &r.info.name == m).map(|r| r.state());
@@ -248,13 +257,15 @@ pub struct EventsView<'a> {
     pub filter: &'a EventsFilter,
     pub events: &'a [EventSummary],
     pub next_cursor: Option<&'a str>,
-    /// Live: the first page, which refreshes itself.
-    pub live: bool,
+    /// Live: the first page, to which new events are added; the time (ms) it looked up to.
+    pub live: Option<u64>,
     /// The owner of the object searched for (operators only).
     pub owner: Option<Option<&'a OwnerInfo>>,
     pub targets: &'a [String],
     /// A developer's view: the target is their inbox, and no filter picks another.
     pub inbox: Option<&'a str>,
+    /// Whether a `fanout listen` is fetching that inbox's events.
+    pub listening: Option<bool>,
 }
 
 pub fn events(v: &EventsView<'_>) -> Markup {
@@ -262,6 +273,14 @@ pub fn events(v: &EventsView<'_>) -> Markup {
     let rows_url = format!("/ui/live/events?{}", f.query_string());
     html! {
         h1 { @if let Some(inbox) = v.inbox { "Events routed to " (inbox) } @else { "Events" } }
+        @match (v.inbox, v.listening) {
+            (Some(inbox), Some(false)) => {
+                p.note { "Nobody is listening on this inbox: its events wait until "
+                    code { "fanout listen --name " (inbox) } " runs." }
+            }
+            (Some(_), Some(true)) => { p.sub { "A " code { "fanout listen" } " is fetching this inbox's events." } }
+            _ => {}
+        }
         form.filters method="get" action="/ui/events" {
             input type="search" name="q" value=(f.q) placeholder="evt_…, or an object: cus_…, sub_…, in_…" size="34";
             input type="text" name="type" value=(f.event_type) placeholder="type, e.g. invoice.*" size="18";
@@ -292,23 +311,24 @@ pub fn events(v: &EventsView<'_>) -> Markup {
         }
         table.events {
             thead { tr { th { "Received" } th { "Event" } th { "Type" } th { "State" } th { "Destinations" } } }
-            @if v.live {
-                tbody #rows data-live=(rows_url) { (event_rows(v.events)) }
+            @if let Some(after) = v.live {
+                tbody #rows data-tail=(rows_url) data-after=(after) { (event_rows(v.events, true)) }
             } @else {
-                tbody #rows { (event_rows(v.events)) }
+                tbody #rows { (event_rows(v.events, true)) }
             }
         }
-        @if v.live { p.sub.live-note { "New events appear as they arrive." } }
+        @if v.live.is_some() { p.sub.live-note { "New events appear as they arrive." } }
         @if let Some(next) = v.next_cursor {
             p { a.next href={"/ui/events?" (f.query_string()) "&cursor=" (urlenc(next))} { "Older events →" } }
         }
     }
 }
 
-pub fn event_rows(events: &[EventSummary]) -> Markup {
+/// The rows of events; `whole`: a page (which says when nothing matched), not a tail's new rows.
+pub fn event_rows(events: &[EventSummary], whole: bool) -> Markup {
     html! {
-        @if events.is_empty() {
-            tr { td.empty colspan="5" { "No events match." } }
+        @if events.is_empty() && whole {
+            tr.none { td.empty colspan="5" { "No events match." } }
         }
         @for e in events {
             tr data-event=(e.id) {
@@ -319,6 +339,7 @@ pub fn event_rows(events: &[EventSummary]) -> Markup {
                 td {
                     @for d in &e.destinations {
                         span class={"badge " (state_class(&d.state))} { (d.name) }
+                        " "
                         span.by { (routed_by(&d.rule)) }
                     }
                     @if let Some(rule) = &e.dropped_by { span.muted { "dropped by " (rule) } }

@@ -1,5 +1,7 @@
 //! Who is signed in to the console: a signed cookie, so any replica that shares the admin token
-//! accepts it and a restart signs nobody out. Nothing is kept on the server.
+//! accepts it and a restart signs nobody out (with no admin token the key is per process, and a
+//! restart does). Nothing is kept on the server, so signing out clears the browser's cookie; a
+//! copy of it taken before stays good until it expires (12 h) or the token changes.
 //!
 //! The cookie's key is derived from the admin token (or, with none, from a per-process seed), so
 //! changing the token signs every operator out. A developer's session also carries a fingerprint

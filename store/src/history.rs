@@ -76,44 +76,13 @@ impl Store {
         before: Option<&EventCursor>,
         since_ms: u64,
     ) -> impl Iterator<Item = Result<EventHead>> + '_ {
-        let end = match before {
-            Some(c) => record_key(c.received_at_ms, &c.event_id),
-            None => vec![0xff; 9],
-        };
-        let committed = move |head: &EventHead| -> Result<bool> {
-            // An orphan record (its ingest died before committing) or a losing racing copy is
-            // not an event the proxy acknowledged.
-            Ok(self.committed(&head.id)?.is_some_and(|(received, _)| received == head.received_at_ms))
-        };
-        self.records
-            .range(since_ms.to_be_bytes().to_vec()..end)
-            .rev()
-            .filter_map(move |entry| {
-                let (key, value) = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                match postcard::take_from_bytes::<EventHead>(&value) {
-                    Ok((head, _)) => Some(Ok(head)),
-                    // Quarantined and passed over: a listing goes on past it.
-                    Err(e) => {
-                        let error = StoreError::Corrupt { what: "event", detail: e.to_string() };
-                        self.quarantine(&self.records, &key, &value, &error).err().map(Err)
-                    }
-                }
-            })
-            .filter_map(move |head| match head {
-                Ok(head) => match committed(&head) {
-                    Ok(true) => Some(Ok(head)),
-                    Ok(false) => None,
-                    Err(e) => Some(Err(e)),
-                },
-                Err(e) => Some(Err(e)),
-            })
+        self.records_newest_first(before, since_ms).filter_map(|r| match r {
+            Ok((head, _, true)) => Some(Ok(head)),
+            Ok((_, _, false)) => None,
+            Err(e) => Some(Err(e)),
+        })
     }
-}
 
-impl Store {
     /// Received events whose body holds `needle` (an object id, quoted by the caller), newest
     /// first from just before `before`, down to `since_ms`: at most `limit` of them, looking at no
     /// more than `scan` records. The cursor says where the next look goes on (none: the end).
@@ -127,33 +96,50 @@ impl Store {
         limit: usize,
         scan: usize,
     ) -> Result<(Vec<EventHead>, Option<EventCursor>)> {
-        let end = match before {
-            Some(c) => record_key(c.received_at_ms, &c.event_id),
-            None => vec![0xff; 9],
-        };
         let finder = memchr::memmem::Finder::new(needle);
-        let (mut found, mut looked) = (Vec::new(), 0);
-        for entry in self.records.range(since_ms.to_be_bytes().to_vec()..end).rev() {
-            let (key, value) = entry?;
-            looked += 1;
-            let head = match postcard::take_from_bytes::<EventHead>(&value) {
-                Ok((head, _)) => head,
-                Err(e) => {
-                    let error = StoreError::Corrupt { what: "event", detail: e.to_string() };
-                    self.quarantine(&self.records, &key, &value, &error)?;
-                    continue;
-                }
-            };
+        let mut found = Vec::new();
+        for (looked, record) in self.records_newest_first(before, since_ms).enumerate() {
+            let (head, value, committed) = record?;
             let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
-            let committed = self.committed(&head.id)?.is_some_and(|(received, _)| received == head.received_at_ms);
             if committed && finder.find(&value).is_some() {
                 found.push(head);
             }
-            if found.len() >= limit || looked >= scan {
+            if found.len() >= limit || looked + 1 >= scan {
                 return Ok((found, Some(cursor)));
             }
         }
         Ok((found, None))
+    }
+
+    /// Every record newest first, with its whole stored value and whether it is an event the
+    /// proxy acknowledged (an orphan record, whose ingest died before committing, or a losing
+    /// racing copy, is not). A record that does not decode is quarantined and passed over.
+    fn records_newest_first(
+        &self,
+        before: Option<&EventCursor>,
+        since_ms: u64,
+    ) -> impl Iterator<Item = Result<(EventHead, sled::IVec, bool)>> + '_ {
+        let end = match before {
+            Some(c) => record_key(c.received_at_ms, &c.event_id),
+            None => vec![0xff; 9],
+        };
+        self.records.range(since_ms.to_be_bytes().to_vec()..end).rev().filter_map(move |entry| {
+            let (key, value) = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match postcard::take_from_bytes::<EventHead>(&value) {
+                Ok((head, _)) => Some(
+                    self.committed(&head.id)
+                        .map(|c| c.is_some_and(|(received, _)| received == head.received_at_ms))
+                        .map(|committed| (head, value, committed)),
+                ),
+                Err(e) => {
+                    let error = StoreError::Corrupt { what: "event", detail: e.to_string() };
+                    self.quarantine(&self.records, &key, &value, &error).err().map(Err)
+                }
+            }
+        })
     }
 }
 

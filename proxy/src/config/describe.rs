@@ -65,7 +65,6 @@ pub fn describe(cfg: &Config) -> String {
     out
 }
 
-/// The routing table of `fanout check`: rules in order, ownership, the default.
 /// One target's lines in `fanout check`.
 fn describe_target(out: &mut String, t: &Target) {
     use std::fmt::Write;
@@ -108,6 +107,7 @@ fn describe_target(out: &mut String, t: &Target) {
     }
 }
 
+/// The routing table of `fanout check`: rules in order, ownership, the default.
 fn describe_routes(cfg: &Config) -> String {
     use std::fmt::Write;
     let mut out = String::new();

@@ -186,9 +186,8 @@ impl Filter {
                 let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
                 if self.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
                     read += 1;
-                    let history = admin.store.history(head.received_at_ms, &head.id, STATE_HISTORY).await?;
-                    if self.selects(&head, &history) {
-                        found.push((head, history));
+                    if let Some(matched) = self.take(admin, head).await? {
+                        found.push(matched);
                         if found.len() >= want {
                             return Ok((found, Some(cursor)));
                         }
@@ -203,6 +202,13 @@ impl Filter {
                 return Ok((found, None));
             }
         }
+    }
+
+    /// An event whose type matched, with the history its state is told from, if the target and
+    /// state filters select it.
+    async fn take(&self, admin: &Admin, head: EventHead) -> Result<Option<Matched>, ApiError> {
+        let history = admin.store.history(head.received_at_ms, &head.id, STATE_HISTORY).await?;
+        Ok(self.selects(&head, &history).then_some((head, history)))
     }
 
     /// Whether an event whose type matched is selected by the target and state filters.
@@ -243,15 +249,12 @@ impl Admin {
             .events_mentioning(&needle, filter.before.as_ref(), filter.since_ms, MAX_STATE_READS, MAX_SCAN)
             .await?;
         let mut events = Vec::new();
-        for head in heads {
-            if filter.types.as_ref().is_none_or(|t| t.matches(&head.event_type)) {
-                let history = self.store.history(head.received_at_ms, &head.id, STATE_HISTORY).await?;
-                if filter.selects(&head, &history) {
-                    events.push(summary(&head, &history));
-                    if events.len() >= want {
-                        let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
-                        return Ok(EventsPage { events, next_cursor: Some(cursor.to_string()) });
-                    }
+        for head in heads.into_iter().filter(|h| filter.types.as_ref().is_none_or(|t| t.matches(&h.event_type))) {
+            if let Some((head, history)) = filter.take(self, head).await? {
+                events.push(summary(&head, &history));
+                if events.len() >= want {
+                    let cursor = EventCursor { received_at_ms: head.received_at_ms, event_id: head.id.clone() };
+                    return Ok(EventsPage { events, next_cursor: Some(cursor.to_string()) });
                 }
             }
         }

@@ -275,7 +275,6 @@ impl Ctx {
     /// answers with the question first.
     async fn act(&self, s: &Session, path: &[&str], form: &Query) -> Answer {
         let admin = &self.admin;
-        let confirmed = form.get("confirm") == Some("yes");
         match path {
             ["events", id, "replay"] => {
                 // A developer's replay goes to their own inbox, whatever the form says.
@@ -290,66 +289,8 @@ impl Ctx {
                 tracing::info!(event_id = %id, to = ?to, "console: replayed");
                 Ok(see_other(&format!("/ui/events/{}?replayed={}", pages::urlenc(id), replayed.jobs.len())))
             }
-            ["dead-letters", action @ ("replay" | "purge")] => {
-                let target = form.get("target");
-                if target.is_none() && form.get("all").is_none() {
-                    return Err(ApiError::bad_request("say which dead letters: a target, or all"));
-                }
-                if !confirmed {
-                    let counts = admin.store.counts().await?;
-                    let n: i64 = match target {
-                        Some(t) => counts.dead.get(t).copied().unwrap_or(0),
-                        None => counts.dead.values().sum(),
-                    };
-                    let whose = target.map_or("every target".to_owned(), |t| format!("target {t}"));
-                    let fields: Vec<(&str, String)> = match target {
-                        Some(t) => vec![("target", t.to_owned())],
-                        None => vec![("all", "true".to_owned())],
-                    };
-                    let what = format!("the {n} dead letter(s) of {whose}? At most 1,000 go per press.");
-                    return Ok(self.confirm_dead_letters(
-                        s,
-                        action,
-                        &what,
-                        &format!("/ui/dead-letters/{action}"),
-                        &fields,
-                    ));
-                }
-                let mut q: Vec<(&str, String)> = Vec::new();
-                q.extend(target.map(|t| ("target", t.to_owned())));
-                q.extend(form.get("all").map(|a| ("all", a.to_owned())));
-                let batch = admin.dead_letters_batch(&self.config, &Query::from_pairs(q), *action == "replay").await?;
-                let n = batch.replayed.or(batch.purged).unwrap_or(0);
-                tracing::info!(target = ?target, n, "console: dead letters {action}ed");
-                let more = if batch.next_cursor.is_some() { "&more=1" } else { "" };
-                let back = target.map(|t| format!("&target={}", pages::urlenc(t))).unwrap_or_default();
-                Ok(see_other(&format!("/ui/dead-letters?{action}ed={n}&skipped={}{more}{back}", batch.skipped.len())))
-            }
-            ["dead-letters", id, action @ ("replay" | "purge")] => {
-                let job = super::admin::job_id(id)?;
-                if !confirmed {
-                    let letter = admin.store.find_dead_letter(job).await?;
-                    let letter = letter.ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))?;
-                    let what = format!(
-                        "dead letter {id}: event {} to {} (last error: {})?",
-                        letter.job.event_id, letter.job.target, letter.error
-                    );
-                    return Ok(self.confirm_dead_letters(
-                        s,
-                        action,
-                        &what,
-                        &format!("/ui/dead-letters/{id}/{action}"),
-                        &[],
-                    ));
-                }
-                if *action == "replay" {
-                    admin.replay_dead_letter(&self.config, job).await?;
-                } else {
-                    admin.purge_dead_letter(job).await?;
-                }
-                tracing::info!(dead_letter = %id, "console: dead letter {action}ed");
-                Ok(see_other(&format!("/ui/dead-letters?{action}ed=1")))
-            }
+            ["dead-letters", action @ ("replay" | "purge")] => self.dead_letters_of(s, action, form).await,
+            ["dead-letters", id, action @ ("replay" | "purge")] => self.dead_letter(s, id, action, form).await,
             ["owners", "set"] => {
                 let id = form.get("id").ok_or_else(|| ApiError::bad_request("name an object"))?;
                 let owner = form.get("owner").ok_or_else(|| ApiError::bad_request("choose an owner"))?;
@@ -374,6 +315,60 @@ impl Ctx {
             }
             _ => Err(ApiError::not_found("no such console action")),
         }
+    }
+
+    /// Replays or purges a target's dead letters, or all, after the confirmation step.
+    async fn dead_letters_of(&self, s: &Session, action: &str, form: &Query) -> Answer {
+        let (admin, confirmed) = (&self.admin, form.get("confirm") == Some("yes"));
+        let target = form.get("target");
+        if target.is_none() && form.get("all").is_none() {
+            return Err(ApiError::bad_request("say which dead letters: a target, or all"));
+        }
+        if !confirmed {
+            let counts = admin.store.counts().await?;
+            let n: i64 = match target {
+                Some(t) => counts.dead.get(t).copied().unwrap_or(0),
+                None => counts.dead.values().sum(),
+            };
+            let whose = target.map_or("every target".to_owned(), |t| format!("target {t}"));
+            let fields: Vec<(&str, String)> = match target {
+                Some(t) => vec![("target", t.to_owned())],
+                None => vec![("all", "true".to_owned())],
+            };
+            let what = format!("the {n} dead letter(s) of {whose}? At most 1,000 go per press.");
+            return Ok(self.confirm_dead_letters(s, action, &what, &format!("/ui/dead-letters/{action}"), &fields));
+        }
+        let mut q: Vec<(&str, String)> = Vec::new();
+        q.extend(target.map(|t| ("target", t.to_owned())));
+        q.extend(form.get("all").map(|a| ("all", a.to_owned())));
+        let batch = admin.dead_letters_batch(&self.config, &Query::from_pairs(q), action == "replay").await?;
+        let n = batch.replayed.or(batch.purged).unwrap_or(0);
+        tracing::info!(target = ?target, n, "console: dead letters {action}ed");
+        let more = if batch.next_cursor.is_some() { "&more=1" } else { "" };
+        let back = target.map(|t| format!("&target={}", pages::urlenc(t))).unwrap_or_default();
+        Ok(see_other(&format!("/ui/dead-letters?{action}ed={n}&skipped={}{more}{back}", batch.skipped.len())))
+    }
+
+    /// Replays or purges one dead letter, after the confirmation step.
+    async fn dead_letter(&self, s: &Session, id: &str, action: &str, form: &Query) -> Answer {
+        let (admin, confirmed) = (&self.admin, form.get("confirm") == Some("yes"));
+        let job = super::admin::job_id(id)?;
+        if !confirmed {
+            let letter = admin.store.find_dead_letter(job).await?;
+            let letter = letter.ok_or_else(|| ApiError::not_found(format!("no dead letter {id}")))?;
+            let what = format!(
+                "dead letter {id}: event {} to {} (last error: {})?",
+                letter.job.event_id, letter.job.target, letter.error
+            );
+            return Ok(self.confirm_dead_letters(s, action, &what, &format!("/ui/dead-letters/{id}/{action}"), &[]));
+        }
+        if action == "replay" {
+            admin.replay_dead_letter(&self.config, job).await?;
+        } else {
+            admin.purge_dead_letter(job).await?;
+        }
+        tracing::info!(dead_letter = %id, "console: dead letter {action}ed");
+        Ok(see_other(&format!("/ui/dead-letters?{action}ed=1")))
     }
 
     /// The confirmation step of a dead-letter replay or purge: the same form again, confirmed.

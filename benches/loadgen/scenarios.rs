@@ -176,16 +176,18 @@ async fn page_events(
 /// say how much is noise).
 #[derive(Debug)]
 pub struct ConsoleReport {
-    pub before: IngestLevel,
-    pub console: IngestLevel,
-    pub after: IngestLevel,
+    /// Each phase in order, and whether the console was refreshing during it: alone and with
+    /// the console in turn, starting and ending alone, so each console phase has an alone
+    /// phase either side to be compared with (the store grows, and ingest slows, as it runs).
+    pub phases: Vec<(bool, IngestLevel)>,
     /// Console pages served, and their latency (sorted, µs).
     pub page_latencies_us: Vec<u32>,
 }
 
-/// Ingest at `senders` for `per_phase` three times against one `fanout serve`: alone; while a
+/// Ingest at `senders` for `per_phase` five times against one `fanout serve`, alone and while a
 /// signed-in console loads its pages (overview, its live part, the events list, a filter that
-/// matches nothing, the live tail), one every `pace`; alone again.
+/// matches nothing, the live tail), one every `pace`, in turn: alone, console, alone, console,
+/// alone.
 pub async fn console_refresh(
     bin: &Path,
     senders: usize,
@@ -199,16 +201,21 @@ pub async fn console_refresh(
     let fanout = Server::fanout(bin, &config, &[("DOWN_URL", down.url())], &log_path(dir.path(), "console"))?;
     let admin = fanout.admin.ok_or("fanout did not print its admin address")?;
     let mut seq = 0;
-    let before = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let viewer = tokio::spawn(view_console(admin, pace, stop.clone()));
-    let console = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut page_latencies_us = viewer.await.map_err(|e| e.to_string())??;
-    let after = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
+    let mut phases = Vec::new();
+    let mut page_latencies_us = Vec::new();
+    for with_console in [false, true, false, true, false] {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let viewer = with_console.then(|| tokio::spawn(view_console(admin, pace, stop.clone())));
+        let phase = level(&fanout, "console", &mut seq, senders, per_phase, body_bytes).await;
+        stop.store(true, Ordering::Relaxed);
+        if let Some(viewer) = viewer {
+            page_latencies_us.extend(viewer.await.map_err(|e| e.to_string())??);
+        }
+        phases.push((with_console, phase));
+    }
     fanout.stop();
     page_latencies_us.sort_unstable();
-    Ok(ConsoleReport { before, console, after, page_latencies_us })
+    Ok(ConsoleReport { phases, page_latencies_us })
 }
 
 /// Signs in to the console (the bench's admin listener has no token) and loads its pages in
